@@ -1,0 +1,56 @@
+"""Every check, one entry point: `nox` runs lint, typecheck and tests; `nox -s docs|examples|bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = ["3.11"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (asyncio and trio; real redis-server, real servers on loopback)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and on tests/typing/api.py (never executed, only checked)."""
+    session.install("-e", ".[test]", "mypy", "types-cachetools", "types-PyYAML")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the mkdocs site with --strict."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
+
+
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """Run every program in examples/."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "tests/test_examples.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run every benchmark in benchmarks/ (peers side by side, ratios printed)."""
+    session.install("-e", ".[test]", "limits", "aiolimiter", "pyrate-limiter", "throttled-py")
+    import pathlib
+
+    for script in sorted(pathlib.Path("benchmarks").glob("*.py")):
+        session.run("python", str(script), *session.posargs)

@@ -1,0 +1,50 @@
+"""tenantlb: load balancing and multi-tenant gateway controls inside a Python process.
+
+```python
+import tenantlb as tlb
+
+pool = tlb.Pool(["http://10.0.0.1:8000", "http://10.0.0.2:8000"], balancer=tlb.RoundRobin())
+with pool.acquire() as lease:
+    ...  # send the request to lease.endpoint.url
+    lease.record(status=200)
+```
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock as Clock
+from ._errors import ConfigError as ConfigError
+from ._errors import EndpointNotFound as EndpointNotFound
+from ._errors import Forbidden as Forbidden
+from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
+from ._errors import OverCapacity as OverCapacity
+from ._errors import RateLimited as RateLimited
+from ._errors import RequestRejected as RequestRejected
+from ._errors import StoreUnavailable as StoreUnavailable
+from ._errors import TenantLBError as TenantLBError
+from ._errors import Unauthenticated as Unauthenticated
+from ._errors import UnknownTenant as UnknownTenant
+
+# --- balancing ---
+# --- ratelimit ---
+# --- health ---
+# --- tenants ---
+# --- gateway and config ---
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Clock",
+    "ConfigError",
+    "EndpointNotFound",
+    "Forbidden",
+    "NoHealthyEndpoint",
+    "OverCapacity",
+    "RateLimited",
+    "RequestRejected",
+    "StoreUnavailable",
+    "TenantLBError",
+    "Unauthenticated",
+    "UnknownTenant",
+    "__version__",
+]

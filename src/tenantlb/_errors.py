@@ -1,0 +1,151 @@
+"""The tenantlb error tree.
+
+Every error tenantlb raises on purpose derives from `TenantLBError`, so one ``except`` catches them
+all; bad *arguments* to our API are ordinary `TypeError` / `ValueError` (anyio's convention), and
+misuse (a lease recorded twice) is `RuntimeError`. Third-party errors (redis, httpcore, OS sockets)
+are translated at the boundary with ``raise X(...) from exc``.
+
+```
+TenantLBError
+├── ConfigError                 (also a ValueError) a bad config document; .path names the field
+├── NoHealthyEndpoint           a pool had nothing to pick from
+├── EndpointNotFound            (also a LookupError) an unknown endpoint URL
+├── StoreUnavailable            a rate-limit store (Redis) could not be reached or answered garbage
+└── RequestRejected             the gateway refused a request; .status is the HTTP status to answer
+    ├── UnknownTenant           no tenant matched the request (401)
+    ├── Unauthenticated         missing or wrong credentials (401)
+    ├── Forbidden               the tenant is disabled or may not use that upstream (403)
+    ├── RateLimited             a rate limit said no; .decision tells when to retry (429)
+    └── OverCapacity            the tenant's concurrency slots are all taken (503)
+```
+
+Messages never contain raw API keys: they name the tenant id or the header, never its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ratelimit import Decision
+
+__all__ = [
+    "ConfigError",
+    "EndpointNotFound",
+    "Forbidden",
+    "NoHealthyEndpoint",
+    "OverCapacity",
+    "RateLimited",
+    "RequestRejected",
+    "StoreUnavailable",
+    "TenantLBError",
+    "Unauthenticated",
+    "UnknownTenant",
+]
+
+
+class TenantLBError(Exception):
+    """The root of every error tenantlb raises on purpose."""
+
+
+class ConfigError(TenantLBError, ValueError):
+    """A configuration document (or value) is invalid.
+
+    Attributes:
+        path: Where the first problem is, e.g. ``tenants[2].limits[0].per`` (empty for the root).
+        errors: Every problem found, as ``(path, message)`` pairs; validation reports them all at once.
+    """
+
+    def __init__(self, path: str, message: str, *, errors: Sequence[tuple[str, str]] = ()) -> None:
+        self.path = path
+        self.message = message
+        self.errors: tuple[tuple[str, str], ...] = tuple(errors) or ((path, message),)
+        if len(self.errors) == 1:
+            text = f"{path}: {message}" if path else message
+        else:
+            lines = [f"{p}: {m}" if p else m for p, m in self.errors]
+            text = f"{len(self.errors)} errors in config:\n  " + "\n  ".join(lines)
+        super().__init__(text)
+
+    @classmethod
+    def collect(cls, errors: Sequence[tuple[str, str]]) -> ConfigError:
+        """Build one error that reports every ``(path, message)`` problem in *errors*."""
+        path, message = errors[0]
+        return cls(path, message, errors=errors)
+
+
+class NoHealthyEndpoint(TenantLBError):
+    """A pool had no endpoint it could pick (empty, or every candidate excluded)."""
+
+
+class EndpointNotFound(TenantLBError, LookupError):
+    """An endpoint URL that the pool does not hold."""
+
+    def __str__(self) -> str:  # LookupError would repr() the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreUnavailable(TenantLBError):
+    """A rate-limit or concurrency store could not answer (e.g. Redis is down)."""
+
+
+class RequestRejected(TenantLBError):
+    """The gateway refused a request; adapters answer with `status` and `headers`.
+
+    Attributes:
+        status: The HTTP status code an adapter should answer with.
+        headers: Extra response headers (e.g. ``Retry-After``), as ``(name, value)`` pairs.
+    """
+
+    status: int = 400
+    title: str = "Bad Request"
+
+    def __init__(self, message: str, *, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.headers: list[tuple[str, str]] = list(headers)
+
+
+class UnknownTenant(RequestRejected):
+    """No tenant matched the request."""
+
+    status = 401
+    title = "Unknown tenant"
+
+
+class Unauthenticated(RequestRejected):
+    """Credentials were missing, malformed or wrong."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
+class Forbidden(RequestRejected):
+    """The tenant is known but may not do this (disabled, or an upstream it is not assigned)."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class RateLimited(RequestRejected):
+    """A rate limit denied the request.
+
+    Attributes:
+        decision: The `Decision` that denied it; ``decision.retry_after`` says when to try again.
+    """
+
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(
+        self, message: str, *, decision: Decision, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.decision = decision
+
+
+class OverCapacity(RequestRejected):
+    """Every concurrency slot of the tenant (or the gateway) is taken."""
+
+    status = 503
+    title = "Over capacity"

@@ -1,0 +1,35 @@
+"""The public surface: `tenantlb.__all__` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import types
+
+import tenantlb
+
+
+def test_all_is_sorted_and_unique() -> None:
+    """`__all__` is one sorted list without duplicates."""
+    names = [n for n in tenantlb.__all__ if n != "__version__"]
+    assert names == sorted(names)
+    assert len(set(tenantlb.__all__)) == len(tenantlb.__all__)
+
+
+def test_all_matches_public_names() -> None:
+    """Every public name in the package namespace is in `__all__`, and every name there exists."""
+    public = {
+        name
+        for name, value in vars(tenantlb).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+    }
+    assert public == set(tenantlb.__all__) - {"__version__"}
+    for name in tenantlb.__all__:
+        assert hasattr(tenantlb, name), name
+
+
+def test_public_classes_live_in_tenantlb() -> None:
+    """Re-exported names present themselves under the `tenantlb` package."""
+    for name in tenantlb.__all__:
+        obj = getattr(tenantlb, name)
+        module = getattr(obj, "__module__", "tenantlb")
+        assert module.startswith("tenantlb"), (name, module)
