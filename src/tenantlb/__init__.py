@@ -26,6 +26,15 @@ from ._errors import Unauthenticated as Unauthenticated
 from ._errors import UnknownTenant as UnknownTenant
 
 # --- balancing ---
+from ._events import Event as Event
+from .balancing import Endpoint as Endpoint
+from .balancing import EndpointStats as EndpointStats
+from .balancing import Lease as Lease
+from .balancing import Pool as Pool
+from .balancing import PoolStats as PoolStats
+from .balancing import RoundRobin as RoundRobin
+from .balancing import SlowStart as SlowStart
+
 # --- ratelimit ---
 # --- health ---
 # --- tenants ---
@@ -36,12 +45,20 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Clock",
     "ConfigError",
+    "Endpoint",
     "EndpointNotFound",
+    "EndpointStats",
+    "Event",
     "Forbidden",
+    "Lease",
     "NoHealthyEndpoint",
     "OverCapacity",
+    "Pool",
+    "PoolStats",
     "RateLimited",
     "RequestRejected",
+    "RoundRobin",
+    "SlowStart",
     "StoreUnavailable",
     "TenantLBError",
     "Unauthenticated",

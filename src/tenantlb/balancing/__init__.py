@@ -1,0 +1,35 @@
+"""Balancing: endpoints, pools, leases and the strategies that pick among them."""
+
+from __future__ import annotations
+
+from ._balancer import Balancer as Balancer
+from ._balancer import BalancerBase as BalancerBase
+from ._balancer import EndpointState as EndpointState
+from ._balancer import OutcomeObserver as OutcomeObserver
+from ._endpoint import Endpoint as Endpoint
+from ._endpoint import normalize_url as normalize_url
+from ._pool import EndpointStats as EndpointStats
+from ._pool import Lease as Lease
+from ._pool import Pool as Pool
+from ._pool import PoolStats as PoolStats
+from ._pool import PoolSubset as PoolSubset
+from ._pool import SlowStart as SlowStart
+from ._round_robin import RoundRobin as RoundRobin
+
+# --- strategies (added by their modules) ---
+
+__all__ = [
+    "Balancer",
+    "BalancerBase",
+    "Endpoint",
+    "EndpointState",
+    "EndpointStats",
+    "Lease",
+    "OutcomeObserver",
+    "Pool",
+    "PoolStats",
+    "PoolSubset",
+    "RoundRobin",
+    "SlowStart",
+    "normalize_url",
+]

@@ -1,0 +1,127 @@
+"""The extension points of balancing: the `Balancer` and `OutcomeObserver` protocols, and the live
+per-endpoint state (`EndpointState`) they both read.
+
+A pool owns one balancer. Whenever the set of candidates changes (membership, health, ejection,
+weights, panic), the pool calls ``rebuild(candidates)``; each acquisition calls ``pick(key)`` under the
+pool's lock; each recorded outcome calls ``observe(...)``. ``pick`` must be O(1) or O(log n) for n
+candidates (FULL_SCAN modes excepted and documented); ``rebuild`` may be O(n) or O(table size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .._clock import Clock
+from ._endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = ["Balancer", "BalancerBase", "EndpointState", "OutcomeObserver"]
+
+
+class EndpointState:
+    """The live state of one endpoint in a pool, shared by its balancer, its subsets and health.
+
+    Mutated only under the pool's lock. Balancers read ``weight`` (the effective weight, after slow
+    start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``.
+    """
+
+    __slots__ = (
+        "added_at",
+        "ejected_until",
+        "endpoint",
+        "ewma",
+        "ewma_at",
+        "failures",
+        "healthy",
+        "in_flight",
+        "key",
+        "requests",
+        "slow_start_from",
+        "url",
+        "weight",
+    )
+
+    def __init__(self, endpoint: Endpoint, now: float) -> None:
+        self.endpoint = endpoint
+        self.url = endpoint.url
+        self.key = endpoint.url.encode()
+        self.weight = float(endpoint.weight)
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0
+        self.healthy = True
+        self.ejected_until = 0.0  # 0.0 = not ejected
+        self.added_at = now
+        self.slow_start_from: float | None = None
+        self.ewma = -1.0  # < 0: no sample yet (PeakEWMA uses its default RTT)
+        self.ewma_at = now
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until > 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<EndpointState {self.url} weight={self.weight:g} in_flight={self.in_flight}"
+            f" healthy={self.healthy} ejected={self.ejected}>"
+        )
+
+
+@runtime_checkable
+class Balancer(Protocol):
+    """A load-balancing strategy; one instance serves one pool (or one pool subset)."""
+
+    def bind(self, clock: Clock) -> None:
+        """Called once by the pool that adopts this balancer, with the pool's clock."""
+
+    def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+        """Adopt a new candidate list (possibly empty)."""
+
+    def pick(self, key: bytes | None) -> EndpointState | None:
+        """Return a candidate for a request with hash *key* (None if no key), or None if empty."""
+
+    def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
+        """Learn from a finished request (latency in seconds; failed = 5xx, 429 or error)."""
+
+    def clone(self) -> Balancer:
+        """A fresh, unbound balancer with the same settings (pool subsets use one each)."""
+
+
+class BalancerBase:
+    """Convenience base for balancers: stores the clock, guards against sharing, no-op observe.
+
+    Subclasses implement ``rebuild``, ``pick`` and ``clone``.
+    """
+
+    _clock: Clock | None = None
+
+    def bind(self, clock: Clock) -> None:
+        if self._clock is not None:
+            msg = (
+                f"{type(self).__name__} is already bound to a pool; "
+                "give each pool its own balancer instance"
+            )
+            raise RuntimeError(msg)
+        self._clock = clock
+
+    def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
+        return None
+
+
+class OutcomeObserver(Protocol):
+    """Something a pool reports every recorded outcome to (the outlier detector implements it).
+
+    ``balancing`` defines this protocol so that ``health`` can implement it without ``balancing``
+    importing ``health``.
+    """
+
+    def attach(self, pool: Pool) -> None:
+        """Called once when a pool adopts the observer."""
+
+    def observe(
+        self, state: EndpointState, status: int | None, error: BaseException | None, now: float
+    ) -> None:
+        """Called after each recorded outcome, outside the pool lock."""
