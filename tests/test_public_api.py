@@ -19,7 +19,8 @@ def test_all_matches_public_names() -> None:
     public = {
         name
         for name, value in vars(tenantlb).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
         and name != "annotations"
     }
     assert public == set(tenantlb.__all__) - {"__version__"}
