@@ -30,7 +30,7 @@ from cachetools import LRUCache
 from .._clock import Clock, default_clock
 from .._errors import EndpointNotFound, NoHealthyEndpoint
 from .._events import Event, EventHandler, EventKind, emit
-from ._balancer import Balancer, EndpointState, OutcomeObserver
+from ._balancer import Balancer, BalancerBase, EndpointState, OutcomeObserver
 from ._endpoint import Endpoint, normalize_url
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class _Balanced:
     _members: list[EndpointState]
     _candidates: Sequence[EndpointState]
     _balancer: Balancer
+    _observe: Callable[[EndpointState, float, bool], None] | None
     _observer: OutcomeObserver | None
     _panic: bool
     _panic_threshold: float
@@ -156,18 +157,21 @@ class _Balanced:
             NoHealthyEndpoint: The pool is empty or every candidate is excluded.
             TypeError: *key* is not str, bytes or None.
         """
-        clock = self._clock
-        now = clock()
+        now = self._clock()
         root = self._root
         if now >= root._next_tick:
             root._tick(now)
         if key is not None and type(key) is not bytes:
             key = _key_bytes(key)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: this is the hot path, and acquire/release is half the cost
+        try:
             state = self._balancer.pick(key)
             if state is None or (exclude and state.url in exclude):
                 state = self._pick_excluding(exclude)
             state.in_flight += 1
+        finally:
+            lock.release()
         return Lease(self, state, now)
 
     def _pick_excluding(self, exclude: Collection[str]) -> EndpointState:
@@ -186,28 +190,15 @@ class _Balanced:
             raise NoHealthyEndpoint(msg)
         return best
 
-    def _finish(
-        self,
-        state: EndpointState,
-        latency: float,
-        status: int | None,
-        error: BaseException | None,
-        now: float,
-    ) -> None:
-        failed = error is not None or (status is not None and (status >= 500 or status == 429))
-        with self._lock:
-            state.in_flight -= 1
-            state.requests += 1
-            if failed:
-                state.failures += 1
-            self._balancer.observe(state, latency, failed)
-        observer = self._observer
-        if observer is not None:
-            observer.observe(state, status, error, now)
-
     def _release(self, state: EndpointState) -> None:
         with self._lock:
             state.in_flight -= 1
+
+    def _adopt(self, balancer: Balancer) -> None:
+        self._balancer = balancer
+        # Most strategies ignore outcomes; skipping their no-op observe() saves a call per record.
+        observe = getattr(type(balancer), "observe", None)
+        self._observe = None if observe is BalancerBase.observe else balancer.observe
 
     def _recompute(self, now: float, events: list[Event]) -> None:
         # Caller holds the lock. Envoy: panic when the available share drops below the threshold.
@@ -355,7 +346,7 @@ class Pool(_Balanced):
         self._members = list(self._states.values())
         self._candidates = ()
         balancer.bind(clock)
-        self._balancer = balancer
+        self._adopt(balancer)
         self._observer = outlier_detector
         self._recompute(now, [])
         if outlier_detector is not None:
@@ -662,7 +653,7 @@ class PoolSubset(_Balanced):
         self._panic_threshold = pool._panic_threshold
         balancer = pool._balancer.clone()
         balancer.bind(pool._clock)
-        self._balancer = balancer
+        self._adopt(balancer)
         self._candidates = ()
         self._members = []
         self._refresh(pool._clock(), [], membership=True)
@@ -744,14 +735,32 @@ class Lease:
             if type(status) is not int or not 100 <= status <= 599:
                 msg = f"status must be an int between 100 and 599, got {status!r}"
                 raise ValueError(msg)
+            failed = status >= 500 or status == 429 or error is not None
         elif error is None:
             msg = "record() needs status= or error="
             raise ValueError(msg)
+        else:
+            failed = True
         self._open = False
         owner = self._owner
+        state = self._state
         now = owner._clock()
         self.latency = latency = now - self.started
-        owner._finish(self._state, latency, status, error, now)
+        lock = owner._lock
+        lock.acquire()  # hot path: see _Balanced.acquire
+        try:
+            state.in_flight -= 1
+            state.requests += 1
+            if failed:
+                state.failures += 1
+            observe = owner._observe
+            if observe is not None:
+                observe(state, latency, failed)
+        finally:
+            lock.release()
+        observer = owner._observer
+        if observer is not None:
+            observer.observe(state, status, error, now)
 
     def release(self) -> None:
         """Release without an outcome (idempotent; the context manager calls it for you)."""
