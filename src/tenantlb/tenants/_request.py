@@ -1,0 +1,245 @@
+"""`RequestInfo`: the small, adapter-neutral view of a request that resolvers and the gateway read."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, final
+
+from ._checks import require_type
+
+__all__ = ["RequestInfo"]
+
+_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_HeaderValue = str | bytes
+_Headers = Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[_HeaderValue, _HeaderValue]]
+
+
+@final
+class RequestInfo:
+    """What tenantlb needs to know about a request, built once per request by an adapter.
+
+    Construction only stores its arguments; headers are decoded and indexed on the first lookup,
+    and the client IP is worked out on first access, so building one is cheap.
+
+    ```python
+    import tenantlb as tlb
+
+    info = tlb.RequestInfo(
+        "GET",
+        "/v1/chat",
+        [(b"x-api-key", b"sk-example"), (b"x-forwarded-for", b"198.51.100.7")],
+        client=("10.0.0.2", 5555),
+        trusted_proxies=["10.0.0.0/8"],
+    )
+    assert info.header("X-API-Key") == "sk-example"
+    assert info.client_ip == "198.51.100.7"
+    ```
+
+    Args:
+        method: The HTTP method, e.g. ``"GET"``.
+        path: The request path without the query string.
+        headers: ``(name, value)`` pairs (str or bytes, as ASGI and httpx give them) or a mapping.
+            Bytes are decoded as Latin-1, the HTTP convention. Repeated names are kept.
+        scheme: ``"http"`` or ``"https"``.
+        host: The requested host; default: the ``Host`` header.
+        client: The direct peer as ``(ip, port)``, or None if unknown.
+        trusted_proxies: IPs or CIDR networks (str or `ipaddress` objects) of proxies allowed to
+            tell us the client address in a forwarding header. Empty (the default) means the
+            headers are ignored and `client_ip` is the direct peer.
+        proxy_header: Which forwarding header the trusted proxies set: ``"x-forwarded-for"``
+            (default) or ``"forwarded"`` (RFC 7239). Only one is read, so a client cannot smuggle
+            an address in the header your proxy does not manage.
+    """
+
+    __slots__ = (
+        "_client_ip",
+        "_headers",
+        "_host",
+        "_index",
+        "_proxy_header",
+        "_trusted",
+        "client",
+        "method",
+        "path",
+        "scheme",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: _Headers = (),
+        *,
+        scheme: str = "http",
+        host: str | None = None,
+        client: tuple[str, int] | None = None,
+        trusted_proxies: Iterable[str | _IPNetwork | _IPAddress] = (),
+        proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
+    ) -> None:
+        require_type("method", method, str, "a str")
+        require_type("path", path, str, "a str")
+        if proxy_header not in ("x-forwarded-for", "forwarded"):
+            msg = f"proxy_header must be 'x-forwarded-for' or 'forwarded', got {proxy_header!r}"
+            raise ValueError(msg)
+        self.method = method
+        self.path = path
+        self.scheme = scheme
+        self.client = client
+        self._host = host
+        self._headers = headers
+        self._trusted = trusted_proxies
+        self._proxy_header = proxy_header
+        self._index: dict[str, list[str]] | None = None
+        self._client_ip: str | Literal[False] | None = False  # False: not computed yet
+
+    def __repr__(self) -> str:
+        # Header values (API keys, cookies) stay out of the repr.
+        return f"RequestInfo({self.method!r}, {self.path!r}, client={self.client!r})"
+
+    # -- headers ---------------------------------------------------------------------------------
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of header *name* (case-insensitive), or *default*."""
+        values = self._headers_index().get(name.lower())
+        return values[0] if values else default
+
+    def header_values(self, name: str) -> tuple[str, ...]:
+        """Return every value of header *name* (case-insensitive), in order."""
+        return tuple(self._headers_index().get(name.lower(), ()))
+
+    def _headers_index(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = self._index = _index_headers(self._headers)
+        return index
+
+    # -- host and client -------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str | None:
+        """The requested host name, lowercased, without the port (from ``host=`` or ``Host``)."""
+        raw = self._host if self._host is not None else self.header("host")
+        if not raw:
+            return None
+        raw = raw.strip().lower()
+        if raw.startswith("["):  # [v6]:port
+            end = raw.find("]")
+            return raw[1:end] if end > 0 else raw
+        host, sep, port = raw.rpartition(":")
+        if sep and port.isdigit() and ":" not in host:
+            return host
+        return raw
+
+    @property
+    def client_ip(self) -> str | None:
+        """The client's IP address.
+
+        The direct peer, unless the peer is a trusted proxy: then the forwarding header is walked
+        right to left, skipping trusted hops, and the first untrusted address is the client. If
+        every hop is trusted, the leftmost one is. Headers from untrusted peers are ignored, so a
+        client cannot spoof its address.
+        """
+        if self._client_ip is False:
+            self._client_ip = self._compute_client_ip()
+        return self._client_ip
+
+    def _compute_client_ip(self) -> str | None:
+        if self.client is None:
+            return None
+        peer = str(self.client[0])
+        networks = _networks(self._trusted)
+        if not networks:
+            return peer
+        address = _parse_ip(peer)
+        if address is None or not _is_trusted(address, networks):
+            return peer
+        if self._proxy_header == "forwarded":
+            hops = _forwarded_for(self.header_values("forwarded"))
+        else:
+            hops = [h.strip() for v in self.header_values("x-forwarded-for") for h in v.split(",")]
+        client = address
+        for hop in reversed(hops):
+            parsed = _parse_ip(_strip_port(hop))
+            if parsed is None:
+                break  # garbage written by a trusted hop: stop at the last address we believe
+            client = parsed
+            if not _is_trusted(parsed, networks):
+                break
+        return str(client)
+
+
+def _index_headers(headers: _Headers) -> dict[str, list[str]]:
+    items: Iterable[tuple[_HeaderValue, _HeaderValue]]
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    index: dict[str, list[str]] = {}
+    for name, value in items:
+        key = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        index.setdefault(key, []).append(text)
+    return index
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_networks(specs: tuple[str | _IPNetwork | _IPAddress, ...]) -> tuple[_IPNetwork, ...]:
+    networks: list[_IPNetwork] = []
+    for spec in specs:
+        if isinstance(spec, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(spec)
+        elif isinstance(spec, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            networks.append(ipaddress.ip_network(spec))
+        else:
+            require_type("trusted_proxies entries", spec, str, "str or ipaddress objects")
+            try:
+                networks.append(ipaddress.ip_network(spec.strip(), strict=False))
+            except ValueError:
+                msg = f"trusted_proxies entries must be IPs or CIDR networks, got {spec!r}"
+                raise ValueError(msg) from None
+    return tuple(networks)
+
+
+def _networks(trusted: Iterable[str | _IPNetwork | _IPAddress]) -> tuple[_IPNetwork, ...]:
+    if isinstance(trusted, str):
+        trusted = (trusted,)
+    specs = trusted if isinstance(trusted, tuple) else tuple(trusted)
+    return _parse_networks(specs) if specs else ()
+
+
+def _parse_ip(text: str) -> _IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: _IPAddress, networks: Sequence[_IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def _strip_port(hop: str) -> str:
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):  # [2001:db8::1]:443
+        end = hop.find("]")
+        return hop[1:end] if end > 0 else hop
+    if hop.count(":") == 1:  # 203.0.113.9:5555
+        return hop.partition(":")[0]
+    return hop
+
+
+def _forwarded_for(values: Iterable[str]) -> list[str]:
+    # RFC 7239: elements separated by ",", pairs by ";", we only need for=.
+    hops: list[str] = []
+    for value in values:
+        for element in value.split(","):
+            found = "unknown"
+            for pair in element.split(";"):
+                name, sep, val = pair.strip().partition("=")
+                if sep and name.strip().lower() == "for":
+                    found = val.strip()
+            hops.append(found)
+    return hops
