@@ -42,6 +42,7 @@ class RoundRobin(BalancerBase):
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         n = len(candidates)
+        previous = self._heap
         self._heap = []
         if n == 0:
             self._schedule = ()
@@ -57,9 +58,9 @@ class RoundRobin(BalancerBase):
             if sum(ints) * n <= _SCHEDULE_BUDGET:
                 self._schedule = _nginx_schedule(candidates, ints)
             else:
-                self._start_edf(candidates)
+                self._start_edf(candidates, previous)
         else:
-            self._start_edf(candidates)
+            self._start_edf(candidates, previous)
         if self._schedule:
             self._cursor %= len(self._schedule)
 
@@ -78,10 +79,17 @@ class RoundRobin(BalancerBase):
         self._cursor = i + 1
         return schedule[i]
 
-    def _start_edf(self, candidates: Sequence[EndpointState]) -> None:
-        # Random offsets in [0, 1/w): no endpoint always goes first after a rebuild.
+    def _start_edf(
+        self, candidates: Sequence[EndpointState], previous: list[tuple[float, int, EndpointState]]
+    ) -> None:
+        # Survivors keep their deadlines, so frequent rebuilds cannot starve anyone; newcomers
+        # start at a random offset in [0, 1/w) from the current virtual time.
+        now = previous[0][0] if previous else 0.0
+        kept = {id(state): deadline for deadline, _, state in previous}
         rand = self._rng.random
-        self._heap = [(rand() / c.weight, i, c) for i, c in enumerate(candidates)]
+        self._heap = [
+            (kept.get(id(c), now + rand() / c.weight), i, c) for i, c in enumerate(candidates)
+        ]
         heapq.heapify(self._heap)
         self._schedule = None
 
