@@ -30,6 +30,7 @@ from ._events import Event as Event
 from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
 from .balancing import Lease as Lease
+from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
 from .balancing import RoundRobin as RoundRobin
@@ -53,6 +54,7 @@ __all__ = [
     "Lease",
     "NoHealthyEndpoint",
     "OverCapacity",
+    "PeakEWMA",
     "Pool",
     "PoolStats",
     "RateLimited",

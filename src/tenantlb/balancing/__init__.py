@@ -17,6 +17,8 @@ from ._pool import SlowStart as SlowStart
 from ._round_robin import RoundRobin as RoundRobin
 
 # --- strategies (added by their modules) ---
+# isort: split
+from ._peak_ewma import PeakEWMA as PeakEWMA
 
 __all__ = [
     "Balancer",
@@ -26,6 +28,7 @@ __all__ = [
     "EndpointStats",
     "Lease",
     "OutcomeObserver",
+    "PeakEWMA",
     "Pool",
     "PoolStats",
     "PoolSubset",

@@ -1,0 +1,141 @@
+"""`PeakEWMA`: latency-aware picking (Finagle's peak exponentially weighted moving average)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import final
+
+from ._balancer import BalancerBase, EndpointState
+
+__all__ = ["PeakEWMA"]
+
+# A cost floor, so that a zero-latency sample (a manual clock, a cached reply) still lets the
+# number of requests in flight tell endpoints apart.
+_MIN_COST = 1e-6
+
+
+@final
+class PeakEWMA(BalancerBase):
+    """Send each request where it is expected to finish first (Finagle's / linkerd's Peak-EWMA).
+
+    Each endpoint's *cost* is a moving average of its round-trip time that is peak-sensitive: a
+    sample slower than the average replaces it at once, a faster one pulls it down with weight
+    ``1 - exp(-Δt/τ)`` (Δt since the previous sample, τ = ``decay``), so the estimate reacts to a
+    slowdown immediately and forgets it over about τ seconds. While an endpoint receives no samples
+    its cost decays toward zero with the same τ, so an endpoint that was slow is probed again
+    after a while instead of being shunned forever. An endpoint without samples costs
+    ``default_rtt``.
+
+    A request goes to the cheaper of two random candidates (power of two choices), where
+    ``load = cost * (in_flight + 1)``: O(1) a pick. The average lives on the pool's
+    `EndpointState` (``ewma``, ``ewma_at``) and is timed with the pool's clock.
+
+    Failures (5xx, 429, errors) are penalised: a failed request counts as a sample of
+    ``max(latency, failure_penalty, 2 * current cost)``, so an endpoint that fails fast (an
+    instant 503) looks slow, not fast, and each further failure doubles its cost. Set
+    ``failure_penalty`` well above your normal latency.
+
+    Args:
+        decay: τ, the time constant of the average in seconds (> 0). Default 10 s, as in Finagle.
+        default_rtt: The cost of an endpoint with no sample yet, in seconds (> 0).
+        failure_penalty: The smallest latency a failed request counts as, in seconds (> 0).
+        seed: Seed for the random choice of the two candidates (None: from the OS).
+
+    Raises:
+        ValueError: A non-positive or non-finite number.
+    """
+
+    def __init__(
+        self,
+        decay: float = 10.0,
+        *,
+        default_rtt: float = 0.030,
+        failure_penalty: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        _check_positive("decay", decay)
+        _check_positive("default_rtt", default_rtt)
+        _check_positive("failure_penalty", failure_penalty)
+        self.decay = float(decay)
+        self.default_rtt = float(default_rtt)
+        self.failure_penalty = float(failure_penalty)
+        self._seed = seed
+        self._rng = random.Random(seed)
+        self._candidates: Sequence[EndpointState] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"PeakEWMA(decay={self.decay!r}, default_rtt={self.default_rtt!r},"
+            f" failure_penalty={self.failure_penalty!r})"
+        )
+
+    def clone(self) -> PeakEWMA:
+        return PeakEWMA(
+            self.decay,
+            default_rtt=self.default_rtt,
+            failure_penalty=self.failure_penalty,
+            seed=self._seed,
+        )
+
+    def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+        self._candidates = tuple(candidates)
+
+    def pick(self, key: bytes | None) -> EndpointState | None:
+        candidates = self._candidates
+        n = len(candidates)
+        if n <= 1:
+            return candidates[0] if n else None
+        rand = self._rng.random
+        i = int(rand() * n)
+        j = int(rand() * (n - 1))
+        if j >= i:
+            j += 1
+        a = candidates[i]
+        b = candidates[j]
+        clock = self._clock
+        now = clock() if clock is not None else 0.0
+        return a if self._load(a, now) <= self._load(b, now) else b
+
+    def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
+        clock = self._clock
+        now = clock() if clock is not None else state.ewma_at
+        cost = state.ewma
+        if failed:
+            current = self.default_rtt if cost < 0.0 else cost
+            latency = max(latency, self.failure_penalty, 2.0 * current)
+        if cost < 0.0 or latency > cost:
+            state.ewma = latency  # first sample, or a peak: adopt it at once
+        else:
+            elapsed = now - state.ewma_at
+            w = math.exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
+            state.ewma = cost * w + latency * (1.0 - w)
+        state.ewma_at = now
+
+    def cost(self, state: EndpointState) -> float:
+        """The current latency estimate of *state* in seconds (decayed to the clock's now)."""
+        clock = self._clock
+        now = clock() if clock is not None else state.ewma_at
+        return self._cost(state, now)
+
+    def _cost(self, state: EndpointState, now: float) -> float:
+        cost = state.ewma
+        if cost < 0.0:
+            return self.default_rtt
+        idle = now - state.ewma_at
+        if idle > 0.0:
+            cost *= math.exp(-idle / self.decay)
+        return cost if cost > _MIN_COST else _MIN_COST
+
+    def _load(self, state: EndpointState, now: float) -> float:
+        return self._cost(state, now) * (state.in_flight + 1)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not (value > 0 and math.isfinite(value)):
+        msg = f"{name} must be > 0 and finite, got {value!r}"
+        raise ValueError(msg)

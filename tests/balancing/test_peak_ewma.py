@@ -1,0 +1,179 @@
+"""PeakEWMA: Finagle's peak-sensitive moving average, P2C on cost x (in-flight + 1)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+
+import pytest
+
+import tenantlb as tlb
+from tenantlb.balancing import EndpointState
+from tenantlb.testing import ManualClock
+
+URLS = [f"http://10.0.0.{i}:8000" for i in range(1, 11)]
+
+
+def simulate(
+    pool: tlb.Pool,
+    clock: ManualClock,
+    latency: dict[str, float],
+    status: dict[str, int],
+    *,
+    requests: int,
+    interval: float,
+) -> Counter[str]:
+    """Drive *pool* with a request every *interval* seconds; each takes its endpoint's latency."""
+    picks: Counter[str] = Counter()
+    done: list[tuple[float, int, tlb.Lease]] = []
+    now = clock()
+    for n in range(requests):
+        arrival = now + n * interval
+        while done and done[0][0] <= arrival:
+            at, _, lease = heapq.heappop(done)
+            clock.set(at)
+            lease.record(status=status.get(lease.url, 200))
+        clock.set(arrival)
+        lease = pool.acquire()
+        picks[lease.url] += 1
+        heapq.heappush(done, (arrival + latency.get(lease.url, 0.010), n, lease))
+    while done:
+        at, _, lease = heapq.heappop(done)
+        clock.set(at)
+        lease.record(status=status.get(lease.url, 200))
+    return picks
+
+
+def test_is_the_pool_default() -> None:
+    """A pool without a balancer uses PeakEWMA."""
+    assert isinstance(tlb.Pool(URLS[:2]).balancer, tlb.PeakEWMA)
+
+
+def test_slow_endpoint_gets_under_5_percent() -> None:
+    """An endpoint ten times slower than its peers receives less than 5% of the traffic."""
+    clock = ManualClock(1000.0)
+    pool = tlb.Pool(URLS[:5], tlb.PeakEWMA(seed=1), clock=clock)
+    slow = URLS[0]
+    picks = simulate(pool, clock, {slow: 0.100}, {}, requests=20_000, interval=0.002)
+    share = picks[slow] / 20_000
+    assert share < 0.05, share
+    assert all(s.in_flight == 0 for s in pool.stats().endpoints)
+
+
+def test_fast_failing_endpoint_gets_under_5_percent() -> None:
+    """An endpoint that answers 503 instantly receives less than 5% of the traffic."""
+    clock = ManualClock(1000.0)
+    pool = tlb.Pool(URLS[:5], tlb.PeakEWMA(seed=2), clock=clock)
+    bad = URLS[3]
+    picks = simulate(pool, clock, {bad: 0.0005}, {bad: 503}, requests=20_000, interval=0.002)
+    share = picks[bad] / 20_000
+    assert share < 0.05, share
+
+
+def test_equal_endpoints_share_evenly() -> None:
+    """Endpoints of equal latency each receive about the same share."""
+    clock = ManualClock(1000.0)
+    pool = tlb.Pool(URLS[:4], tlb.PeakEWMA(seed=3), clock=clock)
+    picks = simulate(pool, clock, {}, {}, requests=20_000, interval=0.002)
+    for url in URLS[:4]:
+        assert 0.20 < picks[url] / 20_000 < 0.30
+
+
+def test_recovered_endpoint_is_probed_again() -> None:
+    """An endpoint that was slow gets traffic again once its latency returns to normal."""
+    clock = ManualClock(1000.0)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=4), clock=clock)
+    slow = URLS[0]
+    simulate(pool, clock, {slow: 0.200}, {}, requests=5_000, interval=0.002)
+    clock.advance(5.0)
+    picks = simulate(pool, clock, {}, {}, requests=60_000, interval=0.002)
+    assert picks[slow] / 60_000 > 0.2
+
+
+def test_cost_jumps_to_a_peak_and_decays() -> None:
+    """A slower sample replaces the cost at once; a faster one pulls it down by 1 - exp(-dt/tau)."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(decay=10.0)
+    pool = tlb.Pool(URLS[:1], balancer, clock=clock)
+    state = pool.state(URLS[0])
+    assert balancer.cost(state) == pytest.approx(0.030)  # default RTT before any sample
+    balancer.observe(state, 0.010, False)
+    assert state.ewma == pytest.approx(0.010)  # first sample is adopted
+    clock.advance(1.0)
+    balancer.observe(state, 0.500, False)
+    assert state.ewma == pytest.approx(0.500)  # peak
+    clock.advance(10.0)
+    balancer.observe(state, 0.100, False)
+    w = math.exp(-1.0)
+    assert state.ewma == pytest.approx(0.500 * w + 0.100 * (1 - w))
+    before = state.ewma
+    clock.advance(10.0)
+    assert balancer.cost(state) == pytest.approx(before * math.exp(-1.0))  # idle decay
+
+
+def test_failure_counts_as_a_penalty() -> None:
+    """A failed request counts as at least failure_penalty seconds, and doubles a larger cost."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(failure_penalty=2.0)
+    pool = tlb.Pool(URLS[:1], balancer, clock=clock)
+    state = pool.state(URLS[0])
+    balancer.observe(state, 0.001, True)
+    assert state.ewma == pytest.approx(2.0)
+    balancer.observe(state, 0.001, True)
+    assert state.ewma == pytest.approx(4.0)
+
+
+def test_in_flight_counts_toward_load() -> None:
+    """With equal costs the endpoint with fewer requests in flight wins."""
+    pool = tlb.Pool(URLS[:2], tlb.PeakEWMA(seed=5), clock=ManualClock())
+    held = pool.acquire()
+    other = pool.acquire()
+    assert other.url != held.url
+    held.release()
+    other.release()
+
+
+def test_empty_and_single() -> None:
+    """No candidate picks None; one candidate is always picked."""
+    balancer = tlb.PeakEWMA()
+    balancer.bind(ManualClock())
+    assert balancer.pick(None) is None
+    state = EndpointState(tlb.Endpoint(URLS[0]), 0.0)
+    balancer.rebuild([state])
+    assert balancer.pick(b"k") is state
+
+
+def test_observe_after_removal_is_harmless() -> None:
+    """Recording a lease whose endpoint was removed meanwhile does not fail."""
+    pool = tlb.Pool(URLS[:2], tlb.PeakEWMA(), clock=ManualClock())
+    lease = pool.acquire()
+    pool.remove(lease.url)
+    lease.record(status=200)
+    assert pool.acquire().url != lease.url
+
+
+def test_clone_keeps_settings() -> None:
+    """A clone is unbound and has the same settings."""
+    balancer = tlb.PeakEWMA(5.0, default_rtt=0.1, failure_penalty=3.0)
+    balancer.bind(ManualClock())
+    clone = balancer.clone()
+    assert (clone.decay, clone.default_rtt, clone.failure_penalty) == (5.0, 0.1, 3.0)
+    clone.bind(ManualClock())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"decay": 0}, ValueError, "decay must be > 0"),
+        ({"decay": -1.0}, ValueError, "decay must be > 0"),
+        ({"decay": math.inf}, ValueError, "decay must be > 0"),
+        ({"default_rtt": 0.0}, ValueError, "default_rtt must be > 0"),
+        ({"failure_penalty": math.nan}, ValueError, "failure_penalty must be > 0"),
+        ({"decay": "10"}, TypeError, "decay must be a number"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    """Non-positive, non-finite or non-numeric settings are refused with the field named."""
+    with pytest.raises(error, match=match):
+        tlb.PeakEWMA(**kwargs)  # type: ignore[arg-type]
