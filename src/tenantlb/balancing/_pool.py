@@ -333,6 +333,7 @@ class Pool(_Balanced):
         self._panic_threshold = float(panic_threshold)
         self._slow_start = slow_start
         self._next_tick = _INF
+        self._generation = 0
         self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
         self._subsets: LRUCache[frozenset[str], PoolSubset] = LRUCache(maxsize=4096)
         now = clock()
@@ -354,6 +355,11 @@ class Pool(_Balanced):
 
     def __repr__(self) -> str:
         return f"<Pool {self._name!r} endpoints={len(self._members)} balancer={type(self._balancer).__name__}>"
+
+    @property
+    def generation(self) -> int:
+        """A counter that grows with every membership change (add, remove, update)."""
+        return self._generation
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -599,6 +605,7 @@ class Pool(_Balanced):
         # Caller holds the lock: recompute candidates here and in every live subset.
         if membership:
             self._members = list(self._states.values())
+            self._generation += 1
         self._recompute(now, events)
         for subset in list(self._subsets.values()):
             subset._refresh(now, events, membership=membership)
