@@ -30,6 +30,7 @@ from ._events import Event as Event
 from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
 from .balancing import Lease as Lease
+from .balancing import LeastRequest as LeastRequest
 from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
@@ -52,6 +53,7 @@ __all__ = [
     "Event",
     "Forbidden",
     "Lease",
+    "LeastRequest",
     "NoHealthyEndpoint",
     "OverCapacity",
     "PeakEWMA",

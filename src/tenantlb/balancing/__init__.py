@@ -18,6 +18,7 @@ from ._round_robin import RoundRobin as RoundRobin
 
 # --- strategies (added by their modules) ---
 # isort: split
+from ._least_request import LeastRequest as LeastRequest
 from ._peak_ewma import PeakEWMA as PeakEWMA
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "EndpointState",
     "EndpointStats",
     "Lease",
+    "LeastRequest",
     "OutcomeObserver",
     "PeakEWMA",
     "Pool",

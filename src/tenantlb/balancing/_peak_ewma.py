@@ -29,8 +29,9 @@ class PeakEWMA(BalancerBase):
     ``default_rtt``.
 
     A request goes to the cheaper of two random candidates (power of two choices), where
-    ``load = cost * (in_flight + 1)``: O(1) a pick. The average lives on the pool's
-    `EndpointState` (``ewma``, ``ewma_at``) and is timed with the pool's clock.
+    ``load = cost * (in_flight + 1) / weight``: O(1) a pick. Weights (and slow start) bias the
+    choice, but shares are not proportional to weights: latency decides. The average lives on the
+    pool's `EndpointState` (``ewma``, ``ewma_at``) and is timed with the pool's clock.
 
     Failures (5xx, 429, errors) are penalised: a failed request counts as a sample of
     ``max(latency, failure_penalty, 2 * current cost)``, so an endpoint that fails fast (an
@@ -129,7 +130,7 @@ class PeakEWMA(BalancerBase):
         return cost if cost > _MIN_COST else _MIN_COST
 
     def _load(self, state: EndpointState, now: float) -> float:
-        return self._cost(state, now) * (state.in_flight + 1)
+        return self._cost(state, now) * (state.in_flight + 1) / state.weight
 
 
 def _check_positive(name: str, value: object) -> None:
