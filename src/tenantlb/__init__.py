@@ -36,6 +36,7 @@ from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
+from .balancing import WeightedRandom as WeightedRandom
 
 # --- ratelimit ---
 # --- health ---
@@ -67,5 +68,6 @@ __all__ = [
     "TenantLBError",
     "Unauthenticated",
     "UnknownTenant",
+    "WeightedRandom",
     "__version__",
 ]
