@@ -20,6 +20,7 @@ from ._round_robin import RoundRobin as RoundRobin
 # isort: split
 from ._least_request import LeastRequest as LeastRequest
 from ._peak_ewma import PeakEWMA as PeakEWMA
+from ._weighted_random import WeightedRandom as WeightedRandom
 
 __all__ = [
     "Balancer",
@@ -36,5 +37,6 @@ __all__ = [
     "PoolSubset",
     "RoundRobin",
     "SlowStart",
+    "WeightedRandom",
     "normalize_url",
 ]

@@ -137,7 +137,8 @@ class LeastRequest(BalancerBase):
             return state.weight
         if bias == 1.0:
             return state.weight / (state.in_flight + 1)
-        return state.weight / (state.in_flight + 1) ** bias
+        penalty: float = (state.in_flight + 1) ** bias
+        return state.weight / penalty
 
     def _scan(self, candidates: tuple[EndpointState, ...], n: int) -> EndpointState:
         start = self._next
