@@ -9,6 +9,7 @@ from typing import Any, final
 
 import attrs
 
+from ..ratelimit import Rate
 from ._keys import is_api_key_digest
 from ._sharding import shuffle_shard
 
@@ -93,25 +94,16 @@ def _to_routes(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(routes.items(), key=lambda kv: (-len(kv[0]), kv[0])))
 
 
-def _to_limits(value: object) -> tuple[Any, ...]:
+def _to_limits(value: object) -> tuple[Rate, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         msg = f"limits must be an iterable of Rate, got {type(value).__name__}"
         raise TypeError(msg)
     limits = tuple(value)
-    rate_type = _rate_type()
     for i, rate in enumerate(limits):
-        if rate_type is not None and not isinstance(rate, rate_type):
+        if not isinstance(rate, Rate):
             msg = f"limits[{i}] must be a tenantlb.Rate, got {type(rate).__name__}"
             raise TypeError(msg)
     return limits
-
-
-def _rate_type() -> type | None:
-    try:
-        from ..ratelimit import Rate  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the rate-limit package is being written
-        return None
-    return Rate  # type: ignore[no-any-return]
 
 
 def _optional_positive_int(field: str, value: object) -> int | None:
@@ -228,7 +220,7 @@ class Tenant:
     routes: tuple[tuple[str, str], ...] = attrs.field(
         default=(), kw_only=True, converter=_to_routes
     )
-    limits: tuple[Any, ...] = attrs.field(default=(), kw_only=True, converter=_to_limits)
+    limits: tuple[Rate, ...] = attrs.field(default=(), kw_only=True, converter=_to_limits)
     max_concurrency: int | None = attrs.field(
         default=None, kw_only=True, converter=_to_max_concurrency
     )
