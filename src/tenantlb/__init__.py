@@ -41,11 +41,24 @@ from .balancing import WeightedRandom as WeightedRandom
 # --- ratelimit ---
 # --- health ---
 # --- tenants ---
+from .tenants import APIKeyResolver as APIKeyResolver
+from .tenants import HeaderResolver as HeaderResolver
+from .tenants import HostResolver as HostResolver
+from .tenants import PathPrefixResolver as PathPrefixResolver
+from .tenants import RegistrySnapshot as RegistrySnapshot
+from .tenants import RequestInfo as RequestInfo
+from .tenants import Tenant as Tenant
+from .tenants import TenantRegistry as TenantRegistry
+from .tenants import TenantResolver as TenantResolver
+from .tenants import hash_api_key as hash_api_key
+from .tenants import shuffle_shard as shuffle_shard
+
 # --- gateway and config ---
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "APIKeyResolver",
     "Clock",
     "ConfigError",
     "Endpoint",
@@ -53,21 +66,31 @@ __all__ = [
     "EndpointStats",
     "Event",
     "Forbidden",
+    "HeaderResolver",
+    "HostResolver",
     "Lease",
     "LeastRequest",
     "NoHealthyEndpoint",
     "OverCapacity",
+    "PathPrefixResolver",
     "PeakEWMA",
     "Pool",
     "PoolStats",
     "RateLimited",
+    "RegistrySnapshot",
+    "RequestInfo",
     "RequestRejected",
     "RoundRobin",
     "SlowStart",
     "StoreUnavailable",
+    "Tenant",
     "TenantLBError",
+    "TenantRegistry",
+    "TenantResolver",
     "Unauthenticated",
     "UnknownTenant",
     "WeightedRandom",
     "__version__",
+    "hash_api_key",
+    "shuffle_shard",
 ]
