@@ -1,0 +1,65 @@
+"""Rate limiting and concurrency limits per key, in memory or shared through Redis.
+
+```python
+from tenantlb.ratelimit import RateLimiter, Rate, RedisStore
+
+limiter = RateLimiter([Rate(100, per=1.0, burst=20), Rate(10_000, per=3600)])
+decision = limiter.try_acquire("acme")                      # sync, MemoryStore (the default)
+decision.allowed, decision.remaining, decision.headers()
+
+shared = RateLimiter(Rate(100), store=RedisStore(redis.asyncio.Redis()))
+decision = await shared.acquire("acme", cost=250)           # async, any store
+```
+
+Names:
+
+- `Rate` - a quota; `RateLimiter` - decides per key; `Decision` - its answer and headers.
+- Algorithms: `GCRA` (default), `TokenBucket`, `SlidingWindow`, `FixedWindow`; `Algorithm` to add one.
+- Stores: `MemoryStore` (one process), `RedisStore` (shared, one round trip per decision);
+  `Store` is the protocol a new store implements (with `RateSpec`, `RateBackend`, ...).
+- `ConcurrencyLimiter` - slots in flight per key (`async with limiter.slot(key)`), held as `Slot`.
+"""
+
+from __future__ import annotations
+
+from ._algorithms import GCRA as GCRA
+from ._algorithms import Algorithm as Algorithm
+from ._algorithms import FixedWindow as FixedWindow
+from ._algorithms import SlidingWindow as SlidingWindow
+from ._algorithms import Step as Step
+from ._algorithms import TokenBucket as TokenBucket
+from ._concurrency import ConcurrencyLimiter as ConcurrencyLimiter
+from ._decision import Decision as Decision
+from ._limiter import RateLimiter as RateLimiter
+from ._memory import MemoryStore as MemoryStore
+from ._rate import Rate as Rate
+from ._redis import RedisStore as RedisStore
+from ._redis import RedisStoreStats as RedisStoreStats
+from ._store import ConcurrencyBackend as ConcurrencyBackend
+from ._store import ConcurrencySpec as ConcurrencySpec
+from ._store import RateBackend as RateBackend
+from ._store import RateSpec as RateSpec
+from ._store import Slot as Slot
+from ._store import Store as Store
+
+__all__ = [
+    "GCRA",
+    "Algorithm",
+    "ConcurrencyBackend",
+    "ConcurrencyLimiter",
+    "ConcurrencySpec",
+    "Decision",
+    "FixedWindow",
+    "MemoryStore",
+    "Rate",
+    "RateBackend",
+    "RateLimiter",
+    "RateSpec",
+    "RedisStore",
+    "RedisStoreStats",
+    "Slot",
+    "SlidingWindow",
+    "Step",
+    "Store",
+    "TokenBucket",
+]

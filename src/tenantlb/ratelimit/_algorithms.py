@@ -1,0 +1,380 @@
+"""Rate-limiting algorithms: each one's math, once in Python (memory) and once in Lua (Redis).
+
+An algorithm keeps a small state per key and rate (a tuple of floats) and answers `Algorithm.step`:
+may *cost* be spent *now*, and what is the state afterwards? The same formulas appear in the
+class's `lua` text, which `RedisStore` runs inside Redis with the server's clock.
+
+- `GCRA` (default): the generic cell rate algorithm; state is one timestamp (the theoretical arrival
+  time). Equivalent to a leaky/token bucket of capacity ``burst`` refilled at ``limit / per``.
+- `TokenBucket`: the same envelope, state ``(tokens, last)``.
+- `SlidingWindow`: the sliding-window counter (Cloudflare): ``previous * overlap + current <= limit``.
+- `FixedWindow`: ``limit`` per window of ``per`` seconds, windows aligned to the clock.
+
+Guarantees (tested with hypothesis over a manual clock): for the bucket algorithms, the cost admitted
+in any interval of length W is at most ``burst + W * limit / per``, and a request is denied only when
+admitting it would break that bound. For the window algorithms, the cost admitted in any aligned
+window is at most ``limit``; the sliding window admits at most ``2 * limit`` in any span of ``per``
+seconds (its estimate assumes the previous window's traffic was even). Floats are compared with a
+tolerance of `EPSILON` cost units, so rounding never denies the last unit of an allowance.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar, Final, NamedTuple, final
+
+from ._rate import Rate
+
+__all__ = [
+    "EPSILON",
+    "GCRA",
+    "Algorithm",
+    "FixedWindow",
+    "SlidingWindow",
+    "State",
+    "Step",
+    "TokenBucket",
+    "resolve_algorithm",
+]
+
+EPSILON: Final = 1e-6
+"""Tolerance, in units of cost, when comparing floats (rounding must not deny the last unit)."""
+
+State = tuple[float, ...]
+
+
+class Step(NamedTuple):
+    """The outcome of one `Algorithm.step` for one rate."""
+
+    allowed: bool
+    state: State | None
+    remaining: float
+    reset_after: float
+    retry_after: float
+
+
+class Algorithm(abc.ABC):
+    """The extension point for rate-limiting algorithms: subclass it to add one.
+
+    A subclass sets `name` (used in storage keys) and `lua` (a Lua chunk defining
+    ``step(s, limit, per, burst, now, cost)`` returning ``ok, state, remaining, reset_after,
+    retry_after, ttl`` and ``refund(s, limit, per, burst, now, cost)`` returning ``state_or_nil,
+    ttl``; ``s`` is an array of numbers or ``nil``), and implements the same math in Python.
+    """
+
+    name: ClassVar[str]
+    lua: ClassVar[str]
+
+    def capacity(self, rate: Rate) -> float:
+        """The largest cost one request may have under *rate* (``burst`` for buckets)."""
+        return rate.burst
+
+    @abc.abstractmethod
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        """Decide whether *cost* may be spent at *now*; *state* is None for a fresh key."""
+
+    @abc.abstractmethod
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        """Give *cost* back; returns the new state (None when it equals a fresh key)."""
+
+    @abc.abstractmethod
+    def expires(self, state: State, rate: Rate) -> float:
+        """The time from which *state* behaves like a fresh key (so it may be dropped)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+@final
+class GCRA(Algorithm):
+    """Generic cell rate algorithm (ITU-T I.371 virtual scheduling); the default.
+
+    With emission interval ``T = per / limit`` and tolerance ``tau = burst * T``, a request of cost
+    ``c`` at ``now`` is admitted iff ``max(tat, now) + c*T - tau <= now``, and then
+    ``tat = max(tat, now) + c*T``. One float of state per key.
+    """
+
+    name = "gcra"
+    lua = """
+local function step(s, limit, per, burst, now, cost)
+  local T = per / limit
+  local tat = now
+  if s and s[1] > now then tat = s[1] end
+  local new = tat + cost * T
+  local allow_at = new - burst * T
+  if allow_at - now <= EPSILON * T then
+    local rem = (now - allow_at) / T
+    if rem < 0 then rem = 0 end
+    return true, {new}, rem, new - now, 0, new - now
+  end
+  local rem = (now + burst * T - tat) / T
+  if rem < 0 then rem = 0 end
+  return false, s, rem, tat - now, allow_at - now, tat - now
+end
+local function refund(s, limit, per, burst, now, cost)
+  if not s then return nil, 0 end
+  local tat = s[1] - cost * per / limit
+  if tat <= now then return nil, 0 end
+  return {tat}, tat - now
+end
+"""
+
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        """See `Algorithm.step`."""
+        interval = rate.per / rate.limit
+        tat = state[0] if state is not None and state[0] > now else now
+        new = tat + cost * interval
+        allow_at = new - rate.burst * interval
+        if allow_at - now <= EPSILON * interval:
+            return Step(True, (new,), max(0.0, (now - allow_at) / interval), new - now, 0.0)
+        remaining = max(0.0, (now + rate.burst * interval - tat) / interval)
+        return Step(False, state, remaining, tat - now, allow_at - now)
+
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        """See `Algorithm.refund`."""
+        if state is None:
+            return None
+        tat = state[0] - cost * rate.per / rate.limit
+        return (tat,) if tat > now else None
+
+    def expires(self, state: State, rate: Rate) -> float:
+        """See `Algorithm.expires`."""
+        return state[0]
+
+
+@final
+class TokenBucket(Algorithm):
+    """Token bucket: holds up to ``burst`` tokens, refilled continuously at ``limit / per``.
+
+    State ``(tokens, last)``; admits a request of cost ``c`` iff ``c <= tokens``.
+    """
+
+    name = "token_bucket"
+    lua = """
+local function step(s, limit, per, burst, now, cost)
+  local r = limit / per
+  local tokens = burst
+  if s then
+    tokens = s[1] + (now - s[2]) * r
+    if tokens > burst then tokens = burst end
+  end
+  if cost <= tokens + EPSILON then
+    local left = tokens - cost
+    if left < 0 then left = 0 end
+    return true, {left, now}, left, (burst - left) / r, 0, (burst - left) / r
+  end
+  return false, s, tokens, (burst - tokens) / r, (cost - tokens) / r, (burst - tokens) / r
+end
+local function refund(s, limit, per, burst, now, cost)
+  if not s then return nil, 0 end
+  local r = limit / per
+  local tokens = s[1] + (now - s[2]) * r + cost
+  if tokens >= burst then return nil, 0 end
+  return {tokens, now}, (burst - tokens) / r
+end
+"""
+
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        """See `Algorithm.step`."""
+        refill = rate.limit / rate.per
+        burst = rate.burst
+        tokens = burst if state is None else min(burst, state[0] + (now - state[1]) * refill)
+        if cost <= tokens + EPSILON:
+            left = max(0.0, tokens - cost)
+            return Step(True, (left, now), left, (burst - left) / refill, 0.0)
+        return Step(False, state, tokens, (burst - tokens) / refill, (cost - tokens) / refill)
+
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        """See `Algorithm.refund`."""
+        if state is None:
+            return None
+        tokens = state[0] + (now - state[1]) * rate.limit / rate.per + cost
+        return None if tokens >= rate.burst else (tokens, now)
+
+    def expires(self, state: State, rate: Rate) -> float:
+        """See `Algorithm.expires`."""
+        return state[1] + (rate.burst - state[0]) * rate.per / rate.limit
+
+
+@final
+class SlidingWindow(Algorithm):
+    """Sliding-window counter: ``previous * (1 - elapsed / per) + current + cost <= limit``.
+
+    State ``(window index, previous count, current count)``; windows are ``per`` seconds long and
+    aligned to the clock. ``burst`` is not used.
+    """
+
+    name = "sliding_window"
+    lua = """
+local function step(s, limit, per, burst, now, cost)
+  local idx = math.floor(now / per)
+  local prev, cur = 0, 0
+  if s then
+    if s[1] == idx then prev, cur = s[2], s[3]
+    elseif s[1] == idx - 1 then prev = s[3] end
+  end
+  local start = idx * per
+  local est = prev * (1 - (now - start) / per) + cur
+  local reset = 0
+  if cur > 0 then reset = start + 2 * per - now elseif prev > 0 then reset = start + per - now end
+  if est + cost <= limit + EPSILON then
+    local rem = limit - est - cost
+    if rem < 0 then rem = 0 end
+    return true, {idx, prev, cur + cost}, rem, start + 2 * per - now, 0, start + 2 * per - now
+  end
+  local room = limit - cur - cost
+  local retry
+  if room >= 0 and prev > 0 then
+    retry = start + per * (1 - room / prev) - now
+  elseif cur > 0 then
+    retry = start + per + per * (1 - (limit - cost) / cur) - now
+  else
+    retry = start + per - now
+  end
+  if retry < 0 then retry = 0 end
+  local rem = limit - est
+  if rem < 0 then rem = 0 end
+  return false, s, rem, reset, retry, reset
+end
+local function refund(s, limit, per, burst, now, cost)
+  if not s then return nil, 0 end
+  local idx = math.floor(now / per)
+  if s[1] ~= idx then return s, (s[1] + 2) * per - now end
+  local cur = s[3] - cost
+  if cur < 0 then cur = 0 end
+  return {s[1], s[2], cur}, (idx + 2) * per - now
+end
+"""
+
+    def capacity(self, rate: Rate) -> float:
+        """Window algorithms admit at most ``limit`` per request."""
+        return rate.limit
+
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        """See `Algorithm.step`."""
+        per, limit = rate.per, rate.limit
+        idx = float(math.floor(now / per))
+        prev = cur = 0.0
+        if state is not None:
+            if state[0] == idx:
+                prev, cur = state[1], state[2]
+            elif state[0] == idx - 1:
+                prev = state[2]
+        start = idx * per
+        est = prev * (1 - (now - start) / per) + cur
+        if est + cost <= limit + EPSILON:
+            end = start + 2 * per - now
+            return Step(True, (idx, prev, cur + cost), max(0.0, limit - est - cost), end, 0.0)
+        room = limit - cur - cost
+        if room >= 0 and prev > 0:
+            retry = start + per * (1 - room / prev) - now
+        elif cur > 0:
+            retry = start + per + per * (1 - (limit - cost) / cur) - now
+        else:
+            retry = start + per - now
+        if cur > 0:
+            reset = start + 2 * per - now
+        elif prev > 0:
+            reset = start + per - now
+        else:
+            reset = 0.0
+        return Step(False, state, max(0.0, limit - est), reset, max(0.0, retry))
+
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        """See `Algorithm.refund` (only cost of the current window can be given back)."""
+        if state is None or state[0] != math.floor(now / rate.per):
+            return state
+        return (state[0], state[1], max(0.0, state[2] - cost))
+
+    def expires(self, state: State, rate: Rate) -> float:
+        """See `Algorithm.expires`."""
+        return (state[0] + 2) * rate.per
+
+
+@final
+class FixedWindow(Algorithm):
+    """Fixed window: at most ``limit`` per window of ``per`` seconds aligned to the clock.
+
+    State ``(window index, count)``. ``burst`` is not used. Cheapest, but a client may spend up to
+    ``2 * limit`` across a window boundary.
+    """
+
+    name = "fixed_window"
+    lua = """
+local function step(s, limit, per, burst, now, cost)
+  local idx = math.floor(now / per)
+  local count = 0
+  if s and s[1] == idx then count = s[2] end
+  local left = (idx + 1) * per - now
+  if count + cost <= limit + EPSILON then
+    local rem = limit - count - cost
+    if rem < 0 then rem = 0 end
+    return true, {idx, count + cost}, rem, left, 0, left
+  end
+  local rem = limit - count
+  if rem < 0 then rem = 0 end
+  return false, s, rem, left, left, left
+end
+local function refund(s, limit, per, burst, now, cost)
+  if not s then return nil, 0 end
+  local idx = math.floor(now / per)
+  if s[1] ~= idx then return nil, 0 end
+  local count = s[2] - cost
+  if count <= 0 then return nil, 0 end
+  return {idx, count}, (idx + 1) * per - now
+end
+"""
+
+    def capacity(self, rate: Rate) -> float:
+        """Window algorithms admit at most ``limit`` per request."""
+        return rate.limit
+
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        """See `Algorithm.step`."""
+        idx = float(math.floor(now / rate.per))
+        count = state[1] if state is not None and state[0] == idx else 0.0
+        left = (idx + 1) * rate.per - now
+        if count + cost <= rate.limit + EPSILON:
+            return Step(True, (idx, count + cost), max(0.0, rate.limit - count - cost), left, 0.0)
+        return Step(False, state, max(0.0, rate.limit - count), left, left)
+
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        """See `Algorithm.refund` (only cost of the current window can be given back)."""
+        if state is None or state[0] != math.floor(now / rate.per):
+            return None
+        count = state[1] - cost
+        return (state[0], count) if count > 0 else None
+
+    def expires(self, state: State, rate: Rate) -> float:
+        """See `Algorithm.expires`."""
+        return (state[0] + 1) * rate.per
+
+
+_BY_NAME: Final[dict[str, type[Algorithm]]] = {
+    "gcra": GCRA,
+    "token_bucket": TokenBucket,
+    "sliding_window": SlidingWindow,
+    "fixed_window": FixedWindow,
+}
+
+
+def resolve_algorithm(algorithm: object) -> Algorithm:
+    """Turn ``"gcra"`` (etc.) or an `Algorithm` instance into an `Algorithm`."""
+    if isinstance(algorithm, Algorithm):
+        return algorithm
+    if isinstance(algorithm, str):
+        try:
+            return _BY_NAME[algorithm]()
+        except KeyError:
+            names = ", ".join(repr(n) for n in _BY_NAME)
+            msg = f"algorithm must be one of {names} or an Algorithm, got {algorithm!r}"
+            raise ValueError(msg) from None
+    msg = f"algorithm must be a str or an Algorithm, got {type(algorithm).__name__}"
+    raise TypeError(msg)

@@ -1,0 +1,146 @@
+"""`ConcurrencyLimiter`: at most *max* requests in flight per key, in memory or on Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import final
+
+import anyio
+
+from .._errors import OverCapacity
+from ._limiter import _check_name, _check_store
+from ._store import ConcurrencyBackend, ConcurrencySpec, Slot, Store
+from ._validate import check_key
+
+__all__ = ["ConcurrencyLimiter"]
+
+
+@final
+class ConcurrencyLimiter:
+    """Caps the requests in flight per key; a full key is refused at once, never queued.
+
+    ```python
+    limiter = ConcurrencyLimiter(20)
+    async with limiter.slot("acme"):      # raises OverCapacity when acme has 20 in flight
+        ...
+
+    slot = limiter.try_acquire("acme")    # sync (MemoryStore): a Slot, or None when full
+    if slot is not None:
+        try:
+            ...
+        finally:
+            limiter.release(slot)
+    ```
+
+    On a `RedisStore` a slot is a lease that expires *lease_ttl* seconds after it was taken (or
+    last `renew`-ed), so a process that dies holding slots cannot leak them for longer than that.
+    Keep *lease_ttl* above your longest request, or renew.
+
+    Args:
+        max: Slots per key (>= 1).
+        store: `MemoryStore` (default, a new one) or `RedisStore`.
+        lease_ttl: Seconds a Redis lease lives without renewal (> 0). Unused in memory.
+        name: Separates limiters with equal *max* that must not share slots.
+
+    Raises:
+        TypeError: *max* is not an int, *store* not a `Store`.
+        ValueError: *max* < 1, *lease_ttl* <= 0.
+    """
+
+    __slots__ = ("_backend", "_spec", "_store")
+
+    def __init__(
+        self,
+        max: int,
+        *,
+        store: Store | None = None,
+        lease_ttl: float = 60.0,
+        name: str | None = None,
+    ) -> None:
+        _check_int_max(max)
+        _check_ttl(lease_ttl)
+        _check_name(name)
+        store = _check_store(store)
+        self._spec = ConcurrencySpec(max=max, lease_ttl=float(lease_ttl), name=name)
+        self._store = store
+        self._backend: ConcurrencyBackend = store.bind_concurrency(self._spec)
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimiter({self._spec.max}, store={self._store!r})"
+
+    @property
+    def max(self) -> int:
+        """Slots per key."""
+        return self._spec.max
+
+    def try_acquire(self, key: str) -> Slot | None:
+        """Take a slot of *key* now (sync), or return None when all are in use.
+
+        Raises:
+            TypeError, ValueError: *key* is not a non-empty str.
+            RuntimeError: The store only answers asynchronously (RedisStore without sync client).
+            StoreUnavailable: The store could not answer and fails closed.
+        """
+        check_key(key)
+        return self._backend.try_acquire(key)
+
+    def release(self, slot: Slot) -> bool:
+        """Give *slot* back (sync); returns False if it was not held any more (twice, expired)."""
+        return slot._backend.release(slot)
+
+    async def acquire(self, key: str) -> Slot:
+        """Take a slot of *key*; the async twin of `try_acquire`, raising instead of None.
+
+        Raises:
+            OverCapacity: All *max* slots of *key* are in use.
+            TypeError, ValueError: *key* is not a non-empty str.
+            StoreUnavailable: The store could not answer and fails closed.
+        """
+        check_key(key)
+        slot = await self._backend.acquire(key)
+        if slot is None:
+            msg = f"all {self._spec.max} concurrency slots of {key!r} are in use"
+            raise OverCapacity(msg)
+        return slot
+
+    async def arelease(self, slot: Slot) -> bool:
+        """Give *slot* back; returns False if it was not held any more (twice, expired)."""
+        return await slot._backend.arelease(slot)
+
+    async def in_use(self, key: str) -> int:
+        """How many slots of *key* are held now."""
+        check_key(key)
+        return await self._backend.in_use(key)
+
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[Slot]:
+        """Hold a slot of *key* for the ``async with`` block; released even on cancellation.
+
+        Raises:
+            OverCapacity: All slots of *key* are in use (nothing is held then).
+        """
+        held = await self.acquire(key)
+        try:
+            yield held
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.arelease(held)
+
+
+def _check_int_max(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"max must be an int, got {type(value).__name__}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"max must be >= 1, got {value}"
+        raise ValueError(msg)
+
+
+def _check_ttl(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"lease_ttl must be a number, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not (0 < value < float("inf")):
+        msg = f"lease_ttl must be a finite number > 0, got {value!r}"
+        raise ValueError(msg)

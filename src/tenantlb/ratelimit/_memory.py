@@ -1,0 +1,408 @@
+"""`MemoryStore`: rate-limit and concurrency state in this process.
+
+O(1) per decision, no background threads or timers, thread-safe for sync callers (one uncontended
+`threading.Lock` per limiter), bounded memory: idle keys are dropped by a lazy sweep that runs when
+the table has doubled since the last one (amortised O(1)), and never more than *max_keys* are kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, final
+
+from .._clock import Clock
+from ._algorithms import EPSILON, GCRA, State
+from ._decision import Decision
+from ._store import ConcurrencySpec, RateSpec, Slot
+from ._validate import check_cost, check_key
+
+__all__ = ["MemoryStore"]
+
+_new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
+_MIN_SWEEP = 1024
+
+
+@final
+class MemoryStore:
+    """Keeps limiter state in a dict in this process; the default store.
+
+    One store may serve many limiters; limiters with the same rates, algorithm and name share
+    state per key, as they would in Redis.
+
+    Args:
+        clock: Seconds as a float; `time.monotonic` by default, a `ManualClock` in tests.
+        max_keys: The most keys kept per limiter. Idle keys go first; if live keys exceed it,
+            the oldest are forgotten (those keys start afresh, so keep it well above your tenant count).
+
+    Raises:
+        TypeError: *clock* is not callable or *max_keys* not an int.
+        ValueError: *max_keys* < 1.
+    """
+
+    __slots__ = ("_clock", "_concurrency", "_lock", "_max_keys", "_tables")
+
+    def __init__(self, clock: Clock = time.monotonic, *, max_keys: int = 1_000_000) -> None:
+        if not callable(clock):
+            msg = f"clock must be callable, got {type(clock).__name__}"  # type: ignore[unreachable,unused-ignore]
+            raise TypeError(msg)
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int):
+            msg = f"max_keys must be an int, got {type(max_keys).__name__}"
+            raise TypeError(msg)
+        if max_keys < 1:
+            msg = f"max_keys must be >= 1, got {max_keys}"
+            raise ValueError(msg)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._tables: dict[RateSpec, _Table] = {}
+        self._concurrency: dict[ConcurrencySpec, _MemoryConcurrency] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_keys={self._max_keys})"
+
+    @property
+    def clock(self) -> Clock:
+        """The clock decisions are made with."""
+        return self._clock
+
+    def bind_rates(self, spec: RateSpec) -> _MemoryGCRA | _MemoryRates:
+        """Return the backend deciding for *spec* (shared by limiters with an equal spec)."""
+        fast = len(spec.rates) == 1 and type(spec.algorithm) is GCRA
+        with self._lock:
+            table = self._tables.get(spec)
+            if table is None:
+                expires: Callable[[Any], float] = float if fast else _expiry(spec)
+                table = self._tables[spec] = _Table(self._max_keys, expires)
+        if fast:
+            return _MemoryGCRA(spec, table, self._clock)
+        return _MemoryRates(spec, table, self._clock)
+
+    def bind_concurrency(self, spec: ConcurrencySpec) -> _MemoryConcurrency:
+        """Return the slot backend for *spec* (shared by limiters with an equal spec)."""
+        with self._lock:
+            backend = self._concurrency.get(spec)
+            if backend is None:
+                backend = self._concurrency[spec] = _MemoryConcurrency(spec)
+            return backend
+
+    def keys(self) -> int:
+        """How many keys are held across all rate limiters (live and not yet swept)."""
+        return sum(len(t.states) for t in self._tables.values())
+
+
+class _Table:
+    """A dict of per-key state with a lazy sweep of idle keys and a hard cap."""
+
+    __slots__ = ("expires", "lock", "max_keys", "states", "sweep_at")
+
+    def __init__(self, max_keys: int, expires: Callable[[Any], float]) -> None:
+        self.states: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.max_keys = max_keys
+        self.sweep_at = min(_MIN_SWEEP, max_keys)
+        self.expires = expires
+
+    def sweep(self, now: float) -> None:
+        """Drop idle keys; called (under the lock) when the table outgrew `sweep_at`."""
+        states, expires = self.states, self.expires
+        for key in [k for k, v in states.items() if expires(v) <= now]:
+            del states[key]
+        if len(states) > self.max_keys:
+            # Still over the cap with live keys: forget the oldest, down to 90% so the next
+            # sweep is not on the very next insert.
+            excess = len(states) - (self.max_keys * 9) // 10
+            for key in list(itertools.islice(states, excess)):
+                del states[key]
+        self.sweep_at = min(max(_MIN_SWEEP, 2 * len(states)), self.max_keys)
+
+
+def _expiry(spec: RateSpec) -> Callable[[Any], float]:
+    algorithm, rates = spec.algorithm, spec.rates
+    if len(rates) == 1:
+        (rate,) = rates
+        return lambda state: algorithm.expires(state, rate)
+
+    def expires(states: tuple[State | None, ...]) -> float:
+        return max(
+            (algorithm.expires(s, r) for s, r in zip(states, rates, strict=True) if s is not None),
+            default=-float("inf"),
+        )
+
+    return expires
+
+
+class _MemoryGCRA:
+    """The hot path: one rate, GCRA, state is one float (the theoretical arrival time)."""
+
+    __slots__ = ("_clock", "_interval", "_lock", "_policies", "_rate", "_table", "try_acquire")
+
+    def __init__(self, spec: RateSpec, table: _Table, clock: Clock) -> None:
+        (rate,) = spec.rates
+        self._rate = rate
+        self._policies = spec.rates
+        self._interval = rate.per / rate.limit
+        self._table = table
+        self._lock = table.lock
+        self._clock = clock
+        self.try_acquire = self.compile(rate.burst)
+
+    def compile(self, max_cost: float) -> Callable[[str, float], Decision]:
+        """Build ``try_acquire(key, cost=1)`` as a closure, arguments checked as RateLimiter does.
+
+        A closure over local cells is the cheapest thing CPython can call and run: no attribute
+        lookups on the hot path. `RateLimiter` installs it as its own ``try_acquire``.
+        """
+        table, rate, policies, clock, lock = (
+            self._table,
+            self._rate,
+            self._policies,
+            self._clock,
+            self._lock,
+        )
+        states = table.states
+        interval = self._interval
+        tau = rate.burst * interval
+        eps = EPSILON * interval
+        new_decision, decision = _new_decision, Decision
+
+        def try_acquire(key: str, cost: float = 1) -> Decision:
+            if type(key) is not str or not key:
+                check_key(key)
+            if cost != 1:
+                check_cost(cost, max_cost)
+            with lock:
+                now = clock()
+                tat = states.get(key, now)
+                if tat < now:
+                    tat = now
+                new = tat + cost * interval
+                allow_at = new - tau
+                if allow_at - now <= eps:
+                    states[key] = new
+                    if len(states) > table.sweep_at:
+                        table.sweep(now)
+                    remaining = (now - allow_at) / interval
+                    return new_decision(
+                        decision,
+                        (
+                            True,
+                            remaining if remaining > 0.0 else 0.0,
+                            new - now,
+                            0.0,
+                            rate,
+                            policies,
+                        ),
+                    )
+                remaining = (now + tau - tat) / interval
+                return new_decision(
+                    decision,
+                    (
+                        False,
+                        remaining if remaining > 0.0 else 0.0,
+                        tat - now,
+                        allow_at - now,
+                        rate,
+                        policies,
+                    ),
+                )
+
+        return try_acquire
+
+    async def acquire(self, key: str, cost: float) -> Decision:
+        return self.try_acquire(key, cost)
+
+    def peek(self, key: str, cost: float) -> Decision:
+        with self._lock:
+            now = self._clock()
+            tat = self._table.states.get(key)
+            step = GCRA().step(None if tat is None else (tat,), self._rate, now, cost)
+        return Decision(
+            step.allowed,
+            step.remaining,
+            step.reset_after,
+            step.retry_after,
+            self._rate,
+            self._policies,
+        )
+
+    async def apeek(self, key: str, cost: float) -> Decision:
+        return self.peek(key, cost)
+
+    def refund(self, key: str, cost: float) -> None:
+        states = self._table.states
+        with self._lock:
+            tat = states.get(key)
+            if tat is not None:
+                tat -= cost * self._interval
+                if tat > self._clock():
+                    states[key] = tat
+                else:
+                    del states[key]
+
+    async def arefund(self, key: str, cost: float) -> None:
+        self.refund(key, cost)
+
+
+class _MemoryRates:
+    """Any algorithm, any number of rates, checked atomically (a denial consumes nothing).
+
+    With one rate the table holds that rate's state; with several, a tuple of them.
+    """
+
+    __slots__ = ("_algorithm", "_clock", "_lock", "_rates", "_single", "_table")
+
+    def __init__(self, spec: RateSpec, table: _Table, clock: Clock) -> None:
+        self._rates = spec.rates
+        self._algorithm = spec.algorithm
+        self._table = table
+        self._lock = table.lock
+        self._clock = clock
+        self._single = len(spec.rates) == 1
+
+    def _decide(self, key: str, cost: float, commit: bool) -> Decision:
+        table = self._table
+        rates, step = self._rates, self._algorithm.step
+        if self._single:
+            rate = rates[0]
+            with self._lock:
+                now = self._clock()
+                chosen = step(table.states.get(key), rate, now, cost)
+                if chosen.allowed and commit:
+                    table.states[key] = chosen.state
+                    if len(table.states) > table.sweep_at:
+                        table.sweep(now)
+            return _new_decision(
+                Decision,
+                (
+                    chosen.allowed,
+                    chosen.remaining,
+                    chosen.reset_after,
+                    chosen.retry_after,
+                    rate,
+                    rates,
+                ),
+            )
+        with self._lock:
+            now = self._clock()
+            old: tuple[State | None, ...] | None = table.states.get(key)
+            if old is None:
+                old = (None,) * len(rates)
+            steps = [step(s, r, now, cost) for s, r in zip(old, rates, strict=True)]
+            index = pick(steps)
+            chosen = steps[index]
+            if chosen.allowed and commit:
+                table.states[key] = tuple(s.state for s in steps)
+                if len(table.states) > table.sweep_at:
+                    table.sweep(now)
+        return _new_decision(
+            Decision,
+            (
+                chosen.allowed,
+                chosen.remaining,
+                chosen.reset_after,
+                chosen.retry_after,
+                rates[index],
+                rates,
+            ),
+        )
+
+    def try_acquire(self, key: str, cost: float) -> Decision:
+        return self._decide(key, cost, True)
+
+    async def acquire(self, key: str, cost: float) -> Decision:
+        return self._decide(key, cost, True)
+
+    def peek(self, key: str, cost: float) -> Decision:
+        return self._decide(key, cost, False)
+
+    async def apeek(self, key: str, cost: float) -> Decision:
+        return self._decide(key, cost, False)
+
+    def refund(self, key: str, cost: float) -> None:
+        table, refund, rates = self._table, self._algorithm.refund, self._rates
+        with self._lock:
+            old = table.states.get(key)
+            if old is None:
+                return
+            now = self._clock()
+            if self._single:
+                new = refund(old, rates[0], now, cost)
+                if new is None:
+                    del table.states[key]
+                else:
+                    table.states[key] = new
+                return
+            news = tuple(refund(s, r, now, cost) for s, r in zip(old, rates, strict=True))
+            if all(s is None for s in news):
+                del table.states[key]
+            else:
+                table.states[key] = news
+
+    async def arefund(self, key: str, cost: float) -> None:
+        self.refund(key, cost)
+
+
+def pick(steps: list[Any]) -> int:
+    """The index of the deciding step: the denial with the longest wait, else the least remaining.
+
+    The Redis script applies the same rule.
+    """
+    chosen = -1
+    denied = False
+    for i, s in enumerate(steps):
+        if not s.allowed:
+            if not denied or s.retry_after > steps[chosen].retry_after:
+                chosen = i
+            denied = True
+        elif not denied and (chosen < 0 or s.remaining < steps[chosen].remaining):
+            chosen = i
+    return chosen
+
+
+class _MemoryConcurrency:
+    """Per-key slot counts in this process (no leases needed: the state dies with the process)."""
+
+    __slots__ = ("_held", "_ids", "_lock", "_max")
+
+    def __init__(self, spec: ConcurrencySpec) -> None:
+        self._max = spec.max
+        self._held: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+
+    def try_acquire(self, key: str) -> Slot | None:
+        with self._lock:
+            held = self._held.get(key)
+            if held is None:
+                held = self._held[key] = set()
+            elif len(held) >= self._max:
+                return None
+            token = str(next(self._ids))
+            held.add(token)
+        return Slot(key=key, token=token, backend=self)
+
+    async def acquire(self, key: str) -> Slot | None:
+        return self.try_acquire(key)
+
+    def release(self, slot: Slot) -> bool:
+        with self._lock:
+            held = self._held.get(slot.key)
+            if held is None or slot.token not in held:
+                return False
+            held.discard(slot.token)
+            if not held:
+                del self._held[slot.key]
+            return True
+
+    async def arelease(self, slot: Slot) -> bool:
+        return self.release(slot)
+
+    async def in_use(self, key: str) -> int:
+        return self.count(key)
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return len(self._held.get(key, ()))

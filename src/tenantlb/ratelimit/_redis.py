@@ -1,0 +1,606 @@
+"""`RedisStore`: rate-limit and concurrency state shared by many processes through Redis.
+
+One round trip per decision: each algorithm's Lua script (see `tenantlb.ratelimit._algorithms`)
+runs with EVALSHA, is loaded once and reloaded when Redis answers NOSCRIPT (after a restart or
+SCRIPT FLUSH). The script reads Redis' own clock (``TIME``), so client clocks never matter, and
+checks every rate of a limiter atomically. Keys look like ``tenantlb:{acme}:rl:gcra:100.0/1.0/20.0``:
+the ``{key}`` hash tag keeps one tenant's keys in one Redis Cluster slot, and every key carries a
+PEXPIRE so idle keys vanish. Works with Valkey too (same protocol).
+
+When Redis cannot answer (down, timeout, garbage), the store follows *on_error*, never leaking a
+redis exception: ``"fail_closed"`` raises `StoreUnavailable`, ``"fail_open"`` admits, and a
+`MemoryStore` decides locally meanwhile. An outage is logged once (warning on the first failure,
+info on recovery) and counted in `RedisStore.stats`; decisions resume by themselves when Redis is
+back (redis-py reconnects; scripts are reloaded).
+
+redis-py's asyncio client works under asyncio only. Under trio (or from sync code), give the store
+a sync ``redis.Redis``: sync calls use it directly and async calls run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, final
+
+import anyio
+import attrs
+
+from .._errors import StoreUnavailable
+from ._algorithms import EPSILON, Algorithm
+from ._decision import Decision
+from ._memory import MemoryStore
+from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec, Slot
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = ["RedisStore", "RedisStoreStats"]
+
+logger = logging.getLogger("tenantlb.ratelimit")
+
+# Seconds are counted from 2023-11-14 00:00 UTC (a multiple of 86400) rather than 1970, so the
+# doubles in Lua keep sub-microsecond precision; fixed windows still align to UTC days/hours.
+_EPOCH: Final = 1_699_920_000
+
+_PRELUDE: Final = f"""
+local EPSILON = {EPSILON!r}
+local function decode(raw)
+  if not raw then return nil end
+  local s = {{}}
+  for w in string.gmatch(raw, '%S+') do s[#s + 1] = tonumber(w) end
+  return s
+end
+local function encode(s)
+  local parts = {{}}
+  for i = 1, #s do parts[i] = string.format('%.17g', s[i]) end
+  return table.concat(parts, ' ')
+end
+local function px(ttl)
+  local ms = math.ceil(ttl * 1000)
+  if ms < 1 then ms = 1 end
+  return ms
+end
+"""
+
+# KEYS: one per rate. ARGV: mode ('a' acquire, 'p' peek, 'r' refund), cost, then limit, per,
+# burst for each rate. Returns {allowed, index of deciding rate, remaining, reset, retry}.
+_DRIVER: Final = f"""
+local mode = ARGV[1]
+local cost = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) - {_EPOCH}) + tonumber(t[2]) / 1000000
+local n = #KEYS
+local params, states = {{}}, {{}}
+for i = 1, n do
+  local b = 3 + (i - 1) * 3
+  params[i] = {{tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])}}
+  states[i] = decode(redis.call('GET', KEYS[i]))
+end
+if mode == 'r' then
+  for i = 1, n do
+    local p = params[i]
+    local s, ttl = refund(states[i], p[1], p[2], p[3], now, cost)
+    if s then redis.call('SET', KEYS[i], encode(s), 'PX', px(ttl))
+    elseif states[i] then redis.call('DEL', KEYS[i]) end
+  end
+  return {{1, 1, '0', '0', '0'}}
+end
+local news, ttls = {{}}, {{}}
+local pick, rem, reset, retry = 0, 0, 0, 0
+local denied = false
+for i = 1, n do
+  local p = params[i]
+  local ok, s, r, rs, rt, ttl = step(states[i], p[1], p[2], p[3], now, cost)
+  news[i] = s
+  ttls[i] = ttl
+  if not ok then
+    if (not denied) or rt > retry then pick, rem, reset, retry = i, r, rs, rt end
+    denied = true
+  elseif (not denied) and (pick == 0 or r < rem) then
+    pick, rem, reset, retry = i, r, rs, rt
+  end
+end
+if (not denied) and mode == 'a' then
+  for i = 1, n do redis.call('SET', KEYS[i], encode(news[i]), 'PX', px(ttls[i])) end
+end
+local allowed = 1
+if denied then allowed = 0 end
+return {{allowed, pick, string.format('%.17g', rem), string.format('%.17g', reset),
+        string.format('%.17g', retry)}}
+"""
+
+# Concurrency leases: a sorted set of lease tokens scored by their expiry (server ms).
+_SLOT_ACQUIRE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+_SLOT_COUNT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+_SLOT_RENEW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if (not score) or tonumber(score) <= now then return 0 end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+
+@attrs.define(frozen=True, kw_only=True)
+class RedisStoreStats:
+    """A snapshot of a `RedisStore`'s health.
+
+    Attributes:
+        available: False from a failed call until the next successful one.
+        outages: How many times Redis went from answering to failing.
+        errors: Failed calls in total.
+        fallback_decisions: Decisions made by the *on_error* policy instead of Redis.
+    """
+
+    available: bool
+    outages: int
+    errors: int
+    fallback_decisions: int
+
+
+class _Script:
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+OnError = Literal["fail_closed", "fail_open"] | MemoryStore
+
+
+@final
+class RedisStore:
+    """Keeps limiter state in Redis so that many processes share one quota per key.
+
+    ```python
+    import redis.asyncio
+    store = RedisStore(redis.asyncio.Redis.from_url("redis://localhost:6379/0"), on_error="fail_open")
+    limiter = RateLimiter(Rate(100, per=1.0), store=store)
+    decision = await limiter.acquire("acme")
+    ```
+
+    Args:
+        client: A ``redis.asyncio.Redis`` or a sync ``redis.Redis`` (Valkey works too). Give the
+            client a ``socket_timeout`` so a hung Redis cannot stall requests.
+        sync_client: A sync ``redis.Redis`` for sync callers (``limiter.try_acquire``) when
+            *client* is the asyncio one.
+        prefix: The first part of every key.
+        on_error: What to do when Redis cannot answer: ``"fail_closed"`` (default) raises
+            `StoreUnavailable`; ``"fail_open"`` admits every request; a `MemoryStore` decides
+            locally (per process) until Redis is back.
+
+    Raises:
+        TypeError: *client* is not a redis-py client, *on_error* of the wrong type.
+        ValueError: *prefix* is empty, or *on_error* an unknown name.
+    """
+
+    __slots__ = (
+        "_async",
+        "_errors",
+        "_fallback",
+        "_fallbacks",
+        "_lock",
+        "_on_error",
+        "_outages",
+        "_prefix",
+        "_scripts",
+        "_sync",
+        "_up",
+    )
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.Redis,
+        *,
+        sync_client: redis.Redis | None = None,
+        prefix: str = "tenantlb",
+        on_error: OnError = "fail_closed",
+    ) -> None:
+        import redis as redis_sync
+        import redis.asyncio as redis_async
+
+        self._async: redis_async.Redis | None = None
+        self._sync: redis_sync.Redis | None = None
+        if isinstance(client, redis_async.Redis):
+            self._async = client
+        elif isinstance(client, redis_sync.Redis):
+            self._sync = client
+        else:
+            msg = (
+                f"client must be a redis.asyncio.Redis or redis.Redis, got {type(client).__name__}"
+            )
+            raise TypeError(msg)
+        if sync_client is not None:
+            if not isinstance(sync_client, redis_sync.Redis):
+                msg = f"sync_client must be a redis.Redis, got {type(sync_client).__name__}"
+                raise TypeError(msg)
+            self._sync = sync_client
+        if not isinstance(prefix, str):
+            msg = f"prefix must be a str, got {type(prefix).__name__}"
+            raise TypeError(msg)
+        if not prefix:
+            msg = "prefix must be a non-empty str, got ''"
+            raise ValueError(msg)
+        self._fallback: MemoryStore | None = None
+        if isinstance(on_error, MemoryStore):
+            self._fallback = on_error
+        elif not isinstance(on_error, str):
+            msg = f"on_error must be 'fail_closed', 'fail_open' or a MemoryStore, got {type(on_error).__name__}"
+            raise TypeError(msg)
+        elif on_error not in ("fail_closed", "fail_open"):
+            msg = f"on_error must be 'fail_closed', 'fail_open' or a MemoryStore, got {on_error!r}"
+            raise ValueError(msg)
+        self._on_error = on_error
+        self._prefix = prefix
+        self._scripts: dict[type[Algorithm], _Script] = {}
+        self._lock = threading.Lock()
+        self._up = True
+        self._outages = 0
+        self._errors = 0
+        self._fallbacks = 0
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self._prefix!r}, on_error={self._on_error!r})"
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every key."""
+        return self._prefix
+
+    def stats(self) -> RedisStoreStats:
+        """A snapshot: whether Redis answered last time, outages, errors, fallback decisions."""
+        return RedisStoreStats(
+            available=self._up,
+            outages=self._outages,
+            errors=self._errors,
+            fallback_decisions=self._fallbacks,
+        )
+
+    def bind_rates(self, spec: RateSpec) -> RateBackend:
+        """Return the backend deciding for *spec* in Redis."""
+        algorithm = spec.algorithm
+        with self._lock:
+            script = self._scripts.get(type(algorithm))
+            if script is None:
+                source = _PRELUDE + algorithm.lua + _DRIVER
+                script = self._scripts[type(algorithm)] = _Script(source)
+        fallback = self._fallback.bind_rates(spec) if self._fallback is not None else None
+        return _RedisRates(self, spec, script, fallback)
+
+    def bind_concurrency(self, spec: ConcurrencySpec) -> ConcurrencyBackend:
+        """Return the slot backend for *spec* (leases in a Redis sorted set)."""
+        fallback = self._fallback.bind_concurrency(spec) if self._fallback is not None else None
+        return _RedisConcurrency(self, spec, fallback)
+
+    # -- calls: exactly one round trip unless the script must be (re)loaded -------------------
+
+    def _key(self, key: str, suffix: str) -> str:
+        return f"{self._prefix}:{{{key}}}:{suffix}"
+
+    def call_sync(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run *script* with the sync client; redis errors become `StoreUnavailable`."""
+        client = self._sync
+        if client is None:
+            msg = (
+                "this RedisStore has only an asyncio client: use `await limiter.acquire(...)`, "
+                "or pass sync_client=redis.Redis(...) for sync calls"
+            )
+            raise RuntimeError(msg)
+        import redis.exceptions
+
+        try:
+            try:
+                result = client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                client.script_load(script.source)
+                result = client.evalsha(script.sha, len(keys), *keys, *args)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self._ok()
+        return result
+
+    async def call(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run *script* (asyncio client, or the sync one in a worker thread)."""
+        client = self._async
+        if client is None:
+            return await anyio.to_thread.run_sync(self.call_sync, script, keys, args)
+        import redis.exceptions
+
+        try:
+            try:
+                result = await client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await client.script_load(script.source)
+                result = await client.evalsha(script.sha, len(keys), *keys, *args)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self._ok()
+        return result
+
+    def command_sync(self, *args: str) -> Any:
+        """Run one plain command with the sync client; redis errors become `StoreUnavailable`."""
+        client = self._sync
+        if client is None:
+            msg = "this RedisStore has only an asyncio client: use the async methods"
+            raise RuntimeError(msg)
+        import redis.exceptions
+
+        try:
+            result = client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self._ok()
+        return result
+
+    async def command(self, *args: str) -> Any:
+        """Run one plain command (asyncio client, or the sync one in a worker thread)."""
+        client = self._async
+        if client is None:
+            return await anyio.to_thread.run_sync(self.command_sync, *args)
+        import redis.exceptions
+
+        try:
+            result = await client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self._ok()
+        return result
+
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        with self._lock:
+            self._errors += 1
+            first = self._up
+            if first:
+                self._up = False
+                self._outages += 1
+        if first:
+            logger.warning(
+                "Redis unavailable (%s: %s); on_error=%r until it answers again",
+                type(exc).__name__,
+                exc,
+                self._on_error,
+            )
+        return StoreUnavailable(f"Redis did not answer: {type(exc).__name__}: {exc}")
+
+    def _ok(self) -> None:
+        if not self._up:
+            with self._lock:
+                recovered, self._up = not self._up, True
+            if recovered:
+                logger.info("Redis answers again; decisions are shared again")
+
+    def _policy(self) -> str | None:
+        """Count a fallback decision and return the policy name (None for a MemoryStore)."""
+        with self._lock:
+            self._fallbacks += 1
+        return None if self._fallback is not None else str(self._on_error)
+
+
+class _RedisRates:
+    """Rate decisions for one spec: one EVALSHA per decision."""
+
+    __slots__ = ("_args", "_fallback", "_rates", "_script", "_store", "_suffixes")
+
+    def __init__(
+        self, store: RedisStore, spec: RateSpec, script: _Script, fallback: RateBackend | None
+    ) -> None:
+        self._store = store
+        self._script = script
+        self._rates = spec.rates
+        self._fallback = fallback
+        namespace = spec.namespace
+        self._suffixes = [
+            f"{namespace}:{float(r.limit)!r}/{float(r.per)!r}/{float(r.burst)!r}"
+            for r in spec.rates
+        ]
+        self._args: list[str] = []
+        for rate in spec.rates:
+            self._args += [repr(float(rate.limit)), repr(float(rate.per)), repr(float(rate.burst))]
+
+    def _request(self, key: str, mode: str, cost: float) -> tuple[list[str], list[str]]:
+        prefix = f"{self._store.prefix}:{{{key}}}:"
+        return [prefix + s for s in self._suffixes], [mode, repr(float(cost)), *self._args]
+
+    def _decision(self, reply: Any) -> Decision:
+        try:
+            allowed, index, remaining, reset, retry = reply
+            rates = self._rates
+            return Decision(
+                bool(int(allowed)),
+                float(remaining),
+                float(reset),
+                float(retry),
+                rates[int(index) - 1],
+                rates,
+            )
+        except (TypeError, ValueError, IndexError) as exc:
+            msg = f"Redis answered garbage to a rate-limit script: {reply!r}"
+            raise StoreUnavailable(msg) from exc
+
+    def _open(self, cost: float) -> Decision:
+        rate = self._rates[0]
+        return Decision(True, max(0.0, rate.burst - cost), 0.0, 0.0, rate, self._rates)
+
+    def try_acquire(self, key: str, cost: float) -> Decision:
+        return self._sync("a", key, cost)
+
+    def peek(self, key: str, cost: float) -> Decision:
+        return self._sync("p", key, cost)
+
+    async def acquire(self, key: str, cost: float) -> Decision:
+        return await self._async("a", key, cost)
+
+    async def apeek(self, key: str, cost: float) -> Decision:
+        return await self._async("p", key, cost)
+
+    def refund(self, key: str, cost: float) -> None:
+        keys, args = self._request(key, "r", cost)
+        try:
+            self._store.call_sync(self._script, keys, args)
+        except StoreUnavailable:
+            if self._fallback is None and self._store._policy() == "fail_closed":
+                raise
+            if self._fallback is not None:
+                self._fallback.refund(key, cost)
+
+    async def arefund(self, key: str, cost: float) -> None:
+        keys, args = self._request(key, "r", cost)
+        try:
+            await self._store.call(self._script, keys, args)
+        except StoreUnavailable:
+            if self._fallback is None and self._store._policy() == "fail_closed":
+                raise
+            if self._fallback is not None:
+                await self._fallback.arefund(key, cost)
+
+    def _sync(self, mode: str, key: str, cost: float) -> Decision:
+        keys, args = self._request(key, mode, cost)
+        try:
+            return self._decision(self._store.call_sync(self._script, keys, args))
+        except StoreUnavailable:
+            policy = self._store._policy()
+            if self._fallback is not None:
+                if mode == "p":
+                    return self._fallback.peek(key, cost)
+                return self._fallback.try_acquire(key, cost)
+            if policy == "fail_open":
+                return self._open(cost)
+            raise
+
+    async def _async(self, mode: str, key: str, cost: float) -> Decision:
+        keys, args = self._request(key, mode, cost)
+        try:
+            return self._decision(await self._store.call(self._script, keys, args))
+        except StoreUnavailable:
+            policy = self._store._policy()
+            if self._fallback is not None:
+                if mode == "p":
+                    return await self._fallback.apeek(key, cost)
+                return await self._fallback.acquire(key, cost)
+            if policy == "fail_open":
+                return self._open(cost)
+            raise
+
+
+_ACQUIRE = _Script(_SLOT_ACQUIRE)
+_COUNT = _Script(_SLOT_COUNT)
+_RENEW = _Script(_SLOT_RENEW)
+
+
+class _RedisConcurrency:
+    """Concurrency slots as leases in a Redis sorted set, scored by expiry (server time)."""
+
+    __slots__ = ("_fallback", "_max", "_spec", "_store", "_suffix", "_ttl_ms")
+
+    def __init__(
+        self, store: RedisStore, spec: ConcurrencySpec, fallback: ConcurrencyBackend | None
+    ) -> None:
+        self._store = store
+        self._spec = spec
+        self._max = str(spec.max)
+        self._ttl_ms = str(max(1, round(spec.lease_ttl * 1000)))
+        self._suffix = f"cc:{spec.namespace}"
+        self._fallback = fallback
+
+    def _zkey(self, key: str) -> str:
+        return f"{self._store.prefix}:{{{key}}}:{self._suffix}"
+
+    def _on_error(self, key: str) -> Slot | None:
+        policy = self._store._policy()
+        if self._fallback is not None:
+            return self._fallback.try_acquire(key)
+        if policy == "fail_open":
+            return Slot(key=key, token="fail-open", backend=_UNTRACKED)
+        return None  # unreachable for fail_closed: callers re-raise first
+
+    def try_acquire(self, key: str) -> Slot | None:
+        token = os.urandom(12).hex()
+        try:
+            got = self._store.call_sync(
+                _ACQUIRE, [self._zkey(key)], [self._max, self._ttl_ms, token]
+            )
+        except StoreUnavailable:
+            if self._fallback is None and self._on_error_policy() == "fail_closed":
+                raise
+            return self._on_error(key)
+        return Slot(key=key, token=token, backend=self) if int(got) else None
+
+    async def acquire(self, key: str) -> Slot | None:
+        token = os.urandom(12).hex()
+        try:
+            got = await self._store.call(
+                _ACQUIRE, [self._zkey(key)], [self._max, self._ttl_ms, token]
+            )
+        except StoreUnavailable:
+            if self._fallback is None and self._on_error_policy() == "fail_closed":
+                raise
+            return self._on_error(key)
+        return Slot(key=key, token=token, backend=self) if int(got) else None
+
+    def _on_error_policy(self) -> str:
+        return str(self._store._on_error)
+
+    def release(self, slot: Slot) -> bool:
+        try:
+            return bool(self._store.command_sync("ZREM", self._zkey(slot.key), slot.token))
+        except StoreUnavailable:
+            return False  # the lease expires by itself within lease_ttl
+
+    async def arelease(self, slot: Slot) -> bool:
+        try:
+            return bool(await self._store.command("ZREM", self._zkey(slot.key), slot.token))
+        except StoreUnavailable:
+            return False  # the lease expires by itself within lease_ttl
+
+    async def renew(self, slot: Slot) -> bool:
+        """Extend *slot*'s lease by lease_ttl from now; False if it had expired."""
+        got = await self._store.call(_RENEW, [self._zkey(slot.key)], [self._ttl_ms, slot.token])
+        return bool(int(got))
+
+    async def in_use(self, key: str) -> int:
+        return int(await self._store.call(_COUNT, [self._zkey(key)], []))
+
+
+class _Untracked:
+    """The backend of fail-open slots: nothing to give back."""
+
+    def try_acquire(self, key: str) -> Slot | None:
+        return Slot(key=key, token="fail-open", backend=self)
+
+    async def acquire(self, key: str) -> Slot | None:
+        return self.try_acquire(key)
+
+    def release(self, slot: Slot) -> bool:
+        return False
+
+    async def arelease(self, slot: Slot) -> bool:
+        return False
+
+    async def in_use(self, key: str) -> int:
+        return 0
+
+
+_UNTRACKED: Final = _Untracked()

@@ -1,0 +1,135 @@
+"""The `Store` protocol: where rate-limit and concurrency state lives (the extension point).
+
+A limiter describes what it needs once (`RateSpec` / `ConcurrencySpec`) and asks its store to
+*bind* it; the returned backend makes the decisions. `MemoryStore` and `RedisStore` implement it;
+another store (Memcached, a database) implements these three protocols.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from ._algorithms import Algorithm
+from ._decision import Decision
+from ._rate import Rate
+
+__all__ = [
+    "ConcurrencyBackend",
+    "ConcurrencySpec",
+    "RateBackend",
+    "RateSpec",
+    "Slot",
+    "Store",
+]
+
+
+@attrs.define(frozen=True, kw_only=True)
+class RateSpec:
+    """What a `RateLimiter` asks a store for: its rates, algorithm and (optional) name.
+
+    Two limiters with equal specs share state for the same key (in one store).
+    """
+
+    rates: tuple[Rate, ...]
+    algorithm: Algorithm
+    name: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """A stable text id of the spec, used in storage keys: ``"<name>:<algorithm>"``."""
+        return f"{self.name or 'rl'}:{self.algorithm.name}"
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ConcurrencySpec:
+    """What a `ConcurrencyLimiter` asks a store for."""
+
+    max: int
+    lease_ttl: float
+    name: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """A stable text id used in storage keys."""
+        return f"{self.name or 'cc'}:{self.max}"
+
+
+@attrs.define(frozen=True, kw_only=True, eq=False)
+class Slot:
+    """One held concurrency slot; give it back with `ConcurrencyLimiter.release` / ``arelease``.
+
+    Attributes:
+        key: The key (tenant) it counts against.
+        token: A unique id of this slot (the Redis lease member).
+    """
+
+    key: str
+    token: str
+    _backend: ConcurrencyBackend = attrs.field(repr=False, alias="backend")
+
+
+class RateBackend(Protocol):
+    """Decisions for one `RateSpec` in one store. Arguments are already validated."""
+
+    def try_acquire(self, key: str, cost: float) -> Decision:
+        """Decide synchronously (raise RuntimeError if this store cannot)."""
+        ...
+
+    async def acquire(self, key: str, cost: float) -> Decision:
+        """Decide (consuming *cost* if allowed)."""
+        ...
+
+    def refund(self, key: str, cost: float) -> None:
+        """Give *cost* back synchronously."""
+        ...
+
+    async def arefund(self, key: str, cost: float) -> None:
+        """Give *cost* back."""
+        ...
+
+    def peek(self, key: str, cost: float) -> Decision:
+        """What `try_acquire` would answer, consuming nothing (sync)."""
+        ...
+
+    async def apeek(self, key: str, cost: float) -> Decision:
+        """What `acquire` would answer, consuming nothing."""
+        ...
+
+
+class ConcurrencyBackend(Protocol):
+    """Slots for one `ConcurrencySpec` in one store."""
+
+    def try_acquire(self, key: str) -> Slot | None:
+        """Take a slot synchronously, or None when all are taken."""
+        ...
+
+    async def acquire(self, key: str) -> Slot | None:
+        """Take a slot, or None when all are taken."""
+        ...
+
+    def release(self, slot: Slot) -> bool:
+        """Give *slot* back synchronously; False if it was no longer held."""
+        ...
+
+    async def arelease(self, slot: Slot) -> bool:
+        """Give *slot* back; False if it was no longer held (released or expired)."""
+        ...
+
+    async def in_use(self, key: str) -> int:
+        """How many slots of *key* are held."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where limiter state lives: `MemoryStore` (one process) or `RedisStore` (shared)."""
+
+    def bind_rates(self, spec: RateSpec) -> RateBackend:
+        """Return the backend that decides for *spec*."""
+        ...
+
+    def bind_concurrency(self, spec: ConcurrencySpec) -> ConcurrencyBackend:
+        """Return the backend that hands out slots for *spec*."""
+        ...
