@@ -39,6 +39,13 @@ from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 
 # --- ratelimit ---
+from .ratelimit import ConcurrencyLimiter as ConcurrencyLimiter
+from .ratelimit import Decision as Decision
+from .ratelimit import MemoryStore as MemoryStore
+from .ratelimit import Rate as Rate
+from .ratelimit import RateLimiter as RateLimiter
+from .ratelimit import RedisStore as RedisStore
+from .ratelimit import Store as Store
 # --- health ---
 # --- tenants ---
 from .tenants import APIKeyResolver as APIKeyResolver
@@ -60,7 +67,9 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "APIKeyResolver",
     "Clock",
+    "ConcurrencyLimiter",
     "ConfigError",
+    "Decision",
     "Endpoint",
     "EndpointNotFound",
     "EndpointStats",
@@ -70,18 +79,23 @@ __all__ = [
     "HostResolver",
     "Lease",
     "LeastRequest",
+    "MemoryStore",
     "NoHealthyEndpoint",
     "OverCapacity",
     "PathPrefixResolver",
     "PeakEWMA",
     "Pool",
     "PoolStats",
+    "Rate",
     "RateLimited",
+    "RateLimiter",
+    "RedisStore",
     "RegistrySnapshot",
     "RequestInfo",
     "RequestRejected",
     "RoundRobin",
     "SlowStart",
+    "Store",
     "StoreUnavailable",
     "Tenant",
     "TenantLBError",
@@ -90,7 +104,7 @@ __all__ = [
     "Unauthenticated",
     "UnknownTenant",
     "WeightedRandom",
-    "__version__",
     "hash_api_key",
     "shuffle_shard",
+    "__version__",
 ]
