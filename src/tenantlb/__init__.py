@@ -47,6 +47,7 @@ from .ratelimit import RateLimiter as RateLimiter
 from .ratelimit import RedisStore as RedisStore
 from .ratelimit import Store as Store
 # --- health ---
+from .health import OutlierDetector as OutlierDetector
 # --- tenants ---
 from .tenants import APIKeyResolver as APIKeyResolver
 from .tenants import HeaderResolver as HeaderResolver
@@ -61,6 +62,10 @@ from .tenants import hash_api_key as hash_api_key
 from .tenants import shuffle_shard as shuffle_shard
 
 # --- gateway and config ---
+from .config import load_config as load_config
+from .gateway import Gateway as Gateway
+from .gateway import GatewayStats as GatewayStats
+from .gateway import Ticket as Ticket
 
 __version__ = "0.1.0.dev0"
 
@@ -75,12 +80,15 @@ __all__ = [
     "EndpointStats",
     "Event",
     "Forbidden",
+    "Gateway",
+    "GatewayStats",
     "HeaderResolver",
     "HostResolver",
     "Lease",
     "LeastRequest",
     "MemoryStore",
     "NoHealthyEndpoint",
+    "OutlierDetector",
     "OverCapacity",
     "PathPrefixResolver",
     "PeakEWMA",
@@ -101,10 +109,12 @@ __all__ = [
     "TenantLBError",
     "TenantRegistry",
     "TenantResolver",
+    "Ticket",
     "Unauthenticated",
     "UnknownTenant",
     "WeightedRandom",
     "hash_api_key",
+    "load_config",
     "shuffle_shard",
     "__version__",
 ]

@@ -1,0 +1,566 @@
+"""One declarative document (TOML, JSON, YAML or a mapping) → a ready `Gateway`.
+
+```toml
+[gateway]
+hash_on = "client_ip"
+
+[pools.shared]
+endpoints = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2 }]
+balancer = "peak_ewma"
+
+[[tenants]]
+id = "acme"
+upstream = "shared"
+api_keys = ["sha256:…"]          # digests, as printed by `python -m tenantlb hash-key`
+limits = [{ limit = 100, per = 1.0 }]
+```
+
+Validation reports every problem at once, each with the exact path of the bad field
+(``tenants[2].limits[0].per: per must be a finite number > 0, got -1``), as one `ConfigError`.
+Unknown keys are errors too, so a typo never silently disables a limit. The full schema is in
+``docs/how-to/config.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import ConfigError
+from .balancing import Balancer, Endpoint, Pool, SlowStart
+from .ratelimit import MemoryStore, Rate
+from .tenants import (
+    APIKeyResolver,
+    HeaderResolver,
+    HostResolver,
+    PathPrefixResolver,
+    Tenant,
+    TenantRegistry,
+    TenantResolver,
+)
+
+__all__ = ["build_gateway", "load_config", "read_config", "validate_config"]
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+
+def load_config(path: str | os.PathLike[str]) -> Gateway:
+    """Read a TOML, JSON or YAML file and build a `Gateway` from it.
+
+    The format follows the extension: ``.toml``, ``.json``, ``.yaml`` / ``.yml`` (YAML needs
+    PyYAML installed).
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or the document is invalid.
+    """
+    return build_gateway(read_config(path))
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and parse a config file into a mapping, without validating it.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, of an unknown format or not parseable.
+    """
+    file = Path(path)
+    suffix = file.suffix.lower()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read {str(file)!r}: {exc}"
+        raise ConfigError(path="", message=msg) from exc
+    try:
+        if suffix == ".toml":
+            data: object = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as exc:
+                msg = "YAML config needs PyYAML: pip install pyyaml"
+                raise ConfigError(path="", message=msg) from exc
+            data = yaml.safe_load(text)
+        else:
+            msg = f"unknown config format {suffix!r}: use .toml, .json, .yaml or .yml"
+            raise ConfigError(path="", message=msg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # tomllib / json / yaml each have their own error types
+        msg = f"cannot parse {str(file)!r}: {exc}"
+        raise ConfigError(path="", message=msg) from exc
+    if not isinstance(data, dict):
+        msg = f"the document must be a table/object, got {type(data).__name__}"
+        raise ConfigError(path="", message=msg)
+    return data
+
+
+def validate_config(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return every ``(path, message)`` problem in *config* (empty when it is valid)."""
+    builder = _Builder()
+    builder.build(config)
+    return builder.errors
+
+
+def build_gateway(config: Mapping[str, Any]) -> Gateway:
+    """Build a `Gateway` from a config mapping.
+
+    Raises:
+        ConfigError: Every problem found, each with its path.
+    """
+    builder = _Builder()
+    gateway = builder.build(config)
+    if builder.errors or gateway is None:
+        raise ConfigError.collect(builder.errors or [("", "invalid config")])
+    return gateway
+
+
+# -- the builder ---------------------------------------------------------------------------------
+
+_TOP = {"gateway", "pools", "tenants"}
+_GATEWAY = {"algorithm", "hash_on", "secret", "secret_env", "trusted_proxies", "resolvers", "store"}
+_POOL = {
+    "endpoints",
+    "balancer",
+    "panic_threshold",
+    "slow_start",
+    "outlier_detection",
+    "health_check",
+}
+_ENDPOINT = {"url", "weight", "zone", "metadata"}
+_TENANT = {
+    "id",
+    "display_name",
+    "api_keys",
+    "upstream",
+    "routes",
+    "limits",
+    "max_concurrency",
+    "weight",
+    "shard_size",
+    "enabled",
+    "metadata",
+}
+_RATE = {"limit", "per", "burst", "name"}
+
+
+def _balancers() -> dict[str, Callable[..., Balancer]]:
+    from . import balancing
+
+    names = {
+        "round_robin": "RoundRobin",
+        "weighted_random": "WeightedRandom",
+        "least_request": "LeastRequest",
+        "peak_ewma": "PeakEWMA",
+        "ring_hash": "RingHash",
+        "maglev": "Maglev",
+        "rendezvous": "Rendezvous",
+        "bounded_load": "BoundedLoad",
+    }
+    return {key: getattr(balancing, cls) for key, cls in names.items() if hasattr(balancing, cls)}
+
+
+class _Builder:
+    """Walks a document once, building objects and collecting ``(path, message)`` errors."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append((path, message))
+
+    def attempt(
+        self, path: str, fields: set[str], make: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T | None:
+        """Call ``make(*args, **kwargs)``; turn a TypeError/ValueError into an error at the field
+        its message names (our messages start with the field: "per must be > 0, got -1")."""
+        try:
+            return make(*args, **kwargs)
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            field = message.split(" ", 1)[0].split("[", 1)[0].split(".")[-1]
+            self.error(f"{path}.{field}" if field in fields else path, message)
+        return None
+
+    def table(self, path: str, value: object, allowed: set[str]) -> Mapping[str, Any] | None:
+        if not isinstance(value, Mapping):
+            self.error(path, f"must be a table, got {_type(value)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                self.error(
+                    _join(path, str(key)), f"unknown key {key!r}; expected one of {sorted(allowed)}"
+                )
+        return value
+
+    # -- sections ----------------------------------------------------------------------------------
+
+    def build(self, config: Mapping[str, Any]) -> Gateway | None:
+        from .gateway import Gateway
+
+        doc = self.table("", config, _TOP)
+        if doc is None:
+            return None
+        gw = self.table("gateway", doc.get("gateway", {}), _GATEWAY) or {}
+        pools, services = self.pools(doc.get("pools"))
+        tenants = self.tenants(doc.get("tenants", []), pools)
+        secret = self.secret(gw)
+        resolvers = self.resolvers(gw.get("resolvers"))
+        store = self.store(gw.get("store", "memory"))
+        algorithm = gw.get("algorithm", "gcra")
+        if algorithm not in ("gcra", "token_bucket", "sliding_window", "fixed_window"):
+            self.error(
+                "gateway.algorithm",
+                f"must be gcra, token_bucket, sliding_window or fixed_window, got {algorithm!r}",
+            )
+        hash_on = gw.get("hash_on")
+        if hash_on not in (None, "client_ip", "tenant"):
+            self.error("gateway.hash_on", f"must be 'client_ip' or 'tenant', got {hash_on!r}")
+        trusted = gw.get("trusted_proxies", [])
+        if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
+            self.error(
+                "gateway.trusted_proxies", f"must be a list of CIDR strings, got {trusted!r}"
+            )
+        if self.errors:
+            return None
+        registry = self.attempt(
+            "tenants",
+            set(),
+            TenantRegistry,
+            tenants,
+            resolvers=resolvers,
+            secret=secret,
+        )
+        if registry is None:
+            return None
+        return self.attempt(
+            "gateway",
+            set(),
+            Gateway,
+            registry=registry,
+            pools=pools,
+            store=store,
+            algorithm=algorithm,
+            hash_on=hash_on,
+            services=services,
+            trusted_proxies=tuple(trusted),
+        )
+
+    def pools(self, value: object) -> tuple[dict[str, Pool], list[Any]]:
+        pools: dict[str, Pool] = {}
+        services: list[Any] = []
+        if value is None:
+            self.error("pools", "at least one pool is required")
+            return pools, services
+        if not isinstance(value, Mapping) or not value:
+            self.error("pools", f"must be a non-empty table of pools, got {_type(value)}")
+            return pools, services
+        for name, spec in value.items():
+            path = f"pools.{name}"
+            table = self.table(path, spec, _POOL)
+            if table is None:
+                continue
+            endpoints = self.endpoints(f"{path}.endpoints", table.get("endpoints"))
+            balancer = self.balancer(f"{path}.balancer", table.get("balancer", "peak_ewma"))
+            slow = self.kwargs(f"{path}.slow_start", table.get("slow_start"))
+            slow_start = None
+            if slow is not None:
+                slow_start = self.attempt(f"{path}.slow_start", set(slow), SlowStart, **slow)
+            detector = self.outlier(f"{path}.outlier_detection", table.get("outlier_detection"))
+            panic = table.get("panic_threshold", 0.5)
+            if endpoints is None or balancer is None:
+                continue
+            pool = self.attempt(
+                path,
+                {"panic_threshold"},
+                Pool,
+                endpoints,
+                balancer,
+                name=str(name),
+                panic_threshold=panic,
+                slow_start=slow_start,
+                outlier_detector=detector,
+            )
+            if pool is None:
+                continue
+            pools[str(name)] = pool
+            check = table.get("health_check")
+            if check is not None:
+                checker = self.health_check(f"{path}.health_check", pool, check)
+                if checker is not None:
+                    services.append(checker)
+        return pools, services
+
+    def endpoints(self, path: str, value: object) -> list[Endpoint] | None:
+        if not isinstance(value, list):
+            self.error(path, f"must be a list of URLs or endpoint tables, got {_type(value)}")
+            return None
+        out: list[Endpoint] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if isinstance(item, str):
+                endpoint = self.attempt(where, set(), Endpoint, item)
+            else:
+                table = self.table(where, item, _ENDPOINT)
+                if table is None:
+                    continue
+                if "url" not in table:
+                    self.error(f"{where}.url", "is required")
+                    continue
+                endpoint = self.attempt(
+                    where,
+                    _ENDPOINT,
+                    Endpoint,
+                    table["url"],
+                    weight=table.get("weight", 1.0),
+                    zone=table.get("zone"),
+                    metadata=table.get("metadata"),
+                )
+            if endpoint is None:
+                continue
+            if endpoint.url in seen:
+                self.error(where, f"duplicate endpoint {endpoint.url!r}")
+                continue
+            seen.add(endpoint.url)
+            out.append(endpoint)
+        return out
+
+    def balancer(self, path: str, value: object) -> Balancer | None:
+        known = _balancers()
+        kwargs: dict[str, Any] = {}
+        if isinstance(value, Mapping):
+            kwargs = dict(value)
+            value = kwargs.pop("type", None)
+            path_type = f"{path}.type"
+        else:
+            path_type = path
+        if not isinstance(value, str) or value not in known:
+            self.error(path_type, f"must be one of {sorted(known)}, got {value!r}")
+            return None
+        if value == "bounded_load":
+            inner_spec = kwargs.pop("inner", "ring_hash")
+            inner = self.balancer(f"{path}.inner", inner_spec)
+            if inner is None:
+                return None
+            return self.attempt(path, set(kwargs), known["bounded_load"], inner, **kwargs)
+        return self.attempt(path, set(kwargs), known[value], **kwargs)
+
+    def outlier(self, path: str, value: object) -> Any:
+        if value is None:
+            return None
+        from . import health
+
+        kwargs = self.kwargs(path, value)
+        if kwargs is None:
+            return None
+        return self.attempt(path, set(kwargs), health.OutlierDetector, **kwargs)
+
+    def health_check(self, path: str, pool: Pool, value: object) -> Any:
+        from . import health
+
+        kwargs = self.kwargs(path, value)
+        if kwargs is None:
+            return None
+        kind = kwargs.pop("type", "http")
+        probe_keys = {"path", "method", "expected_statuses", "expect_body", "headers"}
+        probe_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in probe_keys}
+        if "expected_statuses" in probe_kwargs:
+            statuses = probe_kwargs["expected_statuses"]
+            if isinstance(statuses, list) and all(isinstance(s, int) for s in statuses):
+                probe_kwargs["expected_statuses"] = tuple(statuses)
+        if kind == "http":
+            probe = self.attempt(path, set(probe_kwargs), health.HTTPProbe, **probe_kwargs)
+        elif kind == "tcp":
+            if probe_kwargs:
+                self.error(path, f"a tcp health check takes no {sorted(probe_kwargs)}")
+                return None
+            probe = health.TCPProbe()
+        else:
+            self.error(f"{path}.type", f"must be 'http' or 'tcp', got {kind!r}")
+            return None
+        if probe is None:
+            return None
+        return self.attempt(path, set(kwargs), health.HealthChecker, pool, probe=probe, **kwargs)
+
+    def kwargs(self, path: str, value: object) -> dict[str, Any] | None:
+        """A table's items as keyword arguments; None (and an error) if it is not a table."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.error(path, f"must be a table, got {_type(value)}")
+            return None
+        return {str(k): v for k, v in value.items()}
+
+    def tenants(self, value: object, pools: Mapping[str, Pool]) -> list[Tenant]:
+        out: list[Tenant] = []
+        if not isinstance(value, list):
+            self.error("tenants", f"must be a list of tenant tables, got {_type(value)}")
+            return out
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(value):
+            path = f"tenants[{i}]"
+            table = self.table(path, spec, _TENANT)
+            if table is None:
+                continue
+            if "id" not in table:
+                self.error(f"{path}.id", "is required")
+                continue
+            limits = self.limits(f"{path}.limits", table.get("limits", []))
+            kwargs = {k: v for k, v in table.items() if k not in ("id", "limits")}
+            if limits is None:
+                continue
+            tenant = self.attempt(
+                path,
+                _TENANT,
+                Tenant,
+                table["id"],
+                limits=limits,
+                **kwargs,
+            )
+            if tenant is None:
+                continue
+            if tenant.id in seen:
+                self.error(
+                    f"{path}.id",
+                    f"duplicate tenant id {tenant.id!r} (also tenants[{seen[tenant.id]}])",
+                )
+                continue
+            seen[tenant.id] = i
+            for name in sorted(tenant.upstreams):
+                if pools and name not in pools:
+                    field = "upstream" if name == tenant.upstream else "routes"
+                    self.error(
+                        f"{path}.{field}", f"unknown pool {name!r}; pools are {sorted(pools)}"
+                    )
+            out.append(tenant)
+        return out
+
+    def limits(self, path: str, value: object) -> list[Rate] | None:
+        if not isinstance(value, list):
+            self.error(path, f"must be a list of rate tables, got {_type(value)}")
+            return None
+        out: list[Rate] = []
+        ok = True
+        for j, spec in enumerate(value):
+            where = f"{path}[{j}]"
+            table = self.table(where, spec, _RATE)
+            if table is None:
+                ok = False
+                continue
+            if "limit" not in table:
+                self.error(f"{where}.limit", "is required")
+                ok = False
+                continue
+            rate = self.attempt(where, _RATE, Rate, **table)
+            if rate is None:
+                ok = False
+            else:
+                out.append(rate)
+        return out if ok else None
+
+    def secret(self, gw: Mapping[str, Any]) -> str | None:
+        if "secret" in gw and "secret_env" in gw:
+            self.error("gateway.secret", "give secret or secret_env, not both")
+            return None
+        if "secret_env" in gw:
+            name = gw["secret_env"]
+            if not isinstance(name, str) or not name:
+                self.error(
+                    "gateway.secret_env", f"must be an environment variable name, got {name!r}"
+                )
+                return None
+            secret = os.environ.get(name)
+            if not secret:
+                self.error("gateway.secret_env", f"environment variable {name!r} is not set")
+            return secret
+        secret = gw.get("secret")
+        if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+            self.error("gateway.secret", "must be a string of at least 16 characters")
+            return None
+        return secret
+
+    def resolvers(self, value: object) -> Sequence[TenantResolver] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            self.error("gateway.resolvers", f"must be a non-empty list, got {_type(value)}")
+            return None
+        out: list[TenantResolver] = []
+        for i, spec in enumerate(value):
+            path = f"gateway.resolvers[{i}]"
+            kwargs: dict[str, Any] = {}
+            if isinstance(spec, Mapping):
+                kwargs = dict(spec)
+                spec = kwargs.pop("type", None)
+            made: TenantResolver | None
+            if spec == "api_key":
+                made = self.attempt(path, set(kwargs), APIKeyResolver, **kwargs)
+            elif spec == "bearer" and not kwargs:
+                made = APIKeyResolver.bearer()
+            elif spec == "header":
+                made = self.attempt(path, set(kwargs), HeaderResolver, **kwargs)
+            elif spec == "host":
+                made = self.attempt(path, set(kwargs), HostResolver, **kwargs)
+            elif spec == "path":
+                made = self.attempt(path, set(kwargs), PathPrefixResolver, **kwargs)
+            else:
+                self.error(path, f"must be api_key, bearer, header, host or path, got {spec!r}")
+                continue
+            if made is not None:
+                out.append(made)
+        return out
+
+    def store(self, value: object) -> Any:
+        if value == "memory":
+            return MemoryStore()
+        if not isinstance(value, Mapping):
+            self.error("gateway.store", f"must be 'memory' or a store table, got {value!r}")
+            return None
+        kwargs = dict(value)
+        kind = kwargs.pop("type", None)
+        if kind == "memory":
+            return self.attempt("gateway.store", set(kwargs), MemoryStore, **kwargs)
+        if kind != "redis":
+            self.error("gateway.store.type", f"must be 'memory' or 'redis', got {kind!r}")
+            return None
+        url = kwargs.pop("url", None)
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            self.error("gateway.store.url", f"must be a redis:// URL, got {url!r}")
+            return None
+        if kwargs.get("on_error") == "memory":
+            kwargs["on_error"] = MemoryStore()
+        try:
+            import redis.asyncio
+        except ImportError:
+            self.error(
+                "gateway.store",
+                "a redis store needs the redis extra: pip install 'tenantlb[redis]'",
+            )
+            return None
+        from .ratelimit import RedisStore
+
+        return self.attempt(
+            "gateway.store",
+            {"prefix", "on_error"},
+            RedisStore,
+            redis.asyncio.Redis.from_url(url),
+            **kwargs,
+        )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type(value: object) -> str:
+    return type(value).__name__
