@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import anyio
+import attrs
 import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -114,7 +115,7 @@ async def test_refusals_are_typed_and_consume_nothing(
         async with gateway.admit(tlb.RequestInfo("GET", "/v1/chat", headers)):
             pytest.fail("admitted")
     assert info.value.status == status
-    for name, value in headers:
+    for _name, value in headers:
         if len(value) > 8:
             assert value not in str(info.value)
     assert gateway.stats().pools["shared"].in_flight == 0
@@ -202,8 +203,7 @@ async def test_reroute_tries_other_endpoints_then_gives_up() -> None:
     seen = []
     async with gateway.admit(request(KEYS["acme"])) as ticket:
         seen.append(ticket.endpoint.url)
-        for _ in range(7):
-            seen.append(ticket.reroute(ConnectionError("refused")).url)
+        seen.extend(ticket.reroute(ConnectionError("refused")).url for _ in range(7))
         with pytest.raises(tlb.NoHealthyEndpoint, match="8 attempt"):
             ticket.reroute(ConnectionError("refused"))
         assert ticket.attempts == 8
@@ -315,7 +315,7 @@ async def test_hot_reload_under_load_leaks_nothing() -> None:
 
     async def reloader() -> None:
         for n in range(50):
-            registry.replace([t if n % 2 else t for t in tenants])
+            registry.replace([attrs.evolve(t, display_name=f"v{n}") for t in tenants])
             await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
