@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import anyio
-import attrs
 import anyio.lowlevel
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
