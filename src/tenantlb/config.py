@@ -177,7 +177,7 @@ class _Builder:
         self.errors.append((path, message))
 
     def attempt(
-        self, path: str, fields: set[str], make: Callable[..., T], *args: Any, **kwargs: Any
+        self, path: str, fields: set[str], make: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> T | None:
         """Call ``make(*args, **kwargs)``; turn a TypeError/ValueError into an error at the field
         its message names (our messages start with the field: "per must be > 0, got -1")."""
@@ -244,7 +244,7 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            set(),
+            {"trusted_proxies", "hash_on", "algorithm"},
             Gateway,
             registry=registry,
             pools=pools,
