@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -235,10 +236,8 @@ json_values = st.recursive(
 )
 def test_fuzzed_documents_only_raise_config_error(document: dict[str, Any]) -> None:
     """Any document either builds or raises ConfigError — never another exception."""
-    try:
+    with contextlib.suppress(tlb.ConfigError):
         build_gateway(document)
-    except tlb.ConfigError:
-        pass
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -264,10 +263,8 @@ def test_fuzzed_fields_of_a_valid_document_only_raise_config_error(data: st.Data
     ]
     path = data.draw(st.sampled_from(paths))
     value = data.draw(json_values.filter(lambda v: v is not None))
-    try:
+    with contextlib.suppress(tlb.ConfigError):
         build_gateway(doc(**{path: value}))
-    except tlb.ConfigError:
-        pass
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
