@@ -153,9 +153,7 @@ class TenantRegistry:
             msg = "resolvers must not be empty (pass None for the default chain)"
             raise ValueError(msg)
         for resolver in chain:
-            if not callable(resolver):
-                msg = f"resolvers must be callables (request, registry) -> Tenant | None, got {resolver!r}"  # type: ignore[unreachable]
-                raise TypeError(msg)
+            _check_resolver(resolver)
         self._resolvers = chain
         sources = [r.source for r in chain if isinstance(r, APIKeyResolver)]
         self._missing = f"missing credentials: expected {' or '.join(sources)}" if sources else None
@@ -229,7 +227,8 @@ class TenantRegistry:
                 raise Unauthenticated(self._missing)
             msg = "no tenant matched the request"
             raise UnknownTenant(msg)
-        require_type(f"the result of resolver {resolver!r}", tenant, Tenant, "a Tenant or None")
+        if type(tenant) is not Tenant:  # Tenant is final: an exact type check is enough
+            _bad_result(resolver, tenant)
         held = snap.get(tenant.id)
         if held is None or (held is not tenant and held != tenant):
             # A custom resolver made up a tenant (or kept a stale one): never trust it.
@@ -295,3 +294,13 @@ class TenantRegistry:
         new = RegistrySnapshot(tenants, secret=old._secret, version=old.version + 1)
         self._snapshot = new
         return new
+
+
+def _check_resolver(resolver: object) -> None:
+    if not callable(resolver):
+        msg = f"resolvers must be callables (request, registry) -> Tenant | None, got {resolver!r}"
+        raise TypeError(msg)
+
+
+def _bad_result(resolver: object, result: object) -> None:
+    require_type(f"the result of resolver {resolver!r}", result, Tenant, "a Tenant or None")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, final
 
 from ._checks import require_type
@@ -79,8 +79,9 @@ class RequestInfo:
         trusted_proxies: Iterable[str | _IPNetwork | _IPAddress] = (),
         proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
     ) -> None:
-        require_type("method", method, str, "a str")
-        require_type("path", path, str, "a str")
+        if type(method) is not str or type(path) is not str:
+            require_type("method", method, str, "a str")
+            require_type("path", path, str, "a str")
         if proxy_header not in ("x-forwarded-for", "forwarded"):
             msg = f"proxy_header must be 'x-forwarded-for' or 'forwarded', got {proxy_header!r}"
             raise ValueError(msg)
@@ -92,7 +93,7 @@ class RequestInfo:
         self._headers = headers
         self._trusted = trusted_proxies
         self._proxy_header = proxy_header
-        self._index: dict[str, list[str]] | None = None
+        self._index: dict[str, list[str]] | dict[str, _HeaderValue] | None = None
         self._client_ip: str | Literal[False] | None = False  # False: not computed yet
 
     def __repr__(self) -> str:
@@ -103,18 +104,20 @@ class RequestInfo:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of header *name* (case-insensitive), or *default*."""
-        values = self._headers_index().get(name.lower())
+        values = self.header_values(name)
         return values[0] if values else default
 
     def header_values(self, name: str) -> tuple[str, ...]:
         """Return every value of header *name* (case-insensitive), in order."""
-        return tuple(self._headers_index().get(name.lower(), ()))
-
-    def _headers_index(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
             index = self._index = _index_headers(self._headers)
-        return index
+        found = index.get(name.lower())
+        if found is None:
+            return ()
+        if isinstance(found, list):
+            return tuple(found)
+        return (_text(found),)
 
     # -- host and client -------------------------------------------------------------------------
 
@@ -171,15 +174,31 @@ class RequestInfo:
         return str(client)
 
 
-def _index_headers(headers: _Headers) -> dict[str, list[str]]:
-    items: Iterable[tuple[_HeaderValue, _HeaderValue]]
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    index: dict[str, list[str]] = {}
+def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _HeaderValue]:
+    items: Collection[tuple[_HeaderValue, _HeaderValue]]
+    if type(headers) is list or type(headers) is tuple:  # the common case, checked cheaply
+        items = headers
+    elif isinstance(headers, Mapping):
+        items = headers.items()
+    else:
+        items = list(headers)
+    # Fast path: one dict comprehension, values decoded only when looked up. If a name repeats,
+    # the comprehension lost values, so rebuild the full name -> [values] index.
+    index: dict[str, _HeaderValue] = {
+        (name.decode("latin-1") if type(name) is bytes else str(name)).lower(): value
+        for name, value in items
+    }
+    if len(index) == len(items):
+        return index
+    multi: dict[str, list[str]] = {}
     for name, value in items:
         key = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
-        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        index.setdefault(key, []).append(text)
-    return index
+        multi.setdefault(key, []).append(_text(value))
+    return multi
+
+
+def _text(value: _HeaderValue) -> str:
+    return value.decode("latin-1") if type(value) is bytes else str(value)
 
 
 @functools.lru_cache(maxsize=64)

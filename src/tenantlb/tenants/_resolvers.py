@@ -105,17 +105,16 @@ class APIKeyResolver:
         values = request.header_values(self._header)
         if not values:
             return None
-        if self._prefix is not None:
-            values = tuple(v for v in values if v[: len(self._prefix)].lower() == self._prefix)
+        prefix = self._prefix
+        if prefix is not None:
+            n = len(prefix)
+            values = tuple(v[n:].strip(" ") for v in values if v[:n].lower() == prefix)
             if not values:
                 return None
         if len(values) > 1:
             msg = f"more than one {self._source} in the request"
             raise Unauthenticated(msg)
-        value = values[0]
-        if self._prefix is not None:
-            value = value[len(self._prefix) :].strip(" ")
-        return registry.by_api_key(value, source=self._source)
+        return registry.by_api_key(values[0], source=self._source)
 
 
 @final
