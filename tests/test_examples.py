@@ -28,7 +28,7 @@ def test_example_runs(script: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_demo_command(backend: str) -> None:
-    """`python -m tenantlb demo` balances a burst, ejects the broken backend and leaks nothing."""
+    """`python -m tenantlb demo` balances a burst, starves the broken backend and leaks nothing."""
     result = subprocess.run(
         [
             sys.executable,
@@ -51,7 +51,10 @@ def test_demo_command(backend: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "In flight after the burst: 0" in out
-    assert "ejected        http://broken.internal:8000" in out
+    # the instantly failing backend gets next to nothing (failure penalty, then ejection)
+    [row] = [line for line in out.splitlines() if line.strip().startswith("http://broken.internal")]
+    share = float(row.split()[2].rstrip("%"))
+    assert share < 10.0, row
     assert "initech  Forbidden: 5" in out
 
 
