@@ -46,8 +46,19 @@ from .ratelimit import Rate as Rate
 from .ratelimit import RateLimiter as RateLimiter
 from .ratelimit import RedisStore as RedisStore
 from .ratelimit import Store as Store
+
 # --- health ---
+from .health import EndpointHealth as EndpointHealth
+from .health import HealthChecker as HealthChecker
+from .health import HealthCheckerStats as HealthCheckerStats
+from .health import HTTPProbe as HTTPProbe
 from .health import OutlierDetector as OutlierDetector
+from .health import OutlierDetectorStats as OutlierDetectorStats
+from .health import OutlierEndpointStats as OutlierEndpointStats
+from .health import Probe as Probe
+from .health import ProbeResult as ProbeResult
+from .health import TCPProbe as TCPProbe
+
 # --- tenants ---
 from .tenants import APIKeyResolver as APIKeyResolver
 from .tenants import HeaderResolver as HeaderResolver
@@ -76,24 +87,32 @@ __all__ = [
     "ConfigError",
     "Decision",
     "Endpoint",
+    "EndpointHealth",
     "EndpointNotFound",
     "EndpointStats",
     "Event",
     "Forbidden",
     "Gateway",
     "GatewayStats",
+    "HTTPProbe",
     "HeaderResolver",
+    "HealthChecker",
+    "HealthCheckerStats",
     "HostResolver",
     "Lease",
     "LeastRequest",
     "MemoryStore",
     "NoHealthyEndpoint",
     "OutlierDetector",
+    "OutlierDetectorStats",
+    "OutlierEndpointStats",
     "OverCapacity",
     "PathPrefixResolver",
     "PeakEWMA",
     "Pool",
     "PoolStats",
+    "Probe",
+    "ProbeResult",
     "Rate",
     "RateLimited",
     "RateLimiter",
@@ -105,6 +124,7 @@ __all__ = [
     "SlowStart",
     "Store",
     "StoreUnavailable",
+    "TCPProbe",
     "Tenant",
     "TenantLBError",
     "TenantRegistry",

@@ -1,0 +1,252 @@
+"""Probes: how a `HealthChecker` asks one endpoint whether it is alive.
+
+A probe is any async callable taking an `Endpoint` and returning a `ProbeResult` or a bool.
+`HTTPProbe` sends an HTTP request over one shared httpcore connection pool; `TCPProbe` opens a
+TCP connection. A probe that is also an async context manager is entered by the checker when
+it starts and exited when it stops (that is how `HTTPProbe` opens and closes its connections).
+"""
+
+from __future__ import annotations
+
+import importlib
+import ssl
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+
+import anyio
+import attrs
+import httpcore
+
+if TYPE_CHECKING:
+    from ..balancing import Endpoint
+
+__all__ = ["HTTPProbe", "Probe", "ProbeResult", "TCPProbe"]
+
+_MAX_BODY = 64 * 1024  # read at most this much of a health response
+_USER_AGENT = b"tenantlb-health-check"
+
+
+@final
+@attrs.define(frozen=True, kw_only=True)
+class ProbeResult:
+    """The outcome of one probe.
+
+    Attributes:
+        healthy: Whether the endpoint passed.
+        reason: A short cause for logs, stats and events (``"status 503"``, ``"connect refused"``).
+        immediate: A failure that makes the endpoint unhealthy at once, without waiting for
+            ``unhealthy_threshold`` failures (Envoy does this for an unexpected HTTP status).
+    """
+
+    healthy: bool
+    reason: str = ""
+    immediate: bool = False
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """An async callable that checks one endpoint; return a `ProbeResult` or a bool.
+
+    Raising counts as a failed check (its type and message become the reason); so does
+    returning anything else. The checker enforces the timeout; the probe need not.
+    """
+
+    async def __call__(self, endpoint: Endpoint, /) -> ProbeResult | bool: ...
+
+
+@final
+class HTTPProbe:
+    """Check an endpoint with an HTTP request (Envoy's HTTP health check).
+
+    ```python
+    probe = tlb.HTTPProbe("/healthz", expected_statuses=range(200, 300), expect_body="ok")
+    ```
+
+    The request goes to the endpoint's URL with *path* appended. A status in *expected_statuses*
+    (and, if given, *expect_body* found in the first 64 KiB of the body) passes. Any other status
+    fails **immediately** (the endpoint becomes unhealthy without waiting for
+    ``unhealthy_threshold``), as in Envoy, unless it is in *retriable_statuses*, which count like
+    network errors. Connection errors and timeouts count towards ``unhealthy_threshold``.
+
+    One `httpcore.AsyncConnectionPool` is opened when the checker starts (``async with``) and
+    closed when it stops; connections are kept alive between checks. Give each checker its own
+    probe. Called outside ``async with``, the probe opens a pool for that one request.
+
+    Args:
+        path: The request path (default ``"/healthz"``).
+        method: The request method (default ``"GET"``).
+        expected_statuses: Statuses that pass (default 200-399).
+        retriable_statuses: Statuses that fail without being immediate (Envoy's name; default none).
+        expect_body: Bytes (or text, UTF-8) the body must contain; None skips the check.
+        headers: Extra request headers as ``(name, value)`` pairs.
+        http2: Negotiate HTTP/2 on TLS (needs the ``h2`` package).
+        verify: Verify TLS certificates (default True), or an `ssl.SSLContext` to use.
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: A path not starting with ``/``, or an empty status set.
+    """
+
+    def __init__(
+        self,
+        path: str = "/healthz",
+        *,
+        method: str = "GET",
+        expected_statuses: Iterable[int] = range(200, 400),
+        retriable_statuses: Iterable[int] = (),
+        expect_body: bytes | str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        http2: bool = False,
+        verify: bool | ssl.SSLContext = True,
+    ) -> None:
+        if not isinstance(path, str) or not path.startswith("/"):
+            msg = f"path must be a str starting with '/', got {path!r}"
+            raise ValueError(msg)
+        if not isinstance(method, str) or not method.isalpha():
+            msg = f"method must be an HTTP method name, got {method!r}"
+            raise ValueError(msg)
+        self.path = path
+        self.method = method.upper()
+        self.expected_statuses = frozenset(_statuses("expected_statuses", expected_statuses))
+        if not self.expected_statuses:
+            msg = "expected_statuses must not be empty"
+            raise ValueError(msg)
+        self.retriable_statuses = frozenset(_statuses("retriable_statuses", retriable_statuses))
+        if isinstance(expect_body, str):
+            expect_body = expect_body.encode()
+        if expect_body is not None and not isinstance(expect_body, bytes):
+            msg = f"expect_body must be bytes, str or None, got {type(expect_body).__name__}"
+            raise TypeError(msg)
+        self.expect_body = expect_body
+        self.headers = tuple((str(k), str(v)) for k, v in headers)
+        self.http2 = bool(http2)
+        if not isinstance(verify, bool | ssl.SSLContext):
+            msg = f"verify must be a bool or an ssl.SSLContext, got {type(verify).__name__}"
+            raise TypeError(msg)
+        self.verify = verify
+        self._request_headers = [
+            (b"User-Agent", _USER_AGENT),
+            *((k.encode(), v.encode()) for k, v in self.headers),
+        ]
+        self._pool: httpcore.AsyncConnectionPool | None = None
+        self._users = 0
+
+    def __repr__(self) -> str:
+        return f"HTTPProbe({self.path!r}, method={self.method!r})"
+
+    async def __aenter__(self) -> HTTPProbe:
+        if self._pool is None:
+            self._pool = self._open()
+        self._users += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._users -= 1
+        if self._users <= 0 and self._pool is not None:
+            pool, self._pool = self._pool, None
+            self._users = 0
+            with anyio.CancelScope(shield=True):
+                await pool.aclose()
+
+    @property
+    def is_open(self) -> bool:
+        """True while a checker holds the probe's connection pool open."""
+        return self._pool is not None
+
+    async def __call__(self, endpoint: Endpoint) -> ProbeResult:
+        """Send the request to *endpoint* and judge the response."""
+        pool = self._pool
+        if pool is None:
+            async with self._open() as own:
+                return await self._check(own, endpoint)
+        return await self._check(pool, endpoint)
+
+    async def _check(self, pool: httpcore.AsyncConnectionPool, endpoint: Endpoint) -> ProbeResult:
+        url = endpoint.url + self.path
+        try:
+            async with pool.stream(self.method, url, headers=self._request_headers) as response:
+                status = response.status
+                body = b""
+                # Read the (small) body even when not checking it: an unread body would make
+                # httpcore close the connection instead of keeping it alive for the next check.
+                async for chunk in response.aiter_stream():
+                    body += chunk
+                    if len(body) >= _MAX_BODY:
+                        break
+        except httpcore.ConnectError as exc:
+            return ProbeResult(healthy=False, reason=f"connect error: {exc or 'refused'}")
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException) as exc:
+            return ProbeResult(healthy=False, reason=f"{type(exc).__name__}: {exc}")
+        if status not in self.expected_statuses:
+            return ProbeResult(
+                healthy=False,
+                reason=f"unexpected status {status}",
+                immediate=status not in self.retriable_statuses,
+            )
+        if self.expect_body is not None and self.expect_body not in body[:_MAX_BODY]:
+            return ProbeResult(healthy=False, reason="expected body not found", immediate=True)
+        return ProbeResult(healthy=True, reason=f"status {status}")
+
+    def _open(self) -> httpcore.AsyncConnectionPool:
+        if self.http2:
+            try:
+                importlib.import_module("h2")
+            except ImportError as exc:
+                msg = "HTTPProbe(http2=True) needs the h2 package: pip install h2"
+                raise RuntimeError(msg) from exc
+        verify = self.verify
+        if isinstance(verify, ssl.SSLContext):
+            context = verify
+        else:
+            context = ssl.create_default_context()
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            http1=True,
+            http2=self.http2,
+            max_keepalive_connections=None,
+            keepalive_expiry=60.0,
+        )
+
+
+@final
+class TCPProbe:
+    """Check that an endpoint accepts a TCP connection (Envoy's TCP health check without payload).
+
+    The connection is closed right after it is established. The endpoint's URL must carry a port
+    (or use a scheme with a known default port).
+    """
+
+    def __repr__(self) -> str:
+        return "TCPProbe()"
+
+    async def __call__(self, endpoint: Endpoint) -> ProbeResult:
+        """Connect to *endpoint*'s host and port, then close."""
+        if endpoint.port is None:
+            return ProbeResult(healthy=False, reason="endpoint has no port", immediate=True)
+        try:
+            stream = await anyio.connect_tcp(endpoint.host, endpoint.port)
+        except OSError as exc:
+            return ProbeResult(healthy=False, reason=f"connect error: {exc.strerror or exc}")
+        await stream.aclose()
+        return ProbeResult(healthy=True, reason="connected")
+
+
+def _statuses(name: str, values: Iterable[int]) -> list[int]:
+    if isinstance(values, int | str | bytes):
+        msg = f"{name} must be an iterable of ints, got {type(values).__name__}"
+        raise TypeError(msg)
+    out = list(values)
+    for status in out:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            msg = f"{name} must hold HTTP statuses (100-599), got {status!r}"
+            raise ValueError(msg)
+    return out
