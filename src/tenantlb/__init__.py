@@ -31,9 +31,12 @@ from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
 from .balancing import Lease as Lease
 from .balancing import LeastRequest as LeastRequest
+from .balancing import Maglev as Maglev
 from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
+from .balancing import Rendezvous as Rendezvous
+from .balancing import RingHash as RingHash
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
@@ -101,6 +104,7 @@ __all__ = [
     "HostResolver",
     "Lease",
     "LeastRequest",
+    "Maglev",
     "MemoryStore",
     "NoHealthyEndpoint",
     "OutlierDetector",
@@ -118,8 +122,10 @@ __all__ = [
     "RateLimiter",
     "RedisStore",
     "RegistrySnapshot",
+    "Rendezvous",
     "RequestInfo",
     "RequestRejected",
+    "RingHash",
     "RoundRobin",
     "SlowStart",
     "Store",

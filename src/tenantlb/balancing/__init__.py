@@ -19,7 +19,10 @@ from ._round_robin import RoundRobin as RoundRobin
 # --- strategies (added by their modules) ---
 # isort: split
 from ._least_request import LeastRequest as LeastRequest
+from ._maglev import Maglev as Maglev
 from ._peak_ewma import PeakEWMA as PeakEWMA
+from ._rendezvous import Rendezvous as Rendezvous
+from ._ring_hash import RingHash as RingHash
 from ._weighted_random import WeightedRandom as WeightedRandom
 
 __all__ = [
@@ -30,11 +33,14 @@ __all__ = [
     "EndpointStats",
     "Lease",
     "LeastRequest",
+    "Maglev",
     "OutcomeObserver",
     "PeakEWMA",
     "Pool",
     "PoolStats",
     "PoolSubset",
+    "Rendezvous",
+    "RingHash",
     "RoundRobin",
     "SlowStart",
     "WeightedRandom",

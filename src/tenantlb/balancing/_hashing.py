@@ -37,6 +37,6 @@ class KeyWalker(Protocol):
     with the endpoint ``pick(key)`` would return and may repeat endpoints.
     """
 
-    def walk(self, key: bytes) -> Iterator[EndpointState]:
-        """Yield candidates for *key*, most preferred first."""
+    def walk(self, key_hash: int) -> Iterator[EndpointState]:
+        """Yield candidates for a key whose `hash64` is *key_hash*, most preferred first."""
         ...
