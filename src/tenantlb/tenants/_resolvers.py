@@ -36,7 +36,7 @@ _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 class TenantResolver(Protocol):
     """Finds the tenant of a request; see the module docs for the contract."""
 
-    def __call__(self, request: RequestInfo, registry: RegistrySnapshot) -> Tenant | None:
+    def __call__(self, request: RequestInfo, registry: RegistrySnapshot, /) -> Tenant | None:
         """Return the request's tenant, None if this resolver does not apply, or raise."""
         ...
 
