@@ -1,0 +1,268 @@
+"""RateLimiter on a MemoryStore: algorithms, atomic multi-rate, refunds, bad input, bounds."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from tenantlb import MemoryStore, Rate, RateLimiter
+from tenantlb.ratelimit import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from tenantlb.testing import ManualClock
+
+ALGORITHMS = ["gcra", "token_bucket", "sliding_window", "fixed_window"]
+BUCKETS = ["gcra", "token_bucket"]
+
+
+def limiter(clock: ManualClock, *rates: Rate, algorithm: str = "gcra") -> RateLimiter:
+    return RateLimiter(list(rates), store=MemoryStore(clock), algorithm=algorithm)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_admits_the_allowance_then_denies(clock: ManualClock, algorithm: str) -> None:
+    """A fresh key gets exactly its allowance at once, then a denial with a positive retry_after."""
+    lim = limiter(clock, Rate(10, per=60), algorithm=algorithm)
+    decisions = [lim.try_acquire("acme") for _ in range(11)]
+    assert [d.allowed for d in decisions] == [True] * 10 + [False]
+    assert decisions[9].remaining == pytest.approx(0, abs=1e-6)
+    assert decisions[0].remaining == pytest.approx(9)
+    assert 0 < decisions[10].retry_after <= 60
+    assert decisions[10].headers()[-1][0] == "Retry-After"
+
+
+@pytest.mark.parametrize("algorithm", BUCKETS)
+def test_bucket_refills_continuously(clock: ManualClock, algorithm: str) -> None:
+    """A bucket earns one unit back every per/limit seconds, and retry_after says exactly when."""
+    lim = limiter(clock, Rate(10, per=10, burst=2), algorithm=algorithm)
+    assert lim.try_acquire("k").allowed
+    assert lim.try_acquire("k").allowed
+    denied = lim.try_acquire("k")
+    assert not denied.allowed
+    assert denied.retry_after == pytest.approx(1.0)
+    clock.advance(0.999)
+    assert not lim.try_acquire("k").allowed
+    clock.advance(0.001)
+    assert lim.try_acquire("k").allowed
+
+
+def test_gcra_reset_after_is_time_to_full_allowance(clock: ManualClock) -> None:
+    """reset_after tells when the whole burst is available again."""
+    lim = limiter(clock, Rate(10, per=10))
+    lim.try_acquire("k", cost=4)
+    decision = lim.try_acquire("k")
+    assert decision.reset_after == pytest.approx(5.0)
+    assert decision.remaining == pytest.approx(5.0)
+
+
+def test_fixed_window_resets_at_the_window_edge(clock: ManualClock) -> None:
+    """A fixed window starts counting from zero when the next window begins."""
+    lim = limiter(clock, Rate(3, per=10), algorithm="fixed_window")
+    clock.set(1000.0)  # a window edge
+    assert all(lim.try_acquire("k").allowed for _ in range(3))
+    denied = lim.try_acquire("k")
+    assert not denied.allowed
+    assert denied.retry_after == pytest.approx(10.0)
+    clock.advance(10.0)
+    assert lim.try_acquire("k").allowed
+
+
+def test_sliding_window_weights_the_previous_window(clock: ManualClock) -> None:
+    """Half-way into a window, half of the previous window's count still counts."""
+    lim = limiter(clock, Rate(10, per=10), algorithm="sliding_window")
+    clock.set(1000.0)
+    for _ in range(10):
+        assert lim.try_acquire("k").allowed
+    clock.advance(15.0)  # half-way into the next window: estimate 10 * 0.5 = 5
+    admitted = sum(lim.try_acquire("k").allowed for _ in range(10))
+    assert admitted == 5
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_fractional_costs(clock: ManualClock, algorithm: str) -> None:
+    """Costs may be any positive number (tokens, bytes)."""
+    lim = limiter(clock, Rate(1000, per=60), algorithm=algorithm)
+    assert lim.try_acquire("k", cost=999.5).allowed
+    assert lim.try_acquire("k", cost=0.5).allowed
+    assert not lim.try_acquire("k", cost=0.25).allowed
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_denial_by_one_rate_consumes_nothing(clock: ManualClock, algorithm: str) -> None:
+    """A request denied by the hourly rate does not consume the per-second rate."""
+    lim = limiter(
+        clock, Rate(4, per=1, name="second"), Rate(2, per=3600, name="hourly"), algorithm=algorithm
+    )
+    clock.set(3600.0)
+    assert lim.try_acquire("k", 2).allowed  # hourly spent, per-second has 2 left
+    for _ in range(10):
+        decision = lim.try_acquire("k")
+        assert not decision.allowed
+        assert decision.policy.name == "hourly"
+    lim.refund("k", 2)  # hourly back to 2; per-second back to 4 only if the denials took nothing
+    decision = lim.try_acquire("k", 2)
+    assert decision.allowed
+    assert decision.policy.name == "hourly"
+
+
+def test_allowed_decision_names_the_tightest_policy(clock: ManualClock) -> None:
+    """When every rate admits, the decision reports the rate with the least remaining."""
+    lim = limiter(clock, Rate(100, per=1, name="second"), Rate(50, per=3600, name="hour"))
+    decision = lim.try_acquire("k")
+    assert decision.policy.name == "hour"
+    assert decision.remaining == pytest.approx(49)
+    assert decision.headers()[0] == ("RateLimit-Policy", '"second";q=100;w=1, "hour";q=50;w=3600')
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_refund_gives_cost_back_but_not_beyond_the_allowance(
+    clock: ManualClock, algorithm: str
+) -> None:
+    """Refunding restores cost for reconciliation, capped at the full allowance."""
+    lim = limiter(clock, Rate(10, per=60), algorithm=algorithm)
+    assert lim.try_acquire("k", cost=10).allowed
+    lim.refund("k", 4)
+    assert lim.peek("k", cost=4).allowed
+    assert not lim.peek("k", cost=5).allowed
+    lim.refund("k", 100)
+    assert lim.try_acquire("k", cost=10).allowed
+    lim.refund("unknown", 1)  # refunding a key never seen is harmless
+
+
+def test_peek_consumes_nothing(clock: ManualClock) -> None:
+    """peek answers like try_acquire without spending."""
+    lim = limiter(clock, Rate(1, per=60))
+    assert lim.peek("k").allowed
+    assert lim.peek("k").allowed
+    assert lim.try_acquire("k").allowed
+    assert not lim.peek("k").allowed
+
+
+def test_keys_are_independent_and_limiters_with_equal_specs_share(clock: ManualClock) -> None:
+    """Each key has its own quota; two limiters with equal rates on one store share it."""
+    store = MemoryStore(clock)
+    a = RateLimiter(Rate(1, per=60), store=store)
+    b = RateLimiter(Rate(1, per=60), store=store)
+    other = RateLimiter(Rate(1, per=60), store=store, name="other")
+    assert a.try_acquire("x").allowed
+    assert a.try_acquire("y").allowed
+    assert not b.try_acquire("x").allowed
+    assert other.try_acquire("x").allowed
+
+
+@pytest.mark.parametrize("key", ["", 7, None, b"acme"])
+def test_bad_keys(clock: ManualClock, key: object) -> None:
+    """An empty key is a ValueError, a non-str key a TypeError, on every entry point."""
+    lim = limiter(clock, Rate(10))
+    error = ValueError if key == "" else TypeError
+    with pytest.raises(error, match="key must be"):
+        lim.try_acquire(key)  # type: ignore[arg-type]
+    with pytest.raises(error, match="key must be"):
+        lim.peek(key)  # type: ignore[arg-type]
+    with pytest.raises(error, match="key must be"):
+        lim.refund(key, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(
+    ("cost", "error", "message"),
+    [
+        (0, ValueError, "cost must be a finite number > 0, got 0"),
+        (-1, ValueError, "cost must be a finite number > 0, got -1"),
+        (float("nan"), ValueError, "cost must be a finite number > 0, got nan"),
+        (float("inf"), ValueError, "cost must be a finite number > 0, got inf"),
+        (21, ValueError, r"cost must be <= 20 \(the smallest burst of the limiter\), got 21"),
+        ("1", TypeError, "cost must be a number, got str"),
+    ],
+)
+def test_bad_costs(
+    clock: ManualClock, algorithm: str, cost: object, error: type[Exception], message: str
+) -> None:
+    """Costs <= 0, not finite, above the smallest capacity or not numbers are refused."""
+    lim = limiter(clock, Rate(20, per=1), Rate(100, per=60), algorithm=algorithm)
+    with pytest.raises(error, match=message):
+        lim.try_acquire("k", cost)  # type: ignore[arg-type]
+    assert lim.try_acquire("k", 20).allowed  # nothing was consumed or corrupted
+
+
+def test_bad_limiter_arguments() -> None:
+    """Empty rates, non-Rate items, unknown algorithms and non-stores are refused."""
+    with pytest.raises(ValueError, match="rates must hold at least one Rate"):
+        RateLimiter([])
+    with pytest.raises(TypeError, match=r"rates\[1\] must be a Rate, got int"):
+        RateLimiter([Rate(1), 5])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        RateLimiter(Rate(1), algorithm="leaky")
+    with pytest.raises(TypeError, match="store must be a Store"):
+        RateLimiter(Rate(1), store={})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_keys must be an int"):
+        MemoryStore(max_keys=1.5)  # type: ignore[arg-type]
+
+
+def test_algorithm_objects_are_accepted() -> None:
+    """algorithm= takes an Algorithm instance as well as its name."""
+    for algorithm in (GCRA(), TokenBucket(), SlidingWindow(), FixedWindow()):
+        assert RateLimiter(Rate(1), algorithm=algorithm).algorithm == algorithm
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
+    """Keys whose state has fully recovered are dropped lazily, so memory stays bounded."""
+    store = MemoryStore(clock)
+    lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algorithm)
+    for i in range(1000):
+        lim.try_acquire(f"k{i}")
+    clock.advance(10.0)
+    for i in range(3000):
+        lim.try_acquire(f"fresh{i}")
+    assert store.keys() <= 3000
+
+
+def test_max_keys_caps_memory(clock: ManualClock) -> None:
+    """With more live keys than max_keys, the oldest are forgotten."""
+    store = MemoryStore(clock, max_keys=100)
+    lim = RateLimiter(Rate(1, per=3600), store=store)
+    for i in range(1000):
+        assert lim.try_acquire(f"k{i}").allowed
+    assert store.keys() <= 100
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.anyio
+async def test_1000_concurrent_tasks_get_exactly_the_allowance(
+    clock: ManualClock, algorithm: str
+) -> None:
+    """1000 concurrent tasks on one MemoryStore admit exactly the allowance, no more, no less."""
+    lim = limiter(clock, Rate(300, per=60), algorithm=algorithm)
+    admitted = 0
+
+    async def one() -> None:
+        nonlocal admitted
+        await anyio.lowlevel.checkpoint()
+        if (await lim.acquire("acme")).allowed:
+            admitted += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(one)
+    assert admitted == 300
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_threads_get_exactly_the_allowance(clock: ManualClock, algorithm: str) -> None:
+    """Eight threads hammering try_acquire admit exactly the allowance."""
+    lim = limiter(clock, Rate(1000, per=60), algorithm=algorithm)
+    counts = [0] * 8
+
+    def worker(i: int) -> None:
+        for _ in range(400):
+            if lim.try_acquire("acme").allowed:
+                counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts) == 1000
