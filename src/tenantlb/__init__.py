@@ -27,6 +27,7 @@ from ._errors import UnknownTenant as UnknownTenant
 
 # --- balancing ---
 from ._events import Event as Event
+from .balancing import BoundedLoad as BoundedLoad
 from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
 from .balancing import Lease as Lease
@@ -85,6 +86,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "APIKeyResolver",
+    "BoundedLoad",
     "Clock",
     "ConcurrencyLimiter",
     "ConfigError",

@@ -18,6 +18,7 @@ from ._round_robin import RoundRobin as RoundRobin
 
 # --- strategies (added by their modules) ---
 # isort: split
+from ._bounded_load import BoundedLoad as BoundedLoad
 from ._least_request import LeastRequest as LeastRequest
 from ._maglev import Maglev as Maglev
 from ._peak_ewma import PeakEWMA as PeakEWMA
@@ -28,6 +29,7 @@ from ._weighted_random import WeightedRandom as WeightedRandom
 __all__ = [
     "Balancer",
     "BalancerBase",
+    "BoundedLoad",
     "Endpoint",
     "EndpointState",
     "EndpointStats",

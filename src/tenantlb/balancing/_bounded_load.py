@@ -1,0 +1,115 @@
+"""`BoundedLoad`: consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2016)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import final
+
+from .._clock import Clock
+from ._balancer import BalancerBase, EndpointState
+from ._hashing import hash64
+from ._maglev import Maglev
+from ._rendezvous import Rendezvous
+from ._ring_hash import RingHash
+
+__all__ = ["BoundedLoad"]
+
+
+@final
+class BoundedLoad(BalancerBase):
+    """Keep key affinity, but never let one endpoint take more than its bounded share of requests.
+
+    The "consistent hashing with bounded loads" of Google Research, as used by Vimeo and Envoy's
+    ``hash_balance_factor``: a key goes to the endpoint the *inner* hashing balancer picks unless
+    that endpoint already holds its capacity, ``ceil(balance_factor * (total_in_flight + 1) / n)``
+    requests; then it walks on in the inner balancer's order (clockwise on the ring, onwards in
+    the Maglev table, down the rendezvous bids) to the first endpoint with room. So at the moment
+    it is picked, no endpoint holds more than ``ceil(balance_factor * mean in-flight)`` requests,
+    and keys move away from their home only while it is overloaded.
+
+    Cost: O(1) or O(log n) (the inner pick) when the key's home is idle; when it is busy, one
+    O(n) sum of the in-flight counts plus a walk that is short while the bound is loose (about
+    ``1 / (balance_factor - 1)`` steps on average, per the paper). ``Rendezvous`` as inner makes
+    every busy pick O(n log n).
+
+    With ``key=None`` the walk starts at a random point, so keyless traffic is spread evenly.
+
+    Args:
+        inner: The hashing balancer that gives each key its home and its walk: `RingHash`,
+            `Maglev` (default) or `Rendezvous`. It must not be used by another pool.
+        balance_factor: How far above the mean an endpoint may go (> 1; Envoy's 1.25 default,
+            i.e. ``hash_balance_factor: 125``).
+
+    Raises:
+        TypeError: *inner* is not one of the hashing balancers.
+        ValueError: ``balance_factor`` <= 1 or not finite.
+    """
+
+    def __init__(
+        self, inner: RingHash | Maglev | Rendezvous | None = None, balance_factor: float = 1.25
+    ) -> None:
+        if inner is None:
+            inner = Maglev()
+        checked: object = inner
+        if not isinstance(checked, RingHash | Maglev | Rendezvous):
+            msg = f"inner must be a RingHash, Maglev or Rendezvous, got {type(inner).__name__}"
+            raise TypeError(msg)
+        factor: object = balance_factor
+        if isinstance(factor, bool) or not isinstance(factor, int | float):
+            msg = f"balance_factor must be a number, got {type(factor).__name__}"
+            raise TypeError(msg)
+        if not (factor > 1.0 and math.isfinite(factor)):
+            msg = f"balance_factor must be > 1 and finite, got {factor!r}"
+            raise ValueError(msg)
+        self.inner = inner
+        self.balance_factor = float(factor)
+        self._candidates: tuple[EndpointState, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"BoundedLoad({self.inner!r}, balance_factor={self.balance_factor!r})"
+
+    def bind(self, clock: Clock) -> None:
+        super().bind(clock)
+        self.inner.bind(clock)
+
+    def clone(self) -> BoundedLoad:
+        return BoundedLoad(self.inner.clone(), self.balance_factor)
+
+    def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+        self._candidates = tuple(candidates)
+        self.inner.rebuild(candidates)
+
+    def pick(self, key: bytes | None) -> EndpointState | None:
+        candidates = self._candidates
+        n = len(candidates)
+        if n == 0:
+            return None
+        inner = self.inner
+        if key is None:
+            key_hash = inner.random_hash()
+            home = None
+        else:
+            home = inner.pick(key)
+            if home is not None and home.in_flight == 0:
+                return home  # capacity is always >= 1: the common, O(1) case
+            key_hash = hash64(key)
+        total = 0
+        for state in candidates:
+            total += state.in_flight
+        capacity = math.ceil(self.balance_factor * (total + 1) / n)
+        if home is not None and home.in_flight < capacity:
+            return home
+        seen: set[int] = set()
+        for state in inner.walk(key_hash):
+            if state.in_flight < capacity:
+                return state
+            seen.add(id(state))
+            if len(seen) == n:
+                break
+        # Unreachable in theory (some endpoint is at or below the mean); kept for safety.
+        return min(candidates, key=_in_flight)
+
+
+def _in_flight(state: EndpointState) -> int:
+    return state.in_flight
