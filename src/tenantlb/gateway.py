@@ -121,6 +121,7 @@ class Gateway:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lock = threading.Lock()
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
+        self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
         # Fail fast on a bad algorithm name rather than at the first rate-limited request.
@@ -290,18 +291,17 @@ class Gateway:
             if limiter is not None:
                 await self._refund(limiter, tenant.id, cost)
             raise
-        headers = decision.headers() if decision is not None else []
-        return Ticket(tenant, lease, target, pool_name, decision, headers, slots, slot)
+        return Ticket(tenant, lease, target, pool_name, decision, slots, slot)
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
         lease = ticket.lease
         if not lease.released:
-            if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
-                lease.release()  # cancelled: neither reward nor punish the endpoint
-            elif isinstance(exc, Exception):
-                lease.record(error=exc)
-            else:
+            if exc is None or not isinstance(exc, Exception):
                 lease.release()
+            elif isinstance(exc, anyio.get_cancelled_exc_class()):
+                lease.release()  # cancelled: neither reward nor punish the endpoint
+            else:
+                lease.record(error=exc)
         slot, slots = ticket._slot, ticket._slots
         if slot is not None and slots is not None:
             ticket._slot = None
@@ -322,13 +322,19 @@ class Gateway:
                 await limiter.arefund(key, cost)
 
     def _limiter(self, rates: tuple[Rate, ...]) -> RateLimiter:
-        limiter = self._limiters.get(rates)
-        if limiter is None:
-            with self._lock:
-                limiter = self._limiters.get(rates)
-                if limiter is None:
-                    limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
-                    self._limiters[rates] = limiter
+        # Looked up by the identity of the tenant's (immutable) limits tuple first: hashing a tuple
+        # of attrs Rates on every request costs more than the rate-limit decision itself.
+        cached = self._by_identity.get(id(rates))
+        if cached is not None and cached[0] is rates:
+            return cached[1]
+        with self._lock:
+            limiter = self._limiters.get(rates)
+            if limiter is None:
+                limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
+                self._limiters[rates] = limiter
+            if len(self._by_identity) >= 65536:
+                self._by_identity.clear()  # bounded; stale ids from reloaded tenants go too
+            self._by_identity[id(rates)] = (rates, limiter)
         return limiter
 
     def _concurrency(self, limit: int) -> ConcurrencyLimiter:
@@ -417,7 +423,6 @@ class Ticket:
         lease: The `Lease` on the chosen endpoint (replaced by `reroute`).
         upstream: The name of the pool the endpoint came from.
         decision: The rate-limit `Decision`, or None if the tenant has no limits.
-        headers: Response headers to add (IETF ``RateLimit`` / ``RateLimit-Policy``).
     """
 
     __slots__ = (
@@ -426,7 +431,6 @@ class Ticket:
         "_target",
         "_tried",
         "decision",
-        "headers",
         "lease",
         "tenant",
         "upstream",
@@ -439,7 +443,6 @@ class Ticket:
         target: Pool | PoolSubset,
         upstream: str,
         decision: Decision | None,
-        headers: list[tuple[str, str]],
         slots: ConcurrencyLimiter | None,
         slot: Slot | None,
     ) -> None:
@@ -447,7 +450,6 @@ class Ticket:
         self.lease = lease
         self.upstream = upstream
         self.decision = decision
-        self.headers = headers
         self._target = target
         self._slots = slots
         self._slot = slot
@@ -455,6 +457,14 @@ class Ticket:
 
     def __repr__(self) -> str:
         return f"<Ticket tenant={self.tenant.id!r} endpoint={self.lease.url!r}>"
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers to add: IETF ``RateLimit`` / ``RateLimit-Policy`` (empty without limits).
+
+        Built on access, so requests whose adapter does not send them do not pay for them.
+        """
+        return self.decision.headers() if self.decision is not None else []
 
     @property
     def endpoint(self) -> Endpoint:

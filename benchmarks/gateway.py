@@ -1,0 +1,120 @@
+"""Gateway admission cost: key auth + one GCRA limit + concurrency slot + lease + record, in memory.
+
+Prints microseconds per `async with gateway.admit(request) as ticket: ticket.record(status=200)`
+(building the RequestInfo included, as an adapter would) with 10 and 10,000 tenants, next to its
+parts measured in the same run, and the ratio 10,000 / 10 tenants (target: flat, <= 1.5x).
+Target on CPython 3.11: <= 8 us a round trip.
+
+Run: python benchmarks/gateway.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+
+import tenantlb as tlb
+
+
+def build(n_tenants: int, *, concurrency: bool) -> tuple[tlb.Gateway, list[str]]:
+    keys = [f"sk-tenant-{i:06d}-0123456789abcdef" for i in range(n_tenants)]
+    tenants = [
+        tlb.Tenant(
+            f"t{i}",
+            api_keys=[tlb.hash_api_key(key)],
+            upstream="shared",
+            limits=[tlb.Rate(1e9, per=1.0)],
+            max_concurrency=100 if concurrency else None,
+        )
+        for i, key in enumerate(keys)
+    ]
+    pool = tlb.Pool(
+        [f"http://10.0.0.{i}:8000" for i in range(1, 11)], balancer=tlb.RoundRobin(), name="shared"
+    )
+    gateway = tlb.Gateway(registry=tlb.TenantRegistry(tenants), pools={"shared": pool})
+    return gateway, keys
+
+
+def per_call_async(fn: Callable[[int], Awaitable[None]], n: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        asyncio.run(fn(n))
+        best = min(best, (time.perf_counter() - start) / n)
+    return best * 1e6
+
+
+def per_call(fn: Callable[[], object], n: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("-n", type=int, default=20_000)
+    args = parser.parse_args()
+    n, rounds = args.n, args.rounds
+
+    print(f"gateway.admit round trip, in memory, best of {rounds} x {n} (microseconds per request)")
+    print(f"{'variant':44} {'10 tenants':>11} {'10k tenants':>12} {'10k/10':>7}")
+    rows: dict[str, list[float]] = {}
+    for concurrency in (False, True):
+        label = "admit: key + GCRA + lease + record" + (" + slot" if concurrency else "")
+        for n_tenants in (10, 10_000):
+            gateway, keys = build(n_tenants, concurrency=concurrency)
+            key = keys[n_tenants // 2]
+
+            async def loop(count: int, gateway: tlb.Gateway = gateway, key: str = key) -> None:
+                for _ in range(count):
+                    info = tlb.RequestInfo("POST", "/v1/chat", [("x-api-key", key)])
+                    async with gateway.admit(info) as ticket:
+                        ticket.record(status=200)
+
+            rows.setdefault(label, []).append(per_call_async(loop, n, rounds))
+
+    # the parts, same run
+    gateway, keys = build(10, concurrency=False)
+    key = keys[5]
+    info = tlb.RequestInfo("POST", "/v1/chat", [("x-api-key", key)])
+    registry = gateway.registry
+    pool = gateway.pools["shared"]
+    limiter = tlb.RateLimiter(tlb.Rate(1e9, per=1.0))
+
+    def cycle() -> None:
+        with pool.acquire() as lease:
+            lease.record(status=200)
+
+    parts = {
+        "part: sha256 of the key": per_call(
+            lambda: hashlib.sha256(key.encode()).hexdigest(), n, rounds
+        ),
+        "part: RequestInfo(...)": per_call(
+            lambda: tlb.RequestInfo("POST", "/v1/chat", [("x-api-key", key)]), n, rounds
+        ),
+        "part: registry.resolve(request)": per_call(lambda: registry.resolve(info), n, rounds),
+        "part: limiter.try_acquire (GCRA)": per_call(lambda: limiter.try_acquire("t5"), n, rounds),
+        "part: pool acquire + record": per_call(cycle, n, rounds),
+    }
+    for label, (small, large) in rows.items():
+        print(f"{label:44} {small:11.2f} {large:12.2f} {large / small:6.2f}x")
+    for label, value in parts.items():
+        print(f"{label:44} {value:11.2f}")
+    worst = max(max(v) for v in rows.values())
+    flat = max(v[1] / v[0] for v in rows.values())
+    print()
+    print(
+        f"worst admit round trip: {worst:.2f} us (target <= 8 us); 10k/10 tenants: {flat:.2f}x (target <= 1.5x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
