@@ -1,0 +1,161 @@
+"""In-memory rate-limit decision cost: tenantlb vs limits, aiolimiter, pyrate-limiter, throttled-py.
+
+Every contender admits every request (limits set far above the request count), so all measure the
+same "allowed" decision for one key. Runs are interleaved and the best of several repeats is kept
+(machines here are noisy); compare the ratios. Targets: tenantlb GCRA <= 0.6 us a decision and
+>= 4x faster than limits' FixedWindow.
+
+    python benchmarks/ratelimit_memory.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import timeit
+
+import tenantlb as tlb
+
+N = 20_000 if "--quick" in sys.argv else 200_000
+REPEATS = 3 if "--quick" in sys.argv else 7
+BIG = 10**12  # a rate no run can exhaust
+
+
+def per_call(timer: timeit.Timer, n: int) -> float:
+    return timer.timeit(n) / n
+
+
+def contenders() -> dict[str, timeit.Timer]:
+    """Each contender as a timeit statement: the loop calls the library directly, no wrapper."""
+    found: dict[str, timeit.Timer] = {}
+
+    def add(name: str, stmt: str, **names: object) -> None:
+        found[name] = timeit.Timer(stmt, globals=names)
+
+    # Baseline: the least any thread-safe limiter must do (a lock, a dict read and write).
+    lock, state = threading.Lock(), {"k": 0.0}
+
+    def baseline() -> object:
+        with lock:
+            state["k"] = state.get("k", 0.0) + 1.0
+        return state
+
+    add("baseline: lock + dict update", "f()", f=baseline)
+    for algorithm in ("gcra", "token_bucket", "sliding_window", "fixed_window"):
+        limiter = tlb.RateLimiter(tlb.Rate(BIG, per=1), algorithm=algorithm)
+        add(f"tenantlb {algorithm}", "lim.try_acquire('acme')", lim=limiter)
+    multi = tlb.RateLimiter([tlb.Rate(BIG, per=1), tlb.Rate(BIG, per=3600)])
+    add("tenantlb gcra, 2 rates", "lim.try_acquire('acme')", lim=multi)
+
+    try:
+        import limits
+        from limits import storage, strategies
+
+        item = limits.RateLimitItemPerSecond(BIG)
+        fixed = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
+        moving = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        add("limits FixedWindow", "lim.hit(item, 'acme')", lim=fixed, item=item)
+        # MovingWindow keeps one entry per hit: give it a smaller limit so its list stays bounded.
+        moving_item = limits.RateLimitItemPerSecond(1000)
+        add(
+            "limits MovingWindow (limit 1000)",
+            "lim.hit(item, 'acme')",
+            lim=moving,
+            item=moving_item,
+        )
+    except ImportError as exc:
+        print(f"limits not measured: {exc}")
+
+    try:
+        import pyrate_limiter as pyrate
+
+        bucket = pyrate.Limiter(pyrate.Rate(10**9, pyrate.Duration.SECOND))
+        add("pyrate-limiter InMemory", "lim.try_acquire('acme', blocking=False)", lim=bucket)
+    except Exception as exc:
+        print(f"pyrate-limiter not measured: {exc!r}")
+
+    try:
+        from throttled import RateLimiterType, Throttled, rate_limiter, store
+
+        throttle = Throttled(
+            using=RateLimiterType.GCRA.value,
+            quota=rate_limiter.per_sec(10**9, burst=10**9),
+            store=store.MemoryStore(),
+        )
+        add("throttled-py GCRA", "lim.limit('acme')", lim=throttle)
+    except Exception as exc:
+        print(f"throttled-py not measured: {exc!r}")
+    return found
+
+
+def aiolimiter_per_call(n: int) -> float | None:
+    try:
+        from aiolimiter import AsyncLimiter
+    except ImportError as exc:
+        print(f"aiolimiter not measured: {exc}")
+        return None
+
+    async def run() -> float:
+        limiter = AsyncLimiter(BIG, 1)
+        ours = tlb.RateLimiter(tlb.Rate(BIG, per=1))
+        await limiter.acquire()
+        start = time.perf_counter()
+        for _ in range(n):
+            await limiter.acquire()
+        theirs = (time.perf_counter() - start) / n
+        await ours.acquire("acme")
+        return theirs
+
+    return asyncio.run(run())
+
+
+def tenantlb_async_per_call(n: int) -> float:
+    async def run() -> float:
+        ours = tlb.RateLimiter(tlb.Rate(BIG, per=1))
+        start = time.perf_counter()
+        for _ in range(n):
+            await ours.acquire("acme")
+        return (time.perf_counter() - start) / n
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    found = contenders()
+    best: dict[str, float] = dict.fromkeys(found, float("inf"))
+    best["tenantlb gcra, await acquire"] = float("inf")
+    best["aiolimiter acquire (await)"] = float("inf")
+    for _ in range(REPEATS):
+        for name, timer in found.items():
+            n = N // 10 if name.startswith(("limits", "pyrate", "throttled")) else N
+            best[name] = min(best[name], per_call(timer, n))
+        best["tenantlb gcra, await acquire"] = min(
+            best["tenantlb gcra, await acquire"], tenantlb_async_per_call(N)
+        )
+        theirs = aiolimiter_per_call(N // 10)
+        if theirs is not None:
+            best["aiolimiter acquire (await)"] = min(best["aiolimiter acquire (await)"], theirs)
+    best = {k: v for k, v in best.items() if v != float("inf")}
+    reference = best.get("limits FixedWindow")
+    gcra = best["tenantlb gcra"]
+    print(f"\nIn-memory decision, best of {REPEATS} x {N} (python {sys.version.split()[0]})\n")
+    print("| contender | us / decision | vs tenantlb gcra | limits FixedWindow / this |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in best.items():
+        ratio = f"{reference / seconds:.1f}x" if reference else "n/a"
+        print(f"| {name} | {seconds * 1e6:.3f} | {seconds / gcra:.1f}x | {ratio} |")
+    print()
+    print(
+        f"target: tenantlb gcra <= 0.6 us: {gcra * 1e6:.3f} us -> {'met' if gcra <= 0.6e-6 else 'NOT met'}"
+    )
+    if reference:
+        speedup = reference / gcra
+        print(
+            f"target: >= 4x faster than limits FixedWindow: {speedup:.1f}x -> {'met' if speedup >= 4 else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
