@@ -33,7 +33,8 @@ class BoundedLoad(BalancerBase):
     ``1 / (balance_factor - 1)`` steps on average, per the paper). ``Rendezvous`` as inner makes
     every busy pick O(n log n).
 
-    With ``key=None`` the walk starts at a random point, so keyless traffic is spread evenly.
+    With ``key=None`` the home is the inner balancer's random pick and the walk starts at a random
+    point, so keyless traffic is spread evenly.
 
     Args:
         inner: The hashing balancer that gives each key its home and its walk: `RingHash`,
@@ -86,14 +87,10 @@ class BoundedLoad(BalancerBase):
         if n == 0:
             return None
         inner = self.inner
-        if key is None:
-            key_hash = inner.random_hash()
-            home = None
-        else:
-            home = inner.pick(key)
-            if home is not None and home.in_flight == 0:
-                return home  # capacity is always >= 1: the common, O(1) case
-            key_hash = hash64(key)
+        home = inner.pick(key)
+        if home is not None and home.in_flight == 0:
+            return home  # capacity is always >= 1: the common, O(1) case
+        key_hash = inner.random_hash() if key is None else hash64(key)
         total = 0
         for state in candidates:
             total += state.in_flight
