@@ -14,6 +14,7 @@ __all__ = ["PeakEWMA"]
 # A cost floor, so that a zero-latency sample (a manual clock, a cached reply) still lets the
 # number of requests in flight tell endpoints apart.
 _MIN_COST = 1e-6
+_exp = math.exp
 
 
 @final
@@ -97,7 +98,20 @@ class PeakEWMA(BalancerBase):
         b = candidates[j]
         clock = self._clock
         now = clock() if clock is not None else 0.0
-        return a if self._load(a, now) <= self._load(b, now) else b
+        # _load() inlined for both: this is the hot path of the default balancer.
+        default, tau = self.default_rtt, self.decay
+        cost_a, cost_b = a.ewma, b.ewma
+        if cost_a < 0.0:
+            cost_a = default
+        elif now > a.ewma_at:
+            cost_a *= _exp((a.ewma_at - now) / tau)
+        if cost_b < 0.0:
+            cost_b = default
+        elif now > b.ewma_at:
+            cost_b *= _exp((b.ewma_at - now) / tau)
+        load_a = max(cost_a, _MIN_COST) * (a.in_flight + 1) / a.weight
+        load_b = max(cost_b, _MIN_COST) * (b.in_flight + 1) / b.weight
+        return a if load_a <= load_b else b
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
         clock = self._clock
