@@ -5,6 +5,10 @@ A pool owns one balancer. Whenever the set of candidates changes (membership, he
 weights, panic), the pool calls ``rebuild(candidates)``; each acquisition calls ``pick(key)`` under the
 pool's lock; each recorded outcome calls ``observe(...)``. ``pick`` must be O(1) or O(log n) for n
 candidates (FULL_SCAN modes excepted and documented); ``rebuild`` may be O(n) or O(table size).
+
+Two optional hooks, called under the lock only when a balancer defines them: ``acquired(state)``
+after a lease is taken through this balancer's pool (or subset), ``released(state)`` after it is
+given back. `BoundedLoad` keeps its running in-flight total with them.
 """
 
 from __future__ import annotations

@@ -28,10 +28,12 @@ class BoundedLoad(BalancerBase):
     it is picked, no endpoint holds more than ``ceil(balance_factor * mean in-flight)`` requests,
     and keys move away from their home only while it is overloaded.
 
-    Cost: O(1) or O(log n) (the inner pick) when the key's home is idle; when it is busy, one
-    O(n) sum of the in-flight counts plus a walk that is short while the bound is loose (about
-    ``1 / (balance_factor - 1)`` steps on average, per the paper). ``Rendezvous`` as inner makes
-    every busy pick O(n log n).
+    Cost: the inner pick (O(1) for Maglev, O(log n) for RingHash), plus, when the key's home is
+    full, a walk that is short while the bound is loose (about ``1 / (balance_factor - 1)`` steps on
+    average, per the paper). The total in flight is kept as a running count through the pool's
+    ``acquired`` / ``released`` hooks, so it costs nothing to read; it counts the requests taken
+    through this pool (a shuffle-shard subset has its own). ``Rendezvous`` as inner makes every
+    busy pick O(n log n).
 
     With ``key=None`` the home is the inner balancer's random pick and the walk starts at a random
     point, so keyless traffic is spread evenly.
@@ -66,6 +68,8 @@ class BoundedLoad(BalancerBase):
         self.inner = inner
         self.balance_factor = float(factor)
         self._candidates: tuple[EndpointState, ...] = ()
+        self._members: set[int] = set()  # ids of the candidates, for O(1) membership
+        self._total = 0  # requests in flight on the candidates, kept by acquired/released
 
     def __repr__(self) -> str:
         return f"BoundedLoad({self.inner!r}, balance_factor={self.balance_factor!r})"
@@ -79,7 +83,17 @@ class BoundedLoad(BalancerBase):
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         self._candidates = tuple(candidates)
+        self._members = {id(state) for state in candidates}
+        self._total = sum(state.in_flight for state in candidates)
         self.inner.rebuild(candidates)
+
+    def acquired(self, state: EndpointState) -> None:
+        if id(state) in self._members:
+            self._total += 1
+
+    def released(self, state: EndpointState) -> None:
+        if id(state) in self._members and self._total > 0:
+            self._total -= 1
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         candidates = self._candidates
@@ -91,10 +105,7 @@ class BoundedLoad(BalancerBase):
         if home is not None and home.in_flight == 0:
             return home  # capacity is always >= 1: the common, O(1) case
         key_hash = inner.random_hash() if key is None else hash64(key)
-        total = 0
-        for state in candidates:
-            total += state.in_flight
-        capacity = math.ceil(self.balance_factor * (total + 1) / n)
+        capacity = math.ceil(self.balance_factor * (self._total + 1) / n)
         if home is not None and home.in_flight < capacity:
             return home
         seen: set[int] = set()

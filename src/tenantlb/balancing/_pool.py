@@ -128,6 +128,8 @@ class _Balanced:
     _candidates: Sequence[EndpointState]
     _balancer: Balancer
     _observe: Callable[[EndpointState, float, bool], None] | None
+    _on_acquire: Callable[[EndpointState], None] | None
+    _on_release: Callable[[EndpointState], None] | None
     _observer: OutcomeObserver | None
     _panic: bool
     _panic_threshold: float
@@ -170,6 +172,8 @@ class _Balanced:
             if state is None or (exclude and state.url in exclude):
                 state = self._pick_excluding(exclude)
             state.in_flight += 1
+            if self._on_acquire is not None:
+                self._on_acquire(state)
         finally:
             lock.release()
         return Lease(self, state, now)
@@ -193,12 +197,17 @@ class _Balanced:
     def _release(self, state: EndpointState) -> None:
         with self._lock:
             state.in_flight -= 1
+            if self._on_release is not None:
+                self._on_release(state)
 
     def _adopt(self, balancer: Balancer) -> None:
         self._balancer = balancer
         # Most strategies ignore outcomes; skipping their no-op observe() saves a call per record.
         observe = getattr(type(balancer), "observe", None)
         self._observe = None if observe is BalancerBase.observe else balancer.observe
+        # Optional in-flight hooks (BoundedLoad keeps a running total with them).
+        self._on_acquire = getattr(balancer, "acquired", None)
+        self._on_release = getattr(balancer, "released", None)
 
     def _recompute(self, now: float, events: list[Event]) -> None:
         # Caller holds the lock. Envoy: panic when the available share drops below the threshold.
@@ -760,6 +769,8 @@ class Lease:
             state.requests += 1
             if failed:
                 state.failures += 1
+            if owner._on_release is not None:
+                owner._on_release(state)
             observe = owner._observe
             if observe is not None:
                 observe(state, latency, failed)
