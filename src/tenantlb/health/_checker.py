@@ -109,7 +109,8 @@ class HealthChecker:
     - A probe that hangs is cut off after ``timeout``; one that raises or returns something other
       than a bool or `ProbeResult` fails the check. Nothing a probe does stops the checker.
 
-    Endpoints are checked every ``interval`` seconds plus a random ``[0, jitter]``; the first checks
+    Endpoints are checked every ``interval`` seconds (measured from the start of one check to the
+    start of the next) plus a random ``[0, jitter]``; the first checks
     start at once (spread over ``[0, jitter]`` if jitter is set). With ``no_traffic_interval``, a
     healthy endpoint that received no request since its last check is checked at that slower
     pace instead (Envoy's option of that name).
@@ -344,11 +345,14 @@ class HealthChecker:
                 if self.jitter:
                     await anyio.sleep(self._rng.uniform(0.0, self.jitter))
                 while True:
+                    # Fixed cadence: the next check is due `interval` after this one started
+                    # (timeout < interval guarantees the check is over by then).
+                    started = anyio.current_time()
                     try:
                         await self._check_once(check)
                     except Exception:  # our own bug must not take the task group down
                         logger.exception("tenantlb health check of %s failed", check.state.url)
-                    await anyio.sleep(self._delay(check))
+                    await anyio.sleep_until(started + self._delay(check))
         finally:
             self._tasks -= 1
 

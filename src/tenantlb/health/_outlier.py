@@ -234,10 +234,12 @@ class OutlierDetector:
             self._sweep(now)
         if error is None and status is not None and status < 500:
             # Fast path: a success only resets runs, and most endpoints have none to reset.
-            host = self._hosts.get(state.url)
-            if host is not None and (host.c5xx or host.cgw or host.clocal):
-                with self._lock:
-                    host.c5xx = host.cgw = host.clocal = 0
+            hosts = self._hosts
+            if hosts:
+                host = hosts.get(state.url)
+                if host is not None and (host.c5xx or host.cgw or host.clocal):
+                    with self._lock:
+                        host.c5xx = host.cgw = host.clocal = 0
             return
         eject: tuple[str, float, str] | None = None
         with self._lock:
