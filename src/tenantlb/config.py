@@ -253,6 +253,7 @@ class _Builder:
             hash_on=hash_on,
             services=services,
             trusted_proxies=tuple(trusted),
+            owns_store=True,
         )
 
     def pools(self, value: object) -> tuple[dict[str, Pool], list[Any]]:
@@ -378,6 +379,7 @@ class _Builder:
             statuses = probe_kwargs["expected_statuses"]
             if isinstance(statuses, list) and all(isinstance(s, int) for s in statuses):
                 probe_kwargs["expected_statuses"] = tuple(statuses)
+        probe: Any
         if kind == "http":
             probe = self.attempt(path, set(probe_kwargs), health.HTTPProbe, **probe_kwargs)
         elif kind == "tcp":
@@ -537,10 +539,18 @@ class _Builder:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             self.error("gateway.store.url", f"must be a redis:// URL, got {url!r}")
             return None
+        timeout = kwargs.pop("timeout", 0.5)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            self.error("gateway.store.timeout", f"must be a number of seconds > 0, got {timeout!r}")
+            return None
         if kwargs.get("on_error") == "memory":
             kwargs["on_error"] = MemoryStore()
         try:
+            import redis
             import redis.asyncio
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             self.error(
                 "gateway.store",
@@ -549,11 +559,15 @@ class _Builder:
             return None
         from .ratelimit import RedisStore
 
+        # Fail fast: a hung or dead Redis must hand over to on_error, not stall requests in retries.
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         return self.attempt(
             "gateway.store",
             {"prefix", "on_error"},
             RedisStore,
-            redis.asyncio.Redis.from_url(url),
+            redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options),
+            # trio (and sync callers) use the sync client, in a worker thread
+            sync_client=redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options),
             **kwargs,
         )
 

@@ -77,6 +77,9 @@ class Gateway:
             ``(request, tenant) -> key``, or None (default; no key).
         services: Things to run while the gateway is entered with ``async with gateway:``, such as
             the `HealthChecker` objects `from_config` builds.
+        trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
+        owns_store: Close the store (its Redis clients) when the gateway is closed; set by
+            `from_config`, which builds the store itself.
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -93,6 +96,7 @@ class Gateway:
         hash_on: HashOn = None,
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
+        owns_store: bool = False,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -114,6 +118,7 @@ class Gateway:
         self._algorithm = algorithm
         self._hash_on = hash_on
         self._services = tuple(services)
+        self._owns_store = owns_store
         self._trusted_proxies = tuple(trusted_proxies)
         self._trusted_networks = tuple(
             _network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
@@ -211,8 +216,18 @@ class Gateway:
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._exit_stack = self._exit_stack, None
-        if stack is not None:
-            await stack.aclose()
+        try:
+            if stack is not None:
+                await stack.aclose()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the store if the gateway built it (`from_config`); ``async with`` calls this."""
+        close = getattr(self._store, "aclose", None) if self._owns_store else None
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()
 
     def admit(self, request: RequestInfo, *, cost: float = 1) -> Admission:
         """Admit *request*: ``async with gateway.admit(request) as ticket: ...``.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -385,3 +388,112 @@ def test_isolation_property(data: st.DataObject, n_tenants: int, n_pools: int) -
     anyio.run(run)
     for t, tenant in enumerate(tenants):
         assert admitted[tenant.id] == min(order.count(t), int(tenant.limits[0].limit))
+
+
+@contextlib.asynccontextmanager
+async def redis_stores(url: str, n: int, **kwargs: object) -> AsyncIterator[list[tlb.RedisStore]]:
+    """*n* stores on their own clients, as *n* processes would have; closed afterwards."""
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    stores = [
+        tlb.RedisStore(
+            redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options),
+            sync_client=redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_two_gateways_share_one_quota_through_redis(redis_url: str) -> None:
+    """Two gateways (as two processes would) on one Redis admit the tenant's allowance once, not twice."""
+    async with redis_stores(redis_url, 2) as stores:
+        gateways = [
+            make_gateway(limits=[tlb.Rate(10, per=3600)], max_concurrency=3, store=store)
+            for store in stores
+        ]
+        outcomes: Counter[str] = Counter()
+        for i in range(30):
+            try:
+                async with gateways[i % 2].admit(request(KEYS["acme"])) as ticket:
+                    ticket.record(status=200)
+                    outcomes["ok"] += 1
+            except tlb.RateLimited as exc:
+                outcomes[
+                    "limited" if exc.decision.retry_after > 0 else "limited without retry-after"
+                ] += 1
+    assert outcomes == {"ok": 10, "limited": 20}
+
+
+@pytest.mark.anyio
+async def test_redis_concurrency_slots_are_shared_and_released(redis_url: str) -> None:
+    """max_concurrency holds across gateways on one Redis, and cancelled requests free their slot."""
+    async with redis_stores(redis_url, 2) as stores:
+        a, b = (make_gateway(max_concurrency=2, store=store) for store in stores)
+        async with a.admit(request(KEYS["acme"])), b.admit(request(KEYS["acme"])):
+            with pytest.raises(tlb.OverCapacity):
+                async with a.admit(request(KEYS["acme"])):
+                    pytest.fail("admitted")
+        with anyio.move_on_after(0.05):
+            async with b.admit(request(KEYS["acme"])), a.admit(request(KEYS["acme"])):
+                await anyio.sleep_forever()
+        async with a.admit(request(KEYS["acme"])), b.admit(request(KEYS["acme"])):
+            pass
+
+
+@pytest.mark.anyio
+async def test_redis_outage_follows_the_store_policy(own_redis: Any) -> None:
+    """With Redis gone, fail_closed raises StoreUnavailable and fail_open admits; both recover."""
+    server = own_redis
+    async with (
+        redis_stores(server.url, 1) as (closed_store,),
+        redis_stores(server.url, 1, on_error="fail_open") as (open_store,),
+    ):
+        closed = make_gateway(limits=[tlb.Rate(100, per=1.0)], store=closed_store)
+        opened = make_gateway(limits=[tlb.Rate(100, per=1.0)], store=open_store)
+        async with closed.admit(request(KEYS["acme"])):
+            pass
+        server.stop()
+        with pytest.raises(tlb.StoreUnavailable):
+            async with closed.admit(request(KEYS["acme"])):
+                pytest.fail("admitted")
+        async with opened.admit(request(KEYS["acme"])) as ticket:
+            ticket.record(status=200)
+        assert closed.stats().pools["shared"].in_flight == 0
+        server.start()
+        async with closed.admit(request(KEYS["acme"])):
+            pass
+
+
+@pytest.mark.anyio
+async def test_config_gateway_closes_the_store_it_built(redis_url: str) -> None:
+    """A gateway from config closes its Redis clients when its `async with` block ends."""
+    config = {
+        "gateway": {"store": {"type": "redis", "url": redis_url}},
+        "pools": {"shared": {"endpoints": ["http://a"]}},
+        "tenants": [
+            {
+                "id": "acme",
+                "api_keys": [tlb.hash_api_key(KEYS["acme"])],
+                "upstream": "shared",
+                "limits": [{"limit": 5}],
+            }
+        ],
+    }
+    async with (
+        tlb.Gateway.from_config(config) as gateway,
+        gateway.admit(request(KEYS["acme"])) as ticket,
+    ):
+        assert ticket.decision is not None
+        assert ticket.decision.remaining == pytest.approx(4, abs=0.01)

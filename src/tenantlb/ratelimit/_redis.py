@@ -19,6 +19,7 @@ a sync ``redis.Redis``: sync calls use it directly and async calls run it in a w
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -267,6 +268,17 @@ class RedisStore:
         """The first part of every key."""
         return self._prefix
 
+    async def aclose(self) -> None:
+        """Close the clients this store was given (their connection pools).
+
+        Call it when the store was built for you (``load_config``) or you hand it the clients'
+        lifetime; a `Gateway` from config does it on ``async with`` exit.
+        """
+        if self._sync is not None:
+            await anyio.to_thread.run_sync(self._sync.close)
+        if self._async is not None and asyncio._get_running_loop() is not None:
+            await self._async.aclose()
+
     def stats(self) -> RedisStoreStats:
         """A snapshot: whether Redis answered last time, outages, errors, fallback decisions."""
         return RedisStoreStats(
@@ -321,7 +333,7 @@ class RedisStore:
 
     async def call(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run *script* (asyncio client, or the sync one in a worker thread)."""
-        client = self._async
+        client = self._async_client()
         if client is None:
             return await anyio.to_thread.run_sync(self.call_sync, script, keys, args)
         import redis.exceptions
@@ -357,7 +369,7 @@ class RedisStore:
 
     async def command(self, *args: str) -> Any:
         """Run one plain command (asyncio client, or the sync one in a worker thread)."""
-        client = self._async
+        client = self._async_client()
         if client is None:
             return await anyio.to_thread.run_sync(self.command_sync, *args)
         import redis.exceptions
@@ -368,6 +380,18 @@ class RedisStore:
             raise self._failed(exc) from exc
         self._ok()
         return result
+
+    def _async_client(self) -> redis.asyncio.Redis | None:
+        # redis-py's asyncio client needs a running asyncio loop; under trio use the sync client.
+        client = self._async
+        if client is not None and asyncio._get_running_loop() is None:
+            if self._sync is None:
+                msg = (
+                    "RedisStore needs sync_client= (a redis.Redis) outside asyncio, e.g. under trio"
+                )
+                raise RuntimeError(msg)
+            return None
+        return client
 
     def _failed(self, exc: BaseException) -> StoreUnavailable:
         with self._lock:
