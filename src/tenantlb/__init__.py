@@ -24,9 +24,9 @@ from ._errors import StoreUnavailable as StoreUnavailable
 from ._errors import TenantLBError as TenantLBError
 from ._errors import Unauthenticated as Unauthenticated
 from ._errors import UnknownTenant as UnknownTenant
+from ._events import Event as Event
 
 # --- balancing ---
-from ._events import Event as Event
 from .balancing import BoundedLoad as BoundedLoad
 from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
@@ -42,14 +42,11 @@ from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 
-# --- ratelimit ---
-from .ratelimit import ConcurrencyLimiter as ConcurrencyLimiter
-from .ratelimit import Decision as Decision
-from .ratelimit import MemoryStore as MemoryStore
-from .ratelimit import Rate as Rate
-from .ratelimit import RateLimiter as RateLimiter
-from .ratelimit import RedisStore as RedisStore
-from .ratelimit import Store as Store
+# --- gateway and config ---
+from .config import load_config as load_config
+from .gateway import Gateway as Gateway
+from .gateway import GatewayStats as GatewayStats
+from .gateway import Ticket as Ticket
 
 # --- health ---
 from .health import EndpointHealth as EndpointHealth
@@ -63,6 +60,15 @@ from .health import Probe as Probe
 from .health import ProbeResult as ProbeResult
 from .health import TCPProbe as TCPProbe
 
+# --- ratelimit ---
+from .ratelimit import ConcurrencyLimiter as ConcurrencyLimiter
+from .ratelimit import Decision as Decision
+from .ratelimit import MemoryStore as MemoryStore
+from .ratelimit import Rate as Rate
+from .ratelimit import RateLimiter as RateLimiter
+from .ratelimit import RedisStore as RedisStore
+from .ratelimit import Store as Store
+
 # --- tenants ---
 from .tenants import APIKeyResolver as APIKeyResolver
 from .tenants import HeaderResolver as HeaderResolver
@@ -75,12 +81,6 @@ from .tenants import TenantRegistry as TenantRegistry
 from .tenants import TenantResolver as TenantResolver
 from .tenants import hash_api_key as hash_api_key
 from .tenants import shuffle_shard as shuffle_shard
-
-# --- gateway and config ---
-from .config import load_config as load_config
-from .gateway import Gateway as Gateway
-from .gateway import GatewayStats as GatewayStats
-from .gateway import Ticket as Ticket
 
 __version__ = "0.1.0.dev0"
 

@@ -366,6 +366,11 @@ class Pool(_Balanced):
         return f"<Pool {self._name!r} endpoints={len(self._members)} balancer={type(self._balancer).__name__}>"
 
     @property
+    def clock(self) -> Clock:
+        """The pool's clock (latency, ejection and slow-start deadlines use it)."""
+        return self._clock
+
+    @property
     def generation(self) -> int:
         """A counter that grows with every membership change (add, remove, update)."""
         return self._generation

@@ -223,7 +223,7 @@ class OutlierDetector:
             raise RuntimeError(msg)
         self._pool = pool
         if self._clock is None:
-            self._clock = getattr(pool, "clock", None) or getattr(pool, "_clock", None)
+            self._clock = pool.clock
         self._unsubscribe = pool.subscribe(self._on_event)
 
     def observe(
