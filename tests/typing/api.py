@@ -25,13 +25,20 @@ def balancing() -> None:
     pool.set_weight("http://10.0.0.3:8000", 3)
     pool.update(["http://10.0.0.1:8000"])
     pool.remove("http://10.0.0.1:8000")
-    for balancer in (tlb.RoundRobin(), tlb.WeightedRandom(), tlb.LeastRequest(choices=2), tlb.PeakEWMA(decay=10.0)):
+    for balancer in (
+        tlb.RoundRobin(),
+        tlb.WeightedRandom(),
+        tlb.LeastRequest(choices=2),
+        tlb.PeakEWMA(decay=10.0),
+    ):
         tlb.Pool(["http://a"], balancer=balancer)
     del url, latency, in_flight
 
 
 async def rate_limiting() -> None:
-    limiter = tlb.RateLimiter([tlb.Rate(100, per=1.0, burst=20), tlb.Rate(10_000, per=3600)], store=tlb.MemoryStore())
+    limiter = tlb.RateLimiter(
+        [tlb.Rate(100, per=1.0, burst=20), tlb.Rate(10_000, per=3600)], store=tlb.MemoryStore()
+    )
     decision: tlb.Decision = limiter.try_acquire("acme", cost=1)
     decision = await limiter.acquire("acme", cost=2.5)
     allowed: bool = decision.allowed
@@ -56,7 +63,9 @@ async def gateway() -> None:
             )
         ]
     )
-    gw = tlb.Gateway(registry=registry, pools={"shared": tlb.Pool(["http://a"])}, store=tlb.MemoryStore())
+    gw = tlb.Gateway(
+        registry=registry, pools={"shared": tlb.Pool(["http://a"])}, store=tlb.MemoryStore()
+    )
     info = tlb.RequestInfo("GET", "/v1/chat", [("x-api-key", "sk-…")], client=("203.0.113.9", 5555))
     async with gw.admit(info) as ticket:
         tenant: tlb.Tenant = ticket.tenant
