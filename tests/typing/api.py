@@ -35,6 +35,30 @@ def balancing() -> None:
     del url, latency, in_flight
 
 
+def hashing() -> None:
+    for balancer in (tlb.RingHash(), tlb.Maglev(table_size=65537), tlb.Rendezvous()):
+        pool = tlb.Pool(["http://a", "http://b"], balancer=balancer)
+        with pool.acquire(key=b"user-42") as lease:
+            lease.record(error=ConnectionError("refused"))
+    tlb.Pool(["http://a"], balancer=tlb.BoundedLoad(tlb.Maglev(), balance_factor=1.25))
+
+
+async def health() -> None:
+    pool = tlb.Pool(["http://10.0.0.1:8000"])
+    checker = tlb.HealthChecker(pool, probe=tlb.HTTPProbe("/healthz"), interval=5.0, timeout=1.0)
+    async with checker:
+        stats: tlb.HealthCheckerStats = checker.stats()
+        del stats
+    tlb.HealthChecker(pool, probe=tlb.TCPProbe())
+
+    async def custom(endpoint: tlb.Endpoint) -> bool:
+        return endpoint.port == 8000
+
+    tlb.HealthChecker(pool, probe=custom)
+    detector: tlb.OutlierDetectorStats = tlb.OutlierDetector().stats()
+    del detector
+
+
 async def rate_limiting() -> None:
     limiter = tlb.RateLimiter(
         [tlb.Rate(100, per=1.0, burst=20), tlb.Rate(10_000, per=3600)], store=tlb.MemoryStore()
