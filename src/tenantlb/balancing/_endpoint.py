@@ -86,13 +86,11 @@ class Endpoint:
     Endpoint("http://10.0.0.2:8000", weight=2, zone="eu-west-1a")
     ```
 
-    Args:
+    Attributes:
         url: ``scheme://host[:port][/path]``; normalised by `normalize_url`.
         weight: Relative share of traffic (> 0). Weighted balancers honour it; see each strategy.
         zone: Optional locality label, carried for your own use and for stats.
         metadata: Optional read-only labels.
-
-    Attributes:
         host: The host part (IPv6 without brackets).
         port: The port, the scheme's default filled in when known, else None.
     """

@@ -52,7 +52,7 @@ class SlowStart:
     equally cold). Weighted strategies honour it; hashing strategies see the ramped weight too, so
     keys may move during the window.
 
-    Args:
+    Attributes:
         window: Length of the ramp in seconds (> 0).
         aggression: Curve shape (> 0); 1.0 is linear, larger ramps faster early on.
         min_weight_percent: Floor of the ramped weight, in percent of the full weight (0-100].

@@ -57,7 +57,7 @@ class Rate:
     most ``burst``; the window algorithms (sliding and fixed window) count ``limit`` per window of
     ``per`` seconds and ignore ``burst``.
 
-    Args:
+    Attributes:
         limit: Units of cost per period (> 0; need not be an integer).
         per: The period in seconds (> 0).
         burst: The most that may be spent at once; defaults to *limit*.

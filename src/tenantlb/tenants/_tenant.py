@@ -191,7 +191,7 @@ class Tenant:
     assert acme.upstream_for("/v1/chat") == "shared"
     ```
 
-    Args:
+    Attributes:
         id: 1..128 printable characters; used in rate-limit keys, events and metric labels.
         api_keys: Digests from `hash_api_key` (never raw keys).
         upstream: Name of the pool that serves this tenant by default, or None.
