@@ -320,7 +320,10 @@ class Gateway:
         slot, slots = ticket._slot, ticket._slots
         if slot is not None and slots is not None:
             ticket._slot = None
-            await self._free(slots, slot)
+            if self._sync_store:
+                slots.release(slot)  # no coroutine for the in-memory case
+            else:
+                await self._free(slots, slot)
 
     async def _free(self, slots: ConcurrencyLimiter, slot: Slot) -> None:
         if self._sync_store:

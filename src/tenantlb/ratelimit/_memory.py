@@ -370,39 +370,50 @@ def pick(steps: list[Any]) -> int:
 
 
 class _MemoryConcurrency:
-    """Per-key slot counts in this process (no leases needed: the state dies with the process)."""
+    """Per-key slot counts in this process (no leases needed: the state dies with the process).
 
-    __slots__ = ("_held", "_ids", "_lock", "_max")
+    A count per key, not a set of tokens: the `Slot` itself remembers that it was released, so
+    a second release is refused without any bookkeeping here.
+    """
+
+    __slots__ = ("_counts", "_lock", "_max")
 
     def __init__(self, spec: ConcurrencySpec) -> None:
         self._max = spec.max
-        self._held: dict[str, set[str]] = {}
+        self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count()
 
     def try_acquire(self, key: str) -> Slot | None:
-        with self._lock:
-            held = self._held.get(key)
-            if held is None:
-                held = self._held[key] = set()
-            elif len(held) >= self._max:
+        lock = self._lock
+        lock.acquire()  # hot path (one per admitted request): not `with`, which costs twice as much
+        try:
+            held = self._counts.get(key, 0)
+            if held >= self._max:
                 return None
-            token = str(next(self._ids))
-            held.add(token)
-        return Slot(key=key, token=token, backend=self)
+            self._counts[key] = held + 1
+        finally:
+            lock.release()
+        return Slot(key=key, token="", backend=self)
 
     async def acquire(self, key: str) -> Slot | None:
         return self.try_acquire(key)
 
     def release(self, slot: Slot) -> bool:
-        with self._lock:
-            held = self._held.get(slot.key)
-            if held is None or slot.token not in held:
+        lock = self._lock
+        lock.acquire()
+        try:
+            if slot._released:
                 return False
-            held.discard(slot.token)
-            if not held:
-                del self._held[slot.key]
+            slot._released = True
+            key = slot.key
+            held = self._counts.get(key, 0) - 1
+            if held > 0:
+                self._counts[key] = held
+            else:
+                self._counts.pop(key, None)
             return True
+        finally:
+            lock.release()
 
     async def arelease(self, slot: Slot) -> bool:
         return self.release(slot)
@@ -412,4 +423,4 @@ class _MemoryConcurrency:
 
     def count(self, key: str) -> int:
         with self._lock:
-            return len(self._held.get(key, ()))
+            return self._counts.get(key, 0)

@@ -7,7 +7,7 @@ another store (Memcached, a database) implements these three protocols.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, final, runtime_checkable
 
 import attrs
 
@@ -56,18 +56,28 @@ class ConcurrencySpec:
         return f"{self.name or 'cc'}:{self.max}"
 
 
-@attrs.define(frozen=True, kw_only=True, eq=False)
+@final
 class Slot:
     """One held concurrency slot; give it back with `ConcurrencyLimiter.release` / ``arelease``.
+
+    A plain slotted class rather than a frozen attrs one: one is built per admitted request, and
+    a frozen attrs ``__init__`` costs more than the whole in-memory slot decision.
 
     Attributes:
         key: The key (tenant) it counts against.
         token: A unique id of this slot (the Redis lease member).
     """
 
-    key: str
-    token: str
-    _backend: ConcurrencyBackend = attrs.field(repr=False, alias="backend")
+    __slots__ = ("_backend", "_released", "key", "token")
+
+    def __init__(self, *, key: str, token: str, backend: ConcurrencyBackend) -> None:
+        self.key = key
+        self.token = token
+        self._backend = backend
+        self._released = False  # used by the memory backend; Redis checks its lease set
+
+    def __repr__(self) -> str:
+        return f"Slot(key={self.key!r}, token={self.token!r})"
 
 
 class RateBackend(Protocol):
