@@ -28,6 +28,17 @@ from tenantlb import (
 )
 
 ALGORITHMS = ["gcra", "token_bucket", "sliding_window", "fixed_window"]
+# RedisStore runs a lean script for one rate and another for several: tests that decide through
+# Redis run both, the second as the same rate plus a generous one that never decides.
+SCRIPTS = ["one_rate", "two_rates"]
+
+
+def rates_for(script: str, rate: Rate) -> list[Rate]:
+    if script == "one_rate":
+        return [rate]
+    return [rate, Rate(rate.limit * 1000, per=rate.per * 10, name="generous")]
+
+
 FAST_FAIL: dict[str, Any] = {
     "socket_timeout": 1.0,
     "socket_connect_timeout": 1.0,
@@ -60,18 +71,106 @@ async def make_store(
         await aclient.aclose()
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.anyio
 async def test_admits_the_allowance_then_denies(
-    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str
+    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str, script: str
 ) -> None:
     """Decisions in Redis admit exactly the allowance of a fresh key, then deny with a retry time."""
     async with make_store(redis_url, anyio_backend) as store:
-        lim = RateLimiter(Rate(5, per=3600), store=store, algorithm=algorithm)
+        rate = Rate(5, per=3600)
+        lim = RateLimiter(rates_for(script, rate), store=store, algorithm=algorithm)
         decisions = [await lim.acquire("acme") for _ in range(7)]
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
     assert decisions[0].remaining == pytest.approx(4, abs=0.01)
+    assert decisions[0].policy == rate
+    assert decisions[-1].policy == rate
     assert decisions[-1].retry_after > 0
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.anyio
+async def test_peek_and_refund(
+    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str, script: str
+) -> None:
+    """In Redis, peek consumes nothing and a refund gives cost back for the next request."""
+    async with make_store(redis_url, anyio_backend) as store:
+        lim = RateLimiter(rates_for(script, Rate(3, per=3600)), store=store, algorithm=algorithm)
+        assert (await lim.apeek("k", 3)).allowed
+        assert (await lim.acquire("k", 3)).allowed
+        assert not (await lim.apeek("k")).allowed
+        assert not (await lim.acquire("k")).allowed
+        await lim.arefund("k", 2)
+        assert (await lim.acquire("k", 2)).allowed
+        assert not (await lim.acquire("k")).allowed
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.anyio
+async def test_one_and_several_rate_scripts_share_state(
+    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str
+) -> None:
+    """A one-rate and a two-rate limiter with the same rate read and write one state per key."""
+    async with make_store(redis_url, anyio_backend) as store:
+        rate = Rate(4, per=3600)
+        one = RateLimiter(rate, store=store, algorithm=algorithm)
+        two = RateLimiter(rates_for("two_rates", rate), store=store, algorithm=algorithm)
+        assert (await one.acquire("k", 3)).allowed
+        assert (await two.acquire("k")).allowed
+        assert not (await one.acquire("k")).allowed
+        assert not (await two.acquire("k")).allowed
+
+
+@pytest.mark.anyio
+async def test_decode_responses_client(redis_url: str, anyio_backend: tuple[str, Any]) -> None:
+    """A client built with decode_responses=True decides as well (script replies stay raw)."""
+    if anyio_backend[0] == "trio":
+        client: Any = redis.Redis.from_url(redis_url, decode_responses=True, **FAST_FAIL)
+    else:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True, **FAST_FAIL)
+    store = RedisStore(client)
+    try:
+        for script in SCRIPTS:
+            lim = RateLimiter(rates_for(script, Rate(2, per=60)), store=store, name=script)
+            assert [(await lim.acquire("k")).allowed for _ in range(3)] == [True, True, False]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.anyio
+async def test_timed_out_decision_never_answers_a_later_one(
+    redis_url: str, anyio_backend: tuple[str, Any], protocol: int
+) -> None:
+    """A decision that times out drops its connection, so its late reply cannot answer another."""
+    fast = {**FAST_FAIL, "socket_timeout": 0.2, "protocol": protocol}
+    if anyio_backend[0] == "trio":
+        client: Any = redis.Redis.from_url(redis_url, **fast)
+    else:
+        client = redis.asyncio.Redis.from_url(redis_url, **fast)
+    store = RedisStore(client)
+    try:
+        lim = RateLimiter(Rate(100, per=3600), store=store)
+        assert (await lim.acquire("k", 90)).allowed
+        with sync_client(redis_url) as admin:
+            admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
+        with pytest.raises(StoreUnavailable):
+            await lim.acquire("other", 50)  # times out; Redis may still run it later
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    decision = await lim.apeek("k", 1)
+                    break
+                except StoreUnavailable:
+                    await anyio.sleep(0.05)
+        # "other"'s late reply (remaining 50) would answer this peek if the connection were reused.
+        assert decision.remaining == pytest.approx(9, abs=0.1)
+        assert (await lim.acquire("k", 10)).allowed
+        assert not (await lim.acquire("k", 1)).allowed
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -93,11 +192,14 @@ async def test_denial_by_one_rate_consumes_nothing(
         assert decision.allowed
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.anyio
-async def test_one_round_trip_per_decision(redis_url: str, anyio_backend: tuple[str, Any]) -> None:
+async def test_one_round_trip_per_decision(
+    redis_url: str, anyio_backend: tuple[str, Any], script: str
+) -> None:
     """Each decision is exactly one EVALSHA; the commands inside it are the script's own."""
     async with make_store(redis_url, anyio_backend) as store:
-        lim = RateLimiter([Rate(10, per=1), Rate(1000, per=3600)], store=store)
+        lim = RateLimiter(rates_for(script, Rate(10, per=1)), store=store)
         await lim.acquire("warm")  # loads the script
         with sync_client(redis_url) as admin:
             admin.config_resetstat()
@@ -112,7 +214,7 @@ async def test_one_round_trip_per_decision(redis_url: str, anyio_backend: tuple[
     # Per decision: EVALSHA from the client; TIME + GET/SET per rate (only for admitted) inside it.
     assert stats["evalsha"] == 25
     assert stats["time"] == 25
-    assert stats["get"] == 50
+    assert stats["get"] == 25 * len(lim.rates)
     assert set(stats) <= {"evalsha", "time", "get", "set"}
 
 
@@ -222,25 +324,31 @@ WORKER = textwrap.dedent(
     import redis.asyncio
     from tenantlb import Rate, RateLimiter, RedisStore
 
-    async def main(url, algorithm):
+    async def main(url, algorithm, script):
         client = redis.asyncio.Redis.from_url(url, max_connections=64)
-        lim = RateLimiter(Rate(120, per=1_000_000), store=RedisStore(client), algorithm=algorithm)
+        rates = [Rate(120, per=1_000_000)]
+        if script == "two_rates":
+            rates.append(Rate(120_000, per=10_000_000, name="generous"))
+        lim = RateLimiter(rates, store=RedisStore(client), algorithm=algorithm)
         decisions = await asyncio.gather(*(lim.acquire("shared") for _ in range(50)))
         await client.aclose()
         print(sum(d.allowed for d in decisions))
 
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
     """
 )
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_four_processes_share_exactly_one_allowance(redis_url: str, algorithm: str) -> None:
+def test_four_processes_share_exactly_one_allowance(
+    redis_url: str, algorithm: str, script: str
+) -> None:
     """4 OS processes x 50 tasks on one RedisStore admit exactly the allowance of 120."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_url, algorithm],
+            [sys.executable, "-c", WORKER, redis_url, algorithm, script],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

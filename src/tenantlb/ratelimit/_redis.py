@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import struct
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
@@ -31,7 +32,8 @@ import anyio
 import attrs
 
 from .._errors import StoreUnavailable
-from ._algorithms import EPSILON, Algorithm
+from . import _lua
+from ._algorithms import Algorithm
 from ._decision import Decision
 from ._memory import MemoryStore
 from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec, Slot
@@ -43,74 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore", "RedisStoreStats"]
 
 logger = logging.getLogger("tenantlb.ratelimit")
-
-# Seconds are counted from 2023-11-14 00:00 UTC (a multiple of 86400) rather than 1970, so the
-# doubles in Lua keep sub-microsecond precision; fixed windows still align to UTC days/hours.
-_EPOCH: Final = 1_699_920_000
-
-_PRELUDE: Final = f"""
-local EPSILON = {EPSILON!r}
--- State is a few doubles packed with the C msgpack module Redis embeds: exact and cheap.
-local function decode(raw)
-  if not raw then return nil end
-  return {{cmsgpack.unpack(raw)}}
-end
-local function encode(s)
-  return cmsgpack.pack(unpack(s))
-end
-local function px(ttl)
-  local ms = math.ceil(ttl * 1000)
-  if ms < 1 then ms = 1 end
-  return ms
-end
-"""
-
-# KEYS: one per rate. ARGV: mode ('a' acquire, 'p' peek, 'r' refund), cost, then limit, per,
-# burst for each rate. Returns "allowed index remaining reset retry" (index: the deciding rate).
-_DRIVER: Final = f"""
-local mode = ARGV[1]
-local cost = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = (tonumber(t[1]) - {_EPOCH}) + tonumber(t[2]) / 1000000
-local n = #KEYS
-local params, states = {{}}, {{}}
-for i = 1, n do
-  local b = 3 + (i - 1) * 3
-  params[i] = {{tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])}}
-  states[i] = decode(redis.call('GET', KEYS[i]))
-end
-if mode == 'r' then
-  for i = 1, n do
-    local p = params[i]
-    local s, ttl = refund(states[i], p[1], p[2], p[3], now, cost)
-    if s then redis.call('SET', KEYS[i], encode(s), 'PX', px(ttl))
-    elseif states[i] then redis.call('DEL', KEYS[i]) end
-  end
-  return '1 1 0 0 0'
-end
-local news, ttls = {{}}, {{}}
-local pick, rem, reset, retry = 0, 0, 0, 0
-local denied = false
-for i = 1, n do
-  local p = params[i]
-  local ok, s, r, rs, rt, ttl = step(states[i], p[1], p[2], p[3], now, cost)
-  news[i] = s
-  ttls[i] = ttl
-  if not ok then
-    if (not denied) or rt > retry then pick, rem, reset, retry = i, r, rs, rt end
-    denied = true
-  elseif (not denied) and (pick == 0 or r < rem) then
-    pick, rem, reset, retry = i, r, rs, rt
-  end
-end
-if (not denied) and mode == 'a' then
-  for i = 1, n do redis.call('SET', KEYS[i], encode(news[i]), 'PX', px(ttls[i])) end
-end
-local allowed = 1
-if denied then allowed = 0 end
--- One bulk string, not an array: redis-py's pure-Python parser pays per array element.
-return allowed .. ' ' .. pick .. ' ' .. tostring(rem) .. ' ' .. tostring(reset) .. ' ' .. tostring(retry)
-"""
 
 # Concurrency leases: a sorted set of lease tokens scored by their expiry (server ms).
 _SLOT_ACQUIRE: Final = """
@@ -159,11 +93,25 @@ class RedisStoreStats:
 
 
 class _Script:
-    __slots__ = ("sha", "source")
+    __slots__ = ("load", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.load = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n" + _bulk(source.encode())
+
+
+def _bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _pack_evalsha(script: _Script, keys: Sequence[str], args: Sequence[str]) -> bytes:
+    """The RESP bytes of ``EVALSHA sha numkeys *keys *args``."""
+    parts = [script.sha, str(len(keys)), *keys, *args]
+    packed = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(parts) + 1)]
+    packed += [_bulk(part.encode()) for part in parts]
+    return b"".join(packed)
 
 
 OnError = Literal["fail_closed", "fail_open"] | MemoryStore
@@ -200,7 +148,9 @@ class RedisStore:
         "_errors",
         "_fallback",
         "_fallbacks",
+        "_idle",
         "_lock",
+        "_max_idle",
         "_on_error",
         "_outages",
         "_prefix",
@@ -253,7 +203,15 @@ class RedisStore:
             raise ValueError(msg)
         self._on_error = on_error
         self._prefix = prefix
-        self._scripts: dict[type[Algorithm], _Script] = {}
+        self._scripts: dict[tuple[type[Algorithm], bool], _Script] = {}
+        # Connections this store took from the asyncio client's pool and keeps between decisions:
+        # the pool's own get/release (a lock, health checks, metrics hooks) costs more than the
+        # round trip. At most half the pool is kept idle, and aclose() gives them back.
+        self._idle: list[Any] = []
+        max_connections = getattr(
+            getattr(self._async, "connection_pool", None), "max_connections", 2
+        )
+        self._max_idle = max(1, int(max_connections) // 2)
         self._lock = threading.Lock()
         self._up = True
         self._outages = 0
@@ -277,6 +235,9 @@ class RedisStore:
         if self._sync is not None:
             await anyio.to_thread.run_sync(self._sync.close)
         if self._async is not None and asyncio._get_running_loop() is not None:
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await self._async.connection_pool.release(conn)
             await self._async.aclose()
 
     def stats(self) -> RedisStoreStats:
@@ -291,11 +252,12 @@ class RedisStore:
     def bind_rates(self, spec: RateSpec) -> RateBackend:
         """Return the backend deciding for *spec* in Redis."""
         algorithm = spec.algorithm
+        one = len(spec.rates) == 1
         with self._lock:
-            script = self._scripts.get(type(algorithm))
+            script = self._scripts.get((type(algorithm), one))
             if script is None:
-                source = _PRELUDE + algorithm.lua + _DRIVER
-                script = self._scripts[type(algorithm)] = _Script(source)
+                source = _lua.single(algorithm) if one else _lua.multi(algorithm)
+                script = self._scripts[type(algorithm), one] = _Script(source)
         fallback = self._fallback.bind_rates(spec) if self._fallback is not None else None
         return _RedisRates(self, spec, script, fallback)
 
@@ -320,12 +282,14 @@ class RedisStore:
             raise RuntimeError(msg)
         import redis.exceptions
 
+        # Replies are binary (`_lua.REPLY`): never decoded, even with decode_responses=True.
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                result = client.evalsha(script.sha, len(keys), *keys, *args)
+                result = client.execute_command(*command, **_RAW)  # type: ignore[no-untyped-call]
             except redis.exceptions.NoScriptError:
                 client.script_load(script.source)
-                result = client.evalsha(script.sha, len(keys), *keys, *args)
+                result = client.execute_command(*command, **_RAW)  # type: ignore[no-untyped-call]
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._failed(exc) from exc
         self._ok()
@@ -336,21 +300,94 @@ class RedisStore:
         client = self._async_client()
         if client is None:
             return await anyio.to_thread.run_sync(self.call_sync, script, keys, args)
+        if client.connection is None:
+            return await self.call_packed(client, script, _pack_evalsha(script, keys, args))
         import redis.exceptions
 
+        # A single-connection client: let redis-py serialise access to its connection.
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                if client.connection is None:
-                    result = await _evalsha_direct(client, script, keys, args)
-                else:  # a single-connection client: let redis-py serialise access
-                    result = await client.evalsha(script.sha, len(keys), *keys, *args)
+                result = await client.execute_command(*command, **_RAW)  # type: ignore[no-untyped-call]
             except redis.exceptions.NoScriptError:
                 await client.script_load(script.source)
-                result = await client.evalsha(script.sha, len(keys), *keys, *args)
+                result = await client.execute_command(*command, **_RAW)  # type: ignore[no-untyped-call]
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._failed(exc) from exc
         self._ok()
         return result
+
+    async def call_packed(self, client: redis.asyncio.Redis, script: _Script, packed: bytes) -> Any:
+        """Send *packed* (an EVALSHA of *script*) on a pooled connection; the async hot path."""
+        import redis.exceptions
+
+        try:
+            try:
+                result = await self._roundtrip(client, packed)
+            except redis.exceptions.NoScriptError:
+                # On the connection that just answered (the pool may hold stale ones).
+                await self._roundtrip(client, script.load)
+                result = await self._roundtrip(client, packed)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+        self._ok()
+        return result
+
+    async def _roundtrip(self, client: redis.asyncio.Redis, packed: bytes) -> Any:
+        """Write *packed*, read one reply: take a connection, write, read, keep it.
+
+        redis-py's ``execute_command`` wraps each command in retries, per-command observability,
+        generic argument encoding and a pool checkout, which together cost more than the round
+        trip on loopback; a decision has its own failure policy (on_error), so it only needs
+        this. A connection that failed or was cancelled between write and read may still
+        receive the reply, so it is disconnected and handed back to the pool.
+        """
+        import redis.exceptions
+
+        pool = client.connection_pool
+        idle = self._idle
+        conn = idle.pop() if idle else None
+        if conn is not None and not _clean(conn):
+            await _discard(pool, conn)
+            conn = None
+        if conn is None:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            reader, writer = conn._reader, conn._writer
+            if reader is None or writer is None:  # defensive: not a stream connection
+                await conn.send_packed_command(packed, check_health=False)
+                result = await conn.read_response(disable_decoding=True)
+            else:
+                # Written directly: send_packed_command wraps the write in asyncio.wait_for,
+                # a task per call, although the write almost always completes at once.
+                writer.write(packed)
+                if writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(conn.socket_timeout):
+                        await writer.drain()
+                if getattr(conn, "_maint_notifications_connection_handler", None) is not None:
+                    # RESP3 with server push notifications: redis-py's parser must see those.
+                    result = await conn.read_response(disable_decoding=True)
+                else:
+                    async with asyncio.timeout(conn.socket_timeout):
+                        result = await _read_reply(reader)
+        except redis.exceptions.ResponseError:
+            await self._keep(pool, conn)  # an error reply leaves the connection clean
+            raise
+        except asyncio.IncompleteReadError as exc:
+            await _discard(pool, conn)
+            msg = "Redis closed the connection"
+            raise redis.exceptions.ConnectionError(msg) from exc
+        except BaseException:
+            await _discard(pool, conn)
+            raise
+        await self._keep(pool, conn)
+        return result
+
+    async def _keep(self, pool: Any, conn: Any) -> None:
+        if len(self._idle) < self._max_idle:
+            self._idle.append(conn)
+        else:
+            await pool.release(conn)
 
     def command_sync(self, *args: str) -> Any:
         """Run one plain command with the sync client; redis errors become `StoreUnavailable`."""
@@ -423,42 +460,62 @@ class RedisStore:
         return None if self._fallback is not None else str(self._on_error)
 
 
-async def _evalsha_direct(
-    client: redis.asyncio.Redis, script: _Script, keys: Sequence[str], args: Sequence[str]
-) -> Any:
-    """EVALSHA on a pooled connection, packed here: the hot path of every async decision.
+_RAW: Final = {"NEVER_DECODE": True}  # redis-py's execute_command option: raw bytes back
+_MODES: Final = {"a": _bulk(b"a"), "p": _bulk(b"p"), "r": _bulk(b"r")}
+_COST_ONE: Final = _bulk(b"1.0")
 
-    redis-py's ``execute_command`` wraps each command in retries, per-command observability and
-    generic argument encoding, which costs more than the round trip on loopback; a decision has
-    its own failure policy (on_error), so it only needs: take a connection, write, read, release.
-    """
+
+def _clean(conn: Any) -> bool:
+    """Whether a kept connection is still open (the server may have closed it meanwhile)."""
+    reader, writer = conn._reader, conn._writer
+    return not (
+        reader is None
+        or writer is None
+        or writer.transport.is_closing()
+        or reader.at_eof()
+        or reader.exception() is not None
+    )
+
+
+async def _discard(pool: Any, conn: Any) -> None:
+    await conn.disconnect(nowait=True)
+    await pool.release(conn)
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> Any:
+    """Read one reply of a script (RESP2 or RESP3): a bulk string, an integer or an error."""
     import redis.exceptions
 
-    parts = [script.sha, str(len(keys)), *keys, *args]
-    packed = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(parts) + 1)]
-    for part in parts:
-        data = part.encode()
-        packed.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    pool = client.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await conn.send_packed_command(b"".join(packed), check_health=False)
-        return await conn.read_response()
-    except redis.exceptions.ResponseError:
-        raise  # an error reply: the connection is still in a clean state
-    except BaseException:
-        # Failed or cancelled between write and read: the reply may still arrive, so the
-        # connection must not be reused.
-        await conn.disconnect(nowait=True)
-        raise
-    finally:
-        await pool.release(conn)
+    line = await reader.readuntil(b"\r\n")
+    kind = line[:1]
+    if kind == b"$":
+        size = int(line[1:-2])
+        return None if size < 0 else (await reader.readexactly(size + 2))[:-2]
+    if kind == b":":
+        return int(line[1:-2])
+    if kind == b"-":
+        message = line[1:-2].decode(errors="replace")
+        if message.startswith("NOSCRIPT"):
+            raise redis.exceptions.NoScriptError(message)
+        raise redis.exceptions.ResponseError(message)
+    msg = f"unexpected reply to EVALSHA: {line[:40]!r}"
+    raise redis.exceptions.InvalidResponse(msg)
 
 
 class _RedisRates:
     """Rate decisions for one spec: one EVALSHA per decision."""
 
-    __slots__ = ("_args", "_fallback", "_rates", "_script", "_store", "_suffixes")
+    __slots__ = (
+        "_fallback",
+        "_head",
+        "_params",
+        "_rates",
+        "_script",
+        "_store",
+        "_suffixes",
+        "_suffixes_b",
+        "_tail",
+    )
 
     def __init__(
         self, store: RedisStore, spec: RateSpec, script: _Script, fallback: RateBackend | None
@@ -472,27 +529,40 @@ class _RedisRates:
             f"{namespace}:{float(r.limit)!r}/{float(r.per)!r}/{float(r.burst)!r}"
             for r in spec.rates
         ]
-        self._args: list[str] = []
+        self._params: list[str] = []
         for rate in spec.rates:
-            self._args += [repr(float(rate.limit)), repr(float(rate.per)), repr(float(rate.burst))]
+            self._params += [
+                repr(float(rate.limit)),
+                repr(float(rate.per)),
+                repr(float(rate.burst)),
+            ]
+        # The async hot path sends pre-packed RESP: only the keys, mode and cost vary per call.
+        n = len(spec.rates)
+        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (
+            3 + n + 2 + 3 * n,
+            _bulk(script.sha.encode()),
+            _bulk(str(n).encode()),
+        )
+        self._suffixes_b = [s.encode() for s in self._suffixes]
+        self._tail = b"".join(_bulk(p.encode()) for p in self._params)
 
     def _request(self, key: str, mode: str, cost: float) -> tuple[list[str], list[str]]:
         prefix = f"{self._store.prefix}:{{{key}}}:"
-        return [prefix + s for s in self._suffixes], [mode, repr(float(cost)), *self._args]
+        return [prefix + s for s in self._suffixes], [mode, repr(float(cost)), *self._params]
+
+    def _packed(self, key: str, mode: bytes, cost: float) -> bytes:
+        prefix = b"%s:{%s}:" % (self._store.prefix.encode(), key.encode())
+        parts = [self._head]
+        parts += [_bulk(prefix + suffix) for suffix in self._suffixes_b]
+        parts += [mode, _COST_ONE if cost == 1 else _bulk(repr(float(cost)).encode()), self._tail]
+        return b"".join(parts)
 
     def _decision(self, reply: Any) -> Decision:
         try:
-            allowed, index, remaining, reset, retry = reply.split()
+            allowed, index, remaining, reset, retry = _lua.REPLY.unpack(reply)
             rates = self._rates
-            return Decision(
-                bool(int(allowed)),
-                float(remaining),
-                float(reset),
-                float(retry),
-                rates[int(index) - 1],
-                rates,
-            )
-        except (TypeError, ValueError, IndexError) as exc:
+            return Decision(allowed == 1, remaining, reset, retry, rates[index - 1], rates)
+        except (TypeError, struct.error, IndexError) as exc:
             msg = f"Redis answered garbage to a rate-limit script: {reply!r}"
             raise StoreUnavailable(msg) from exc
 
@@ -523,9 +593,8 @@ class _RedisRates:
                 self._fallback.refund(key, cost)
 
     async def arefund(self, key: str, cost: float) -> None:
-        keys, args = self._request(key, "r", cost)
         try:
-            await self._store.call(self._script, keys, args)
+            await self._call("r", key, cost)
         except StoreUnavailable:
             if self._fallback is None and self._store._policy() == "fail_closed":
                 raise
@@ -546,10 +615,17 @@ class _RedisRates:
                 return self._open(cost)
             raise
 
+    async def _call(self, mode: str, key: str, cost: float) -> Any:
+        store = self._store
+        client = store._async_client()
+        if client is None or client.connection is not None:
+            keys, args = self._request(key, mode, cost)
+            return await store.call(self._script, keys, args)
+        return await store.call_packed(client, self._script, self._packed(key, _MODES[mode], cost))
+
     async def _async(self, mode: str, key: str, cost: float) -> Decision:
-        keys, args = self._request(key, mode, cost)
         try:
-            return self._decision(await self._store.call(self._script, keys, args))
+            return self._decision(await self._call(mode, key, cost))
         except StoreUnavailable:
             policy = self._store._policy()
             if self._fallback is not None:
