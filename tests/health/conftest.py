@@ -26,6 +26,7 @@ class Backend:
         self.body = b"ok"
         self.hits = 0
         self.connections = 0
+        self.open_connections = 0
         self._scope: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
 
@@ -65,6 +66,13 @@ class Backend:
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
+        self.open_connections += 1
+        try:
+            await self._converse(stream)
+        finally:
+            self.open_connections -= 1
+
+    async def _converse(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
             buffer = b""
             while True:

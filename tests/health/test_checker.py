@@ -232,6 +232,25 @@ async def test_http_probe_shares_one_connection_pool(backends: BackendsFactory) 
 
 
 @pytest.mark.anyio
+async def test_http_probe_closes_the_connection_of_a_removed_endpoint(
+    backends: BackendsFactory,
+) -> None:
+    """Removing an endpoint closes the probe's keep-alive connection to it at once."""
+    async with backends(2) as (kept, removed):
+        pool = make_pool([kept.url, removed.url])
+        checker = HealthChecker(pool, HTTPProbe(), interval=0.02, timeout=0.015)
+        async with checker:
+            await wait_until(lambda: kept.hits >= 2 and removed.hits >= 2)
+            assert removed.open_connections == 1
+            pool.remove(removed.url)
+            await wait_until(lambda: removed.open_connections == 0)
+            hits, kept_hits = removed.hits, kept.hits
+            await wait_until(lambda: kept.hits >= kept_hits + 3)  # checks go on for the other
+            assert kept.open_connections == 1
+        assert removed.hits == hits
+
+
+@pytest.mark.anyio
 async def test_tcp_probe(backends: BackendsFactory) -> None:
     """The TCP probe passes while the port accepts connections and fails once it is closed."""
     async with backends(2) as (up, down):

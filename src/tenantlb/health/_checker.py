@@ -355,6 +355,12 @@ class HealthChecker:
                     await anyio.sleep_until(started + self._delay(check))
         finally:
             self._tasks -= 1
+            # A probe that keeps per-endpoint resources (HTTPProbe's keep-alive connection)
+            # lets go of them when the endpoint stops being checked.
+            forget = getattr(self.probe, "forget", None)
+            if forget is not None and self._checks.get(check.state.url) is not check:
+                with anyio.CancelScope(shield=True), suppress(Exception):
+                    await forget(check.state.endpoint)
 
     async def _check_once(self, check: _Check) -> None:
         clock = self._clock

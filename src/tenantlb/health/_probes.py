@@ -162,6 +162,14 @@ class HTTPProbe:
                 for connection in connections.values():
                     await connection.aclose()
 
+    async def forget(self, endpoint: Endpoint) -> None:
+        """Close the keep-alive connection kept for *endpoint* (the checker calls this when the
+        endpoint leaves the pool)."""
+        connection = self._connections.pop(endpoint.url, None)
+        if connection is not None:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+
     @property
     def is_open(self) -> bool:
         """True while a checker holds the probe open (between its ``__aenter__`` and ``__aexit__``)."""
