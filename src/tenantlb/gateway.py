@@ -248,6 +248,8 @@ class Gateway:
             OverCapacity: The tenant's concurrency slots are all taken.
             NoHealthyEndpoint: The tenant's upstream (or shard) has no endpoint to offer.
             StoreUnavailable: Redis is unreachable and the store's policy is to fail closed.
+            ValueError: *cost* is not > 0, or more than the tenant's smallest burst (it could
+                never be admitted); nothing is charged.
         """
         if not isinstance(request, RequestInfo):
             msg = f"request must be a RequestInfo, got {type(request).__name__}"
@@ -311,12 +313,10 @@ class Gateway:
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
         lease = ticket.lease
         if not lease.released:
-            if exc is None or not isinstance(exc, Exception):
-                lease.release()
-            elif isinstance(exc, anyio.get_cancelled_exc_class()):
-                lease.release()  # cancelled: neither reward nor punish the endpoint
-            else:
+            if isinstance(exc, Exception):
                 lease.record(error=exc)
+            else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
+                lease.release()  # neither reward nor punish the endpoint
         slot, slots = ticket._slot, ticket._slots
         if slot is not None and slots is not None:
             ticket._slot = None
@@ -370,13 +370,15 @@ class Gateway:
         if k is None or k >= len(pool):
             return pool
         cache_key = (tenant.id, k, pool_name)
-        cached = self._shards.get(cache_key)
         generation = pool.generation
+        with self._lock:  # an LRUCache reorders itself on every read: not thread-safe alone
+            cached = self._shards.get(cache_key)
         if cached is not None and cached[0] == generation:
             return cached[1]
         urls = shuffle_shard(tenant.id, [e.url for e in pool.endpoints], k)
         subset = pool.subset(urls)
-        self._shards[cache_key] = (generation, subset)
+        with self._lock:
+            self._shards[cache_key] = (generation, subset)
         return subset
 
     def _key(self, request: RequestInfo, tenant: Tenant) -> str | bytes | None:

@@ -174,6 +174,24 @@ async def test_concurrency_cap_refuses_and_refunds_the_rate() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("cost", "error"), [(0, ValueError), (-1, ValueError), (11, ValueError), ("1", TypeError)]
+)
+async def test_bad_cost_is_refused_and_charges_nothing(
+    cost: object, error: type[Exception]
+) -> None:
+    """A cost <= 0, above the burst or not a number raises a typed error and consumes no quota."""
+    gateway = make_gateway(limits=[tlb.Rate(10, per=3600)], max_concurrency=1)
+    with pytest.raises(error, match="cost"):
+        async with gateway.admit(request(KEYS["acme"]), cost=cost):  # type: ignore[arg-type]
+            pytest.fail("admitted")
+    async with gateway.admit(request(KEYS["acme"]), cost=10) as ticket:  # the whole allowance
+        assert ticket.decision is not None
+        assert ticket.decision.allowed
+    assert gateway.stats().pools["shared"].in_flight == 0
+
+
+@pytest.mark.anyio
 async def test_cancellation_releases_lease_and_slot() -> None:
     """A request cancelled mid-flight frees its lease and concurrency slot and counts no outcome."""
     gateway = make_gateway(max_concurrency=1)
