@@ -31,18 +31,31 @@ EPOCH: Final = 1_699_920_000
 
 _PRELUDE: Final = f"""
 local EPSILON = {EPSILON!r}
-local FMT = {{'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd'}}
 -- State: an array of doubles packed with struct; anything else (an older format) reads as fresh.
+-- The common sizes are spelled out: no table of formats or string building per call.
 local function decode(raw)
   if not raw then return nil end
-  local fmt = FMT[#raw / 8]
-  if not fmt then return nil end
-  local s = {{struct.unpack(fmt, raw)}}
+  local n = #raw
+  if n == 8 then return {{(struct.unpack('<d', raw))}} end
+  if n == 16 then
+    local a, b = struct.unpack('<dd', raw)
+    return {{a, b}}
+  end
+  if n == 24 then
+    local a, b, c = struct.unpack('<ddd', raw)
+    return {{a, b, c}}
+  end
+  if n == 0 or n % 8 ~= 0 then return nil end
+  local s = {{struct.unpack('<' .. string.rep('d', n / 8), raw)}}
   s[#s] = nil -- struct.unpack also returns the next read position
   return s
 end
 local function encode(s)
-  return struct.pack(FMT[#s], unpack(s))
+  local n = #s
+  if n == 1 then return struct.pack('<d', s[1]) end
+  if n == 2 then return struct.pack('<dd', s[1], s[2]) end
+  if n == 3 then return struct.pack('<ddd', s[1], s[2], s[3]) end
+  return struct.pack('<' .. string.rep('d', n), unpack(s))
 end
 local function px(ttl)
   local ms = math.ceil(ttl * 1000)
