@@ -4,8 +4,9 @@ One round trip per decision: each algorithm's Lua script (see `tenantlb.ratelimi
 runs with EVALSHA, is loaded once and reloaded when Redis answers NOSCRIPT (after a restart or
 SCRIPT FLUSH). The script reads Redis' own clock (``TIME``), so client clocks never matter, and
 checks every rate of a limiter atomically. Keys look like ``tenantlb:{acme}:rl:gcra:100.0/1.0/20.0``:
-the ``{key}`` hash tag keeps one tenant's keys in one Redis Cluster slot, and every key carries a
-PEXPIRE so idle keys vanish. Works with Valkey too (same protocol).
+the ``{key}`` hash tag keeps one tenant's keys in one Redis Cluster slot, and every key is written
+with a TTL (``SET ... PX``) so idle keys vanish. Works with Valkey too (same protocol). The scripts
+are in `tenantlb.ratelimit._lua` (a lean one for one-rate limiters, one for several rates).
 
 When Redis cannot answer (down, timeout, garbage), the store follows *on_error*, never leaking a
 redis exception: ``"fail_closed"`` raises `StoreUnavailable`, ``"fail_open"`` admits, and a
@@ -130,7 +131,10 @@ class RedisStore:
 
     Args:
         client: A ``redis.asyncio.Redis`` or a sync ``redis.Redis`` (Valkey works too). Give the
-            client a ``socket_timeout`` so a hung Redis cannot stall requests.
+            client a ``socket_timeout`` so a hung Redis cannot stall requests. With the asyncio
+            client the store keeps the connections its decisions used (at most half of the
+            pool's ``max_connections``) rather than checking one out per call; `aclose` gives
+            them back.
         sync_client: A sync ``redis.Redis`` for sync callers (``limiter.try_acquire``) when
             *client* is the asyncio one.
         prefix: The first part of every key.
