@@ -266,3 +266,18 @@ def test_threads_get_exactly_the_allowance(clock: ManualClock, algorithm: str) -
     for t in threads:
         t.join()
     assert sum(counts) == 1000
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.anyio
+async def test_default_cost_above_a_fractional_burst_is_refused(
+    clock: ManualClock, algorithm: str
+) -> None:
+    """The default cost of 1 is refused like any other cost above a burst below 1."""
+    lim = limiter(clock, Rate(0.5), algorithm=algorithm)
+    message = r"cost must be <= 0.5 \(the smallest burst of the limiter\), got 1"
+    with pytest.raises(ValueError, match=message):
+        lim.try_acquire("k")
+    with pytest.raises(ValueError, match=message):
+        await lim.acquire("k")
+    assert lim.try_acquire("k", 0.5).allowed

@@ -10,7 +10,7 @@ from ._decision import Decision
 from ._memory import MemoryStore
 from ._rate import Rate
 from ._store import RateBackend, RateSpec, Store
-from ._validate import check_cost, check_key
+from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["RateLimiter"]
 
@@ -64,6 +64,7 @@ class RateLimiter:
         self._spec = RateSpec(rates=checked, algorithm=algo, name=name)
         self._store = store
         self._max_cost = min(algo.capacity(rate) for rate in checked)
+        self._unchecked = unchecked_cost(self._max_cost)
         self._backend: RateBackend = store.bind_rates(self._spec)
         # Hot path: a backend may compile a closure that checks arguments exactly as
         # `try_acquire` does and decides without any attribute lookup (MemoryStore + GCRA).
@@ -114,7 +115,7 @@ class RateLimiter:
         """
         if type(key) is not str or not key:
             check_key(key)
-        if cost != 1:
+        if cost != self._unchecked:
             check_cost(cost, self._max_cost)
         return self._backend.try_acquire(key, cost)
 
@@ -125,7 +126,7 @@ class RateLimiter:
         """
         if type(key) is not str or not key:
             check_key(key)
-        if cost != 1:
+        if cost != self._unchecked:
             check_cost(cost, self._max_cost)
         return await self._backend.acquire(key, cost)
 

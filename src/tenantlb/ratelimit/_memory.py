@@ -17,7 +17,7 @@ from .._clock import Clock
 from ._algorithms import EPSILON, GCRA, State
 from ._decision import Decision
 from ._store import ConcurrencySpec, RateSpec, Slot
-from ._validate import check_cost, check_key
+from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["MemoryStore"]
 
@@ -169,11 +169,12 @@ class _MemoryGCRA:
         tau = rate.burst * interval
         eps = EPSILON * interval
         new_decision, decision = _new_decision, Decision
+        unchecked = unchecked_cost(max_cost)
 
         def try_acquire(key: str, cost: float = 1) -> Decision:
             if type(key) is not str or not key:
                 check_key(key)
-            if cost != 1:
+            if cost != unchecked:
                 check_cost(cost, max_cost)
             acquire()  # try/finally with pre-bound methods is cheaper than `with lock:`
             try:

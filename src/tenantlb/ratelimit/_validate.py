@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["check_cost", "check_key"]
+import math
+
+__all__ = ["check_cost", "check_key", "unchecked_cost"]
 
 
 def check_key(key: object) -> None:
@@ -24,3 +26,12 @@ def check_cost(cost: object, max_cost: float) -> None:
     if cost > max_cost:
         msg = f"cost must be <= {max_cost!r} (the smallest burst of the limiter), got {cost!r}"
         raise ValueError(msg)
+
+
+def unchecked_cost(max_cost: float) -> float:
+    """The cost the hot paths may skip `check_cost` for: 1, unless 1 exceeds *max_cost*.
+
+    ``cost != unchecked_cost(m)`` is as cheap as ``cost != 1``; NaN compares unequal to every
+    cost, so with a capacity below 1 (``Rate(0.5)``) the default cost is checked (and refused).
+    """
+    return 1 if max_cost >= 1 else math.nan
