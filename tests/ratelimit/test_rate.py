@@ -87,3 +87,12 @@ def test_decision_is_immutable_and_exposes_limit() -> None:
     assert decision.limit == 100
     with pytest.raises(AttributeError):
         decision.allowed = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("rate", "quota", "window"),
+    [(Rate(1e-6), 1, 1_000_000), (Rate(1, per=2_000_000.25), 1, 2_000_000)],
+)
+def test_policy_of_a_rate_slower_than_one_a_day(rate: Rate, quota: int, window: int) -> None:
+    """A rate below one unit a day is advertised as one unit per interval, not one a second."""
+    assert (rate.quota, rate.window) == (quota, window)

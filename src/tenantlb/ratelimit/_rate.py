@@ -111,4 +111,5 @@ def _integer_policy(limit: float, per: float) -> tuple[int, int]:
     approx = ratio.limit_denominator(86_400)
     if approx.numerator > 0:
         return approx.numerator, approx.denominator
-    return max(1, math.floor(limit)), max(1, math.ceil(per))
+    # Slower than one unit a day: one unit per (rounded) interval, never a more generous quota.
+    return 1, max(1, round(per / limit))
