@@ -124,12 +124,21 @@ def test_ids_that_concatenate_alike_get_independent_shards() -> None:
         (True, URLS8, TypeError, "k must be an int"),
         (2, ["a", "a"], ValueError, "endpoints must be unique"),
         (2, ["a", 3], TypeError, "endpoints must be str urls"),
+        (2, ["a", ["b"]], TypeError, "endpoints must be str urls, got list"),
+        (2, "http://10.0.0.1:8000", TypeError, "endpoints must be an iterable of str urls"),
     ],
 )
 def test_bad_arguments(k: object, urls: list[object], exc: type[Exception], match: str) -> None:
     """Bad k or endpoints raise TypeError or ValueError naming the argument."""
     with pytest.raises(exc, match=match):
         shuffle_shard("acme", urls, k)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tenant_id", [["acme"], 7])
+def test_a_tenant_id_that_is_not_a_str_is_a_type_error(tenant_id: object) -> None:
+    """A non-str tenant id, hashable or not, is a TypeError naming tenant_id."""
+    with pytest.raises(TypeError, match="tenant_id must be a str"):
+        shuffle_shard(tenant_id, URLS8, 2)  # type: ignore[arg-type]
 
 
 def test_blast_radius_math() -> None:

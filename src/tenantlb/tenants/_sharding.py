@@ -52,7 +52,8 @@ def shuffle_shard(tenant_id: str, endpoints: Iterable[str], k: int) -> tuple[str
         The shard's URLs, best-ranked first.
 
     Raises:
-        TypeError: *k* is not an int, or an endpoint is not a str.
+        TypeError: *tenant_id* is not a str, *k* not an int, *endpoints* a str or an endpoint
+            not a str.
         ValueError: *k* < 1, or *endpoints* has duplicates.
     """
     if isinstance(k, bool) or not isinstance(k, int):
@@ -61,8 +62,18 @@ def shuffle_shard(tenant_id: str, endpoints: Iterable[str], k: int) -> tuple[str
     if k < 1:
         msg = f"k must be >= 1, got {k}"
         raise ValueError(msg)
+    if isinstance(endpoints, str | bytes):
+        msg = f"endpoints must be an iterable of str urls, got {type(endpoints).__name__}"
+        raise TypeError(msg)
     urls = tuple(endpoints)
-    return _shard(tenant_id, urls, k)
+    try:
+        return _shard(tenant_id, urls, k)
+    except TypeError:
+        # The cache hashes its arguments first: name an unhashable id or url, not "unhashable".
+        require_type("tenant_id", tenant_id, str, "a str")
+        for url in urls:
+            require_type("endpoints", url, str, "str urls")
+        raise
 
 
 def shard_overlap_probability(n: int, k: int, shared: int) -> float:
