@@ -305,6 +305,24 @@ async def test_misbehaving_probes_never_crash_the_checker() -> None:
 
 
 @pytest.mark.anyio
+async def test_stats_count_each_endpoints_failed_checks() -> None:
+    """Each endpoint's stats count its own failed checks, and the totals add them up."""
+    good, bad = "http://good.test:1", "http://bad.test:1"
+
+    async def probe(endpoint: tlb.Endpoint) -> bool:
+        return endpoint.url == good
+
+    checker = HealthChecker(make_pool([good, bad]), probe, interval=INTERVAL, timeout=TIMEOUT)
+    async with checker:
+        await wait_until(lambda: all(e.checks >= 2 for e in checker.stats().endpoints))
+        stats = checker.stats()
+    by_url = {e.url: e for e in stats.endpoints}
+    assert by_url[good].failures == 0
+    assert by_url[bad].failures == by_url[bad].checks >= 2
+    assert stats.failures == by_url[bad].failures
+
+
+@pytest.mark.anyio
 async def test_membership_changes_while_checking() -> None:
     """Added endpoints get checked, removed ones are never checked again, and no loop is orphaned."""
     calls: list[str] = []

@@ -399,6 +399,7 @@ class HealthChecker:
                     self.pool.uneject(check.state.endpoint, "active health check passed")
         else:
             self._failures += 1
+            check.failures += 1
             check.consecutive_successes = 0
             check.consecutive_failures += 1
             if check.healthy is not False and (
