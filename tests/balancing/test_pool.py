@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import Counter
@@ -393,6 +394,18 @@ def test_subset_balances_within_its_urls_and_shares_state() -> None:
     assert subset.panic
     assert not pool.panic
     assert pool.stats().in_flight == 0
+
+
+def test_subset_held_by_a_caller_follows_health_after_many_other_subsets() -> None:
+    """A subset still in use keeps following health changes after thousands of newer subsets."""
+    urls = [f"http://e{i}" for i in range(14)]
+    pool = rr_pool(urls)
+    held = pool.subset(urls[:2])
+    for size in (3, 4, 5, 6):  # 6370 distinct subsets: more than the pool caches
+        for combo in itertools.combinations(urls, size):
+            pool.subset(combo)
+    pool.mark_unhealthy(urls[0])
+    assert set(spread(held, 10)) == {urls[1]}
 
 
 def test_failing_event_handler_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

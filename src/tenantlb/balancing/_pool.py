@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, final
 
@@ -344,7 +345,10 @@ class Pool(_Balanced):
         self._next_tick = _INF
         self._generation = 0
         self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        # The cache keeps recent subsets alive; the weak set reaches every subset still in use,
+        # including ones the cache has evicted, so none of them goes stale.
         self._subsets: LRUCache[frozenset[str], PoolSubset] = LRUCache(maxsize=4096)
+        self._live: weakref.WeakSet[PoolSubset] = weakref.WeakSet()
         now = clock()
         self._states: dict[str, EndpointState] = {}
         for i, item in enumerate(endpoints):
@@ -543,8 +547,9 @@ class Pool(_Balanced):
         """A view that balances only across *urls* (shuffle sharding), sharing live state.
 
         Subsets share in-flight counts, health, ejections and latency with the pool; each has its
-        own balancer (a clone of the pool's) and its own panic status. Subsets are cached by their
-        URL set; URLs the pool does not hold are ignored, so a subset shrinks when they leave.
+        own balancer (a clone of the pool's) and its own panic status. The 4096 most recent subsets
+        are cached by their URL set; a subset you hold keeps following the pool after the cache
+        drops it. URLs the pool does not hold are ignored, so a subset shrinks when they leave.
         """
         key = frozenset(normalize_url(u.url if isinstance(u, Endpoint) else u) for u in urls)
         with self._lock:
@@ -552,6 +557,7 @@ class Pool(_Balanced):
             if subset is None:
                 subset = PoolSubset(self, key)
                 self._subsets[key] = subset
+                self._live.add(subset)
             return subset
 
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
@@ -621,7 +627,7 @@ class Pool(_Balanced):
             self._members = list(self._states.values())
             self._generation += 1
         self._recompute(now, events)
-        for subset in list(self._subsets.values()):
+        for subset in list(self._live):
             subset._refresh(now, events, membership=membership)
 
     def _tick(self, now: float) -> None:
