@@ -237,3 +237,21 @@ def test_non_ip_peer_is_returned_as_is() -> None:
         trusted_proxies=TRUSTED,
     )
     assert info.client_ip == "/run/app.sock"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "x-api-key: sk-secret-value",
+        b"x-api-key",
+        5,
+        [("x-api-key", "sk-secret-value", "x")],
+        [None],
+    ],
+)
+def test_malformed_headers_are_a_type_error_without_their_values(headers: object) -> None:
+    """Headers that are not pairs or a mapping raise a TypeError naming headers, not a value."""
+    info = RequestInfo("GET", "/", headers)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers must be \(name, value\) pairs") as caught:
+        info.header("x-api-key")
+    assert "sk-secret-value" not in str(caught.value)

@@ -180,14 +180,22 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
         items = headers
     elif isinstance(headers, Mapping):
         items = headers.items()
+    elif isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
+        msg = f"headers must be (name, value) pairs or a mapping, got {type(headers).__name__}"
+        raise TypeError(msg)
     else:
         items = list(headers)
     # Fast path: one dict comprehension, values decoded only when looked up. If a name repeats,
     # the comprehension lost values, so rebuild the full name -> [values] index.
-    index: dict[str, _HeaderValue] = {
-        (name.decode("latin-1") if type(name) is bytes else str(name)).lower(): value
-        for name, value in items
-    }
+    try:
+        index: dict[str, _HeaderValue] = {
+            (name.decode("latin-1") if type(name) is bytes else str(name)).lower(): value
+            for name, value in items
+        }
+    except (TypeError, ValueError):
+        # An item that is not a pair; never echo it (it may hold a credential).
+        msg = "headers must be (name, value) pairs or a mapping, got an item that is not a pair"
+        raise TypeError(msg) from None
     if len(index) == len(items):
         return index
     multi: dict[str, list[str]] = {}
