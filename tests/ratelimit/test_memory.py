@@ -219,13 +219,15 @@ def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
     assert store.keys() <= 3000
 
 
-def test_max_keys_caps_memory(clock: ManualClock) -> None:
-    """With more live keys than max_keys, the oldest are forgotten."""
-    store = MemoryStore(clock, max_keys=100)
-    lim = RateLimiter(Rate(1, per=3600), store=store)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("max_keys", [1, 100])
+def test_max_keys_caps_memory(clock: ManualClock, algorithm: str, max_keys: int) -> None:
+    """With more live keys than max_keys, the oldest are forgotten and max_keys is never exceeded."""
+    store = MemoryStore(clock, max_keys=max_keys)
+    lim = RateLimiter(Rate(1, per=3600), store=store, algorithm=algorithm)
     for i in range(1000):
         assert lim.try_acquire(f"k{i}").allowed
-    assert store.keys() <= 100
+        assert store.keys() <= max_keys
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

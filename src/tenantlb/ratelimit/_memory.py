@@ -106,11 +106,15 @@ class _Table:
         self.expires = expires
 
     def sweep(self, now: float) -> None:
-        """Drop idle keys; called (under the lock) when the table outgrew `sweep_at`."""
+        """Drop idle keys; called (under the lock) when the table outgrew `sweep_at`.
+
+        The GCRA fast path calls it *before* inserting a new key, so a full table must make
+        room: ``>=`` below, or the table would hold ``max_keys + 1``.
+        """
         states, expires = self.states, self.expires
         for key in [k for k, v in states.items() if expires(v) <= now]:
             del states[key]
-        if len(states) > self.max_keys:
+        if len(states) >= self.max_keys:
             # Still over the cap with live keys: forget the oldest, down to 90% so the next
             # sweep is not on the very next insert.
             excess = len(states) - (self.max_keys * 9) // 10
