@@ -396,6 +396,30 @@ def test_subset_balances_within_its_urls_and_shares_state() -> None:
     assert pool.stats().in_flight == 0
 
 
+def test_exclude_given_as_one_url_string_is_a_type_error() -> None:
+    """Passing exclude as a single URL string raises TypeError instead of matching substrings."""
+    pool = rr_pool(["http://e1:80", "http://e1:8000"])
+    with pytest.raises(TypeError, match="exclude must be a collection of URLs, not a single str"):
+        pool.acquire(exclude="http://e1:8000")
+    assert pool.stats().in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("duration", "error", "match"),
+    [
+        ("30", TypeError, "duration must be a number of seconds, got str"),
+        (None, TypeError, "duration must be a number of seconds, got NoneType"),
+        (0, ValueError, "duration must be > 0 and finite, got 0"),
+    ],
+)
+def test_eject_rejects_a_bad_duration(duration: object, error: type[Exception], match: str) -> None:
+    """eject() with a duration that is not a positive number raises a typed error naming it."""
+    pool = rr_pool()
+    with pytest.raises(error, match=match):
+        pool.eject("http://e0", duration)  # type: ignore[arg-type]
+    assert not pool.state("http://e0").ejected
+
+
 def test_subset_held_by_a_caller_follows_health_after_many_other_subsets() -> None:
     """A subset still in use keeps following health changes after thousands of newer subsets."""
     urls = [f"http://e{i}" for i in range(14)]

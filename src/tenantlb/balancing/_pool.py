@@ -150,15 +150,16 @@ class _Balanced:
 
         Args:
             key: Hash key for hashing balancers (client IP, user id, ...); ignored by the others.
-            exclude: URLs not to pick (e.g. those a retry already tried). Excluding makes the pick
-                O(n) when the balancer's first choice is excluded.
+            exclude: Normalised URLs not to pick, as `Lease.url` gives them (e.g. those a retry
+                already tried). Excluding makes the pick O(n) when the balancer's first choice
+                is excluded.
 
         Returns:
             A `Lease`; use it as a context manager so it is released exactly once.
 
         Raises:
             NoHealthyEndpoint: The pool is empty or every candidate is excluded.
-            TypeError: *key* is not str, bytes or None.
+            TypeError: *key* is not str, bytes or None, or *exclude* is a single string.
         """
         now = self._clock()
         root = self._root
@@ -170,8 +171,8 @@ class _Balanced:
         lock.acquire()  # not `with`: this is the hot path, and acquire/release is half the cost
         try:
             state = self._balancer.pick(key)
-            if state is None or (exclude and state.url in exclude):
-                state = self._pick_excluding(exclude)
+            if state is None or exclude:
+                state = self._pick_excluding(state, exclude)
             state.in_flight += 1
             if self._on_acquire is not None:
                 self._on_acquire(state)
@@ -179,8 +180,16 @@ class _Balanced:
             lock.release()
         return Lease(self, state, now)
 
-    def _pick_excluding(self, exclude: Collection[str]) -> EndpointState:
-        # Slow path (retries, empty pools): least-loaded candidate not excluded, first one on ties.
+    def _pick_excluding(
+        self, first: EndpointState | None, exclude: Collection[str]
+    ) -> EndpointState:
+        # Slow path (retries, empty pools): the balancer's choice unless excluded, else the
+        # least-loaded candidate not excluded, first one on ties.
+        if isinstance(exclude, str | bytes):  # `in` would match substrings of one URL
+            msg = f"exclude must be a collection of URLs, not a single {type(exclude).__name__}"
+            raise TypeError(msg)
+        if first is not None and first.url not in exclude:
+            return first
         best: EndpointState | None = None
         for state in self._candidates:
             if state.url not in exclude and (best is None or state.in_flight < best.in_flight):
@@ -497,7 +506,16 @@ class Pool(_Balanced):
         """Eject an endpoint for *duration* seconds (outlier detection). True if it was not ejected.
 
         The ejection ends by itself at the first acquisition after it runs out, or with `uneject`.
+
+        Raises:
+            EndpointNotFound: The pool has no such endpoint.
+            TypeError: *duration* is not a number.
+            ValueError: *duration* is not > 0 and finite.
         """
+        checked: object = duration  # callers may not be type-checked
+        if isinstance(checked, bool) or not isinstance(checked, int | float):
+            msg = f"duration must be a number of seconds, got {type(checked).__name__}"
+            raise TypeError(msg)
         if not (duration > 0 and math.isfinite(duration)):
             msg = f"duration must be > 0 and finite, got {duration!r}"
             raise ValueError(msg)
