@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import anyio
@@ -283,3 +284,31 @@ async def test_default_cost_above_a_fractional_burst_is_refused(
     with pytest.raises(ValueError, match=message):
         await lim.acquire("k")
     assert lim.try_acquire("k", 0.5).allowed
+
+
+def test_keys_can_be_counted_while_limiters_bind_in_another_thread() -> None:
+    """keys() never fails while other threads bind new limiters to the same store."""
+    store = MemoryStore()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def count() -> None:
+        while not done.is_set():
+            try:
+                store.keys()
+            except RuntimeError as exc:  # "dictionary changed size during iteration"
+                errors.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so the race shows up at once
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        for i in range(2000):
+            RateLimiter(Rate(1), store=store, name=f"limiter-{i}")
+    finally:
+        done.set()
+        counter.join()
+        sys.setswitchinterval(interval)
+    assert errors == []

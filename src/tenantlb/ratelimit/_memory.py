@@ -90,7 +90,9 @@ class MemoryStore:
 
     def keys(self) -> int:
         """How many keys are held across all rate limiters (live and not yet swept)."""
-        return sum(len(t.states) for t in self._tables.values())
+        with self._lock:  # bind_rates (another thread) may add a table meanwhile
+            tables = list(self._tables.values())
+        return sum(len(t.states) for t in tables)
 
 
 class _Table:
