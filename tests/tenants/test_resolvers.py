@@ -136,3 +136,12 @@ def test_path_prefix_unknown_tenant() -> None:
     """A path segment naming no tenant raises UnknownTenant without echoing it."""
     with pytest.raises(tlb.UnknownTenant, match="the path names no known tenant"):
         resolve(PathPrefixResolver(), RequestInfo("GET", "/t/ghost/v1"))
+
+
+@pytest.mark.parametrize(
+    ("scheme", "error"), [(5, TypeError), (b"Bearer", TypeError), ("Bé", ValueError)]
+)
+def test_api_key_resolver_scheme_errors_are_typed(scheme: object, error: type[Exception]) -> None:
+    """A non-str scheme is a TypeError and a non-ASCII or non-alphanumeric one a ValueError."""
+    with pytest.raises(error, match="scheme must be"):
+        APIKeyResolver("authorization", scheme=scheme)  # type: ignore[arg-type]

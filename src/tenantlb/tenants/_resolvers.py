@@ -70,7 +70,9 @@ class APIKeyResolver:
 
     def __init__(self, header: str = "x-api-key", *, scheme: str | None = None) -> None:
         self._header = _header_name(header)
-        if scheme is not None and (not isinstance(scheme, str) or not scheme.isalnum()):
+        if scheme is not None:
+            require_type("scheme", scheme, str, "a str or None")
+        if scheme is not None and not (scheme.isascii() and scheme.isalnum()):
             msg = f"scheme must be an auth scheme name like 'Bearer', got {scheme!r}"
             raise ValueError(msg)
         self.scheme = scheme
