@@ -14,7 +14,7 @@ given back. `BoundedLoad` keeps its running in-flight total with them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 from .._clock import Clock
 from ._endpoint import Endpoint
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "BalancerBase", "EndpointState", "OutcomeObserver"]
 
 
+@final
 class EndpointState:
     """The live state of one endpoint in a pool, shared by its balancer, its subsets and health.
 
@@ -65,6 +66,7 @@ class EndpointState:
 
     @property
     def ejected(self) -> bool:
+        """True while the endpoint is ejected (by outlier detection or `Pool.eject`)."""
         return self.ejected_until > 0.0
 
     def __repr__(self) -> str:
@@ -103,6 +105,11 @@ class BalancerBase:
     _clock: Clock | None = None
 
     def bind(self, clock: Clock) -> None:
+        """Remember the pool's *clock*.
+
+        Raises:
+            RuntimeError: The balancer is already bound to a pool.
+        """
         if self._clock is not None:
             msg = (
                 f"{type(self).__name__} is already bound to a pool; "
@@ -112,6 +119,7 @@ class BalancerBase:
         self._clock = clock
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
+        """Ignore outcomes (the pool skips calling this no-op); latency-aware strategies override."""
         return None
 
 

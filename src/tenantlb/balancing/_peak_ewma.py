@@ -98,7 +98,7 @@ class PeakEWMA(BalancerBase):
         b = candidates[j]
         clock = self._clock
         now = clock() if clock is not None else 0.0
-        # _load() inlined for both: this is the hot path of the default balancer.
+        # cost() inlined for both: this is the hot path of the default balancer.
         default, tau = self.default_rtt, self.decay
         cost_a, cost_b = a.ewma, b.ewma
         if cost_a < 0.0:
@@ -130,21 +130,14 @@ class PeakEWMA(BalancerBase):
 
     def cost(self, state: EndpointState) -> float:
         """The current latency estimate of *state* in seconds (decayed to the clock's now)."""
-        clock = self._clock
-        now = clock() if clock is not None else state.ewma_at
-        return self._cost(state, now)
-
-    def _cost(self, state: EndpointState, now: float) -> float:
         cost = state.ewma
         if cost < 0.0:
             return self.default_rtt
-        idle = now - state.ewma_at
+        clock = self._clock
+        idle = clock() - state.ewma_at if clock is not None else 0.0
         if idle > 0.0:
-            cost *= math.exp(-idle / self.decay)
-        return cost if cost > _MIN_COST else _MIN_COST
-
-    def _load(self, state: EndpointState, now: float) -> float:
-        return self._cost(state, now) * (state.in_flight + 1) / state.weight
+            cost *= _exp(-idle / self.decay)
+        return max(cost, _MIN_COST)
 
 
 def _check_positive(name: str, value: object) -> None:

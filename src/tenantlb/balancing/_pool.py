@@ -143,6 +143,7 @@ class _Balanced:
 
     @property
     def balancer(self) -> Balancer:
+        """The strategy this pool (or subset) picks with."""
         return self._balancer
 
     def acquire(self, key: str | bytes | None = None, exclude: Collection[str] = ()) -> Lease:
