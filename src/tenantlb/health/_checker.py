@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import random
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from .._errors import EndpointNotFound
 from .._events import Event
 from ..balancing import EndpointState, Pool
 from ._probes import HTTPProbe, Probe, ProbeResult
+from ._validate import count, seconds
 
 if TYPE_CHECKING:
     from typing import Self
@@ -165,16 +165,16 @@ class HealthChecker:
                 f" got {probe!r}"
             )
             raise TypeError(msg)
-        self.interval = _seconds("interval", interval)
-        self.timeout = _seconds("timeout", timeout)
+        self.interval = seconds("interval", interval)
+        self.timeout = seconds("timeout", timeout)
         if self.timeout >= self.interval:
             msg = f"timeout must be < interval ({self.interval:g}), got {timeout!r}"
             raise ValueError(msg)
-        self.jitter = _seconds("jitter", jitter, allow_zero=True)
-        self.unhealthy_threshold = _threshold("unhealthy_threshold", unhealthy_threshold)
-        self.healthy_threshold = _threshold("healthy_threshold", healthy_threshold)
+        self.jitter = seconds("jitter", jitter, allow_zero=True)
+        self.unhealthy_threshold = count("unhealthy_threshold", unhealthy_threshold)
+        self.healthy_threshold = count("healthy_threshold", healthy_threshold)
         if no_traffic_interval is not None:
-            no_traffic_interval = _seconds("no_traffic_interval", no_traffic_interval)
+            no_traffic_interval = seconds("no_traffic_interval", no_traffic_interval)
             if no_traffic_interval <= self.timeout:
                 msg = f"no_traffic_interval must be > timeout ({self.timeout:g}), got {no_traffic_interval!r}"
                 raise ValueError(msg)
@@ -472,9 +472,9 @@ def _as_result(result: object) -> ProbeResult:
     )
 
 
-def _why(count: int, verb: str, outcome: ProbeResult) -> str:
+def _why(n: int, verb: str, outcome: ProbeResult) -> str:
     detail = f" ({outcome.reason})" if outcome.reason else ""
-    return f"active health check: {count} {verb}{detail}"
+    return f"active health check: {n} {verb}{detail}"
 
 
 def _is_async_callable(obj: object) -> bool:
@@ -482,24 +482,3 @@ def _is_async_callable(obj: object) -> bool:
         return True
     call = getattr(type(obj), "__call__", None)  # noqa: B004 - we need the method, not callable()
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (ok and math.isfinite(value)):
-        msg = f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def _threshold(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an int, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be >= 1, got {value!r}"
-        raise ValueError(msg)
-    return value

@@ -20,6 +20,7 @@ import attrs
 from .._clock import Clock
 from .._errors import EndpointNotFound
 from .._events import Event
+from ._validate import count, optional_count, percent, seconds
 
 if TYPE_CHECKING:
     from ..balancing import EndpointState, Pool
@@ -161,30 +162,30 @@ class OutlierDetector:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.consecutive_5xx = _optional_count("consecutive_5xx", consecutive_5xx)
-        self.consecutive_gateway_failure = _optional_count(
+        self.consecutive_5xx = optional_count("consecutive_5xx", consecutive_5xx)
+        self.consecutive_gateway_failure = optional_count(
             "consecutive_gateway_failure", consecutive_gateway_failure
         )
-        self.consecutive_local_origin_failure = _optional_count(
+        self.consecutive_local_origin_failure = optional_count(
             "consecutive_local_origin_failure", consecutive_local_origin_failure
         )
         self.split_external_local_origin_errors = bool(split_external_local_origin_errors)
         self.failure_percentage_threshold = (
             None
             if failure_percentage_threshold is None
-            else _percent("failure_percentage_threshold", failure_percentage_threshold)
+            else percent("failure_percentage_threshold", failure_percentage_threshold)
         )
-        self.failure_percentage_minimum_hosts = _count(
+        self.failure_percentage_minimum_hosts = count(
             "failure_percentage_minimum_hosts", failure_percentage_minimum_hosts
         )
-        self.failure_percentage_request_volume = _count(
+        self.failure_percentage_request_volume = count(
             "failure_percentage_request_volume", failure_percentage_request_volume
         )
-        self.interval = _seconds("interval", interval)
-        self.base_ejection_time = _seconds("base_ejection_time", base_ejection_time)
-        self.max_ejection_time = _seconds("max_ejection_time", max_ejection_time)
-        self.max_ejection_percent = _percent("max_ejection_percent", max_ejection_percent)
-        self.jitter = _seconds("jitter", jitter, allow_zero=True)
+        self.interval = seconds("interval", interval)
+        self.base_ejection_time = seconds("base_ejection_time", base_ejection_time)
+        self.max_ejection_time = seconds("max_ejection_time", max_ejection_time)
+        self.max_ejection_percent = percent("max_ejection_percent", max_ejection_percent)
+        self.jitter = seconds("jitter", jitter, allow_zero=True)
         checked: object = clock  # callers may not be type-checked
         if checked is not None and not callable(checked):
             msg = f"clock must be callable, got {type(clock).__name__}"
@@ -438,41 +439,3 @@ class _Host:
 
 def _describe(error: BaseException | None) -> str:
     return type(error).__name__ if error is not None else "error"
-
-
-def _optional_count(name: str, value: object) -> int | None:
-    return None if value is None else _count(name, value)
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an int, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be >= 1, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    return float(value)
-
-
-def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    seconds = _number(name, value)
-    ok = seconds >= 0 if allow_zero else seconds > 0
-    if not (ok and math.isfinite(seconds)):
-        msg = f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}"
-        raise ValueError(msg)
-    return seconds
-
-
-def _percent(name: str, value: object) -> float:
-    pct = _number(name, value)
-    if not 0 <= pct <= 100:
-        msg = f"{name} must be between 0 and 100, got {value!r}"
-        raise ValueError(msg)
-    return pct
