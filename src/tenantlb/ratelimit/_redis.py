@@ -272,9 +272,6 @@ class RedisStore:
 
     # -- calls: exactly one round trip unless the script must be (re)loaded -------------------
 
-    def _key(self, key: str, suffix: str) -> str:
-        return f"{self._prefix}:{{{key}}}:{suffix}"
-
     def call_sync(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run *script* with the sync client; redis errors become `StoreUnavailable`."""
         client = self._sync
