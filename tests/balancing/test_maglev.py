@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import pytest
@@ -143,3 +144,14 @@ def test_bad_table_size(size: object, error: type[Exception], match: str) -> Non
     """A table size that is not a prime in range is refused with the value named."""
     with pytest.raises(error, match=match):
         tlb.Maglev(size)  # type: ignore[arg-type]
+
+
+def test_too_small_a_table_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A table with fewer than 100 slots an endpoint logs a warning naming the sizes, once."""
+    with caplog.at_level(logging.WARNING, logger="tenantlb"):
+        pool = tlb.Pool([f"http://m{i}" for i in range(20)], balancer=tlb.Maglev(table_size=1009))
+        pool.remove("http://m0")  # 19 endpoints: already warned about more
+    warnings = [
+        r for r in caplog.records if "Maglev(table_size=1009) with 20 endpoints" in r.getMessage()
+    ]
+    assert len(warnings) == 1

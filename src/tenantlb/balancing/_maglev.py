@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from typing import final
@@ -10,6 +11,8 @@ from cachetools import LRUCache
 
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64, mix64
+
+logger = logging.getLogger("tenantlb")
 
 __all__ = ["Maglev"]
 
@@ -59,6 +62,7 @@ class Maglev(BalancerBase):
         self._seed = seed
         self._rng = random.Random(seed)
         self._candidates: tuple[EndpointState, ...] = ()
+        self._warned = 0  # the largest endpoint count already warned about
         self._slots: list[int] = []
         self._tables: LRUCache[tuple[tuple[bytes, ...], tuple[float, ...]], list[int]] = LRUCache(
             maxsize=4
@@ -71,6 +75,17 @@ class Maglev(BalancerBase):
         return Maglev(self.table_size, seed=self._seed)
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+        if len(candidates) > self.table_size // 100 and len(candidates) > self._warned:
+            # The table cannot be fair (or even hold everyone) below ~100 slots an endpoint; the
+            # pool is already updated, so say it loudly rather than fail half-way.
+            self._warned = len(candidates)
+            logger.warning(
+                "Maglev(table_size=%d) with %d endpoints: shares drift from fair below 100 slots "
+                "an endpoint and endpoints beyond the table size get no traffic; use a larger "
+                "prime table_size",
+                self.table_size,
+                len(candidates),
+            )
         ordered = tuple(sorted(candidates, key=_by_key))
         signature = (tuple(c.key for c in ordered), tuple(c.weight for c in ordered))
         slots = self._tables.get(signature)
