@@ -46,6 +46,7 @@ class EndpointState:
         "requests",
         "slow_start_from",
         "url",
+        "watched",
         "weight",
     )
 
@@ -62,6 +63,8 @@ class EndpointState:
         self.added_at = now
         self.slow_start_from: float | None = None
         self.ewma = -1.0  # < 0: no sample yet (PeakEWMA uses its default RTT)
+        # Set by the outcome observer to see this endpoint's successes too (see OutcomeObserver).
+        self.watched = False
         self.ewma_at = now
 
     @property
@@ -128,7 +131,13 @@ class OutcomeObserver(Protocol):
 
     ``balancing`` defines this protocol so that ``health`` can implement it without ``balancing``
     importing ``health``.
+
+    Attributes:
+        wake_at: A pool clock reading from which on every outcome is reported (for work due at a
+            time, like the end of an interval); ``-inf`` to see the next one, ``inf`` for never.
     """
+
+    wake_at: float
 
     def attach(self, pool: Pool) -> None:
         """Called once when a pool adopts the observer."""
@@ -136,4 +145,10 @@ class OutcomeObserver(Protocol):
     def observe(
         self, state: EndpointState, status: int | None, error: BaseException | None, now: float
     ) -> None:
-        """Called after each recorded outcome, outside the pool lock."""
+        """Called after a recorded failure (an error or a status >= 500), after any outcome of
+        an endpoint whose ``state.watched`` the observer set, and after any outcome once the
+        pool clock reaches `wake_at`; outside the pool lock.
+
+        Skipping the successes of unwatched endpoints keeps ``record()`` lean: an observer that
+        needs a success (to end a run of failures) sets ``state.watched = True`` until it has it.
+        """

@@ -807,7 +807,13 @@ class Lease:
         finally:
             lock.release()
         observer = owner._observer
-        if observer is not None:
+        # The observer sees failures, watched endpoints, and everything once its wake_at is due.
+        if observer is not None and (
+            error is not None
+            or status >= 500  # type: ignore[operator]  # status is an int when error is None
+            or state.watched
+            or now >= observer.wake_at
+        ):
             observer.observe(state, status, error, now)
 
     def release(self) -> None:

@@ -199,7 +199,9 @@ class OutlierDetector:
         self._pool: Pool | None = None
         self._hosts: dict[str, _Host] = {}
         self._baseline: dict[str, int] = {}  # requests per URL at the start of the interval
-        self._next_sweep = -math.inf  # first observe starts the first interval
+        # The pool calls observe for any outcome once its clock reaches wake_at (OutcomeObserver):
+        # the first outcome starts the first interval, the first after it ends evaluates it.
+        self.wake_at = -math.inf
         self._ejections = 0
         self._refused = 0
         self._unsubscribe: Callable[[], None] | None = None
@@ -230,17 +232,20 @@ class OutlierDetector:
     def observe(
         self, state: EndpointState, status: int | None, error: BaseException | None, now: float
     ) -> None:
-        """Count one outcome (called by the pool after each ``lease.record``, outside its lock)."""
-        if now >= self._next_sweep:
+        """Count one outcome (called by the pool after a recorded failure — an error or a 5xx —
+        after any outcome of an endpoint whose ``watched`` flag this detector set, and after any
+        outcome once the pool clock reaches `wake_at`; outside the pool's lock). Failure
+        percentages read the pool's request counts, so other successes need not be seen."""
+        if now >= self.wake_at:
             self._sweep(now)
         if error is None and status is not None and status < 500:
-            # Fast path: a success only resets runs, and most endpoints have none to reset.
-            hosts = self._hosts
-            if hosts:
-                host = hosts.get(state.url)
-                if host is not None and (host.c5xx or host.cgw or host.clocal):
-                    with self._lock:
-                        host.c5xx = host.cgw = host.clocal = 0
+            # A success only resets runs. The pool calls us for a success only while the
+            # endpoint is `watched`, i.e. while it has a run of failures to reset.
+            state.watched = False
+            host = self._hosts.get(state.url)
+            if host is not None and (host.c5xx or host.cgw or host.clocal):
+                with self._lock:
+                    host.c5xx = host.cgw = host.clocal = 0
             return
         eject: tuple[str, float, str] | None = None
         with self._lock:
@@ -251,6 +256,8 @@ class OutlierDetector:
             reason = self._count_failure(host, status, error)
             if reason is not None:
                 eject = self._decide(state.url, host, now, reason)
+            # Ask the pool for this endpoint's successes while a run is open, so one can end it.
+            state.watched = bool(host.c5xx or host.cgw or host.clocal)
         if eject is not None:
             self._eject(*eject)
 
@@ -359,10 +366,10 @@ class OutlierDetector:
         threshold = self.failure_percentage_threshold
         stats = pool.stats() if pool is not None and threshold is not None else None
         with self._lock:
-            if now < self._next_sweep:
+            if now < self.wake_at:
                 return  # another thread got here first
-            first = self._next_sweep == -math.inf
-            self._next_sweep = now + self.interval
+            first = self.wake_at == -math.inf
+            self.wake_at = now + self.interval
             if stats is None:
                 for host in self._hosts.values():
                     host.fails = 0
