@@ -8,6 +8,7 @@ import random
 from collections.abc import Sequence
 from typing import final
 
+from .._validate import count
 from ._balancer import BalancerBase, EndpointState
 
 __all__ = ["LeastRequest"]
@@ -51,12 +52,7 @@ class LeastRequest(BalancerBase):
         full_scan: bool = False,
         seed: int | None = None,
     ) -> None:
-        if isinstance(choices, bool) or not isinstance(choices, int):
-            msg = f"choices must be an int, got {type(choices).__name__}"
-            raise TypeError(msg)
-        if choices < 2:
-            msg = f"choices must be >= 2, got {choices!r}"
-            raise ValueError(msg)
+        count("choices", choices, minimum=2)
         bias = active_request_bias
         if isinstance(bias, bool) or not isinstance(bias, int | float):
             msg = f"active_request_bias must be a number, got {type(bias).__name__}"

@@ -11,6 +11,7 @@ from typing import final
 
 from cachetools import LRUCache
 
+from .._validate import count
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64
 
@@ -48,12 +49,7 @@ class Rendezvous(BalancerBase):
     """
 
     def __init__(self, *, cache_size: int = 4096, seed: int | None = None) -> None:
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int):
-            msg = f"cache_size must be an int, got {type(cache_size).__name__}"
-            raise TypeError(msg)
-        if cache_size < 0:
-            msg = f"cache_size must be >= 0, got {cache_size!r}"
-            raise ValueError(msg)
+        count("cache_size", cache_size, minimum=0)
         self.cache_size = cache_size
         self._seed = seed
         self._rng = random.Random(seed)

@@ -22,9 +22,9 @@ import attrs
 from .._clock import Clock, default_clock
 from .._errors import EndpointNotFound
 from .._events import Event
+from .._validate import count, seconds
 from ..balancing import EndpointState, Pool
 from ._probes import HTTPProbe, Probe, ProbeResult
-from ._validate import count, seconds
 
 if TYPE_CHECKING:
     from typing import Self

@@ -20,7 +20,7 @@ import attrs
 from .._clock import Clock
 from .._errors import EndpointNotFound
 from .._events import Event
-from ._validate import count, optional_count, percent, seconds
+from .._validate import count, optional_count, percent, seconds
 
 if TYPE_CHECKING:
     from ..balancing import EndpointState, Pool

@@ -9,6 +9,7 @@ from typing import final
 import anyio
 
 from .._errors import OverCapacity
+from .._validate import count
 from ._limiter import _check_name, _check_store
 from ._store import ConcurrencyBackend, ConcurrencySpec, Slot, Store
 from ._validate import check_key
@@ -129,12 +130,7 @@ class ConcurrencyLimiter:
 
 
 def _check_int_max(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"max must be an int, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"max must be >= 1, got {value}"
-        raise ValueError(msg)
+    count("max", value)
 
 
 def _check_ttl(value: object) -> None:

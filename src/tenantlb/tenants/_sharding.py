@@ -21,6 +21,7 @@ import heapq
 import math
 from collections.abc import Iterable
 
+from .._validate import count
 from ._checks import require_type
 
 __all__ = ["shard_overlap_probability", "shuffle_shard"]
@@ -56,12 +57,7 @@ def shuffle_shard(tenant_id: str, endpoints: Iterable[str], k: int) -> tuple[str
             not a str.
         ValueError: *k* < 1, or *endpoints* has duplicates.
     """
-    if isinstance(k, bool) or not isinstance(k, int):
-        msg = f"k must be an int, got {type(k).__name__}"
-        raise TypeError(msg)
-    if k < 1:
-        msg = f"k must be >= 1, got {k}"
-        raise ValueError(msg)
+    count("k", k)
     if isinstance(endpoints, str | bytes):
         msg = f"endpoints must be an iterable of str urls, got {type(endpoints).__name__}"
         raise TypeError(msg)

@@ -9,6 +9,7 @@ from typing import Any, final
 
 import attrs
 
+from .._validate import optional_count
 from ..ratelimit import Rate
 from ._keys import is_api_key_digest
 from ._sharding import shuffle_shard
@@ -106,24 +107,12 @@ def _to_limits(value: object) -> tuple[Rate, ...]:
     return limits
 
 
-def _optional_positive_int(field: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{field} must be an int or None, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{field} must be >= 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
 def _to_max_concurrency(value: object) -> int | None:
-    return _optional_positive_int("max_concurrency", value)
+    return optional_count("max_concurrency", value)
 
 
 def _to_shard_size(value: object) -> int | None:
-    return _optional_positive_int("shard_size", value)
+    return optional_count("shard_size", value)
 
 
 def _to_weight(value: object) -> float:

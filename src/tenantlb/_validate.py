@@ -1,4 +1,9 @@
-"""Argument checks shared by the health components: one message format for every number."""
+"""Argument checks shared by every layer: one message format for every number.
+
+Messages name the argument and the offending value, anyio-style: ``"choices must be >= 2, got 1"``;
+a wrong type is a `TypeError`, a bad value a `ValueError`. Like `_errors` and `_clock`, this module
+imports nothing of tenantlb.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,25 @@ import math
 __all__ = ["count", "optional_count", "percent", "seconds"]
 
 
-def count(name: str, value: object) -> int:
-    """Return *value* if it is an int >= 1, else raise TypeError / ValueError naming *name*."""
+def count(name: str, value: object, *, minimum: int = 1) -> int:
+    """Return *value* if it is an int >= *minimum*, else raise TypeError / ValueError naming *name*."""
     if isinstance(value, bool) or not isinstance(value, int):
         msg = f"{name} must be an int, got {type(value).__name__}"
         raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be >= 1, got {value!r}"
+    if value < minimum:
+        msg = f"{name} must be >= {minimum}, got {value!r}"
         raise ValueError(msg)
     return value
 
 
 def optional_count(name: str, value: object) -> int | None:
-    """Like `count`, but None (a disabled detection) passes through."""
-    return None if value is None else count(name, value)
+    """Like `count`, but None (a disabled feature, no cap) passes through."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an int or None, got {type(value).__name__}"
+        raise TypeError(msg)
+    return count(name, value)
 
 
 def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
