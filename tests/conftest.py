@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -106,9 +107,9 @@ def _redis_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One real redis-server for the session, flushed by `redis_url` before each test."""
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped and cleaned up afterwards."""
     server = RedisServer(_redis_binary())
     server.start()
     try:
@@ -116,6 +117,13 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session, flushed by `redis_url` before each test."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture
@@ -128,10 +136,5 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A private redis-server for tests that kill and restart it."""
-    server = RedisServer(_redis_binary())
-    server.start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
