@@ -15,6 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tenantlb import MemoryStore, Rate, RateLimiter
+from tenantlb.ratelimit import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from tenantlb.ratelimit._algorithms import State
+from tenantlb.ratelimit._kernels import kernel
 from tenantlb.testing import ManualClock
 
 TOL = 1e-6  # the algorithms' EPSILON, in cost units
@@ -39,10 +42,14 @@ arrivals = st.lists(
 
 
 def run(
-    algorithm: str, rate: Rate, pattern: list[tuple[float, float]], integral: bool
+    algorithm: str,
+    rate: Rate,
+    pattern: list[tuple[float, float]],
+    integral: bool,
+    *others: Rate,
 ) -> list[tuple[float, float, bool]]:
     clock = ManualClock(1000.0)
-    lim = RateLimiter(rate, store=MemoryStore(clock), algorithm=algorithm)
+    lim = RateLimiter([rate, *others], store=MemoryStore(clock), algorithm=algorithm)
     events = []
     for gap, fraction in pattern:
         clock.advance(gap * rate.per)
@@ -127,3 +134,83 @@ def test_sliding_window_is_bounded(
     for i, (start, _) in enumerate(admitted):
         span = sum(c for t, c in admitted[i:] if t < start + rate.per)
         assert span <= 2 * rate.limit + TOL
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    algorithm=st.sampled_from(["gcra", "token_bucket"]),
+    rate=rates,
+    other=rates,
+    pattern=arrivals,
+    integral=st.booleans(),
+)
+def test_two_bucket_rates_each_stay_exact(
+    algorithm: str, rate: Rate, other: Rate, pattern: list[tuple[float, float]], integral: bool
+) -> None:
+    """With two rates (the two-rate fast path), the admitted cost stays within both envelopes."""
+    events = run(algorithm, rate, pattern, integral, other)
+    for each in (rate, other):
+        refill = each.limit / each.per
+        admitted = [(t, c) for t, c, ok in events if ok]
+        for i, (start, _) in enumerate(admitted):
+            total = 0.0
+            for t, c in admitted[i:]:
+                total += c
+                assert total <= each.burst + (t - start) * refill + TOL, (each, start, t, total)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    algorithm=st.sampled_from(["sliding_window", "fixed_window"]),
+    rate=rates,
+    other=rates,
+    pattern=arrivals,
+    integral=st.booleans(),
+)
+def test_two_window_rates_each_stay_exact(
+    algorithm: str, rate: Rate, other: Rate, pattern: list[tuple[float, float]], integral: bool
+) -> None:
+    """With two rates (the two-rate fast path), every aligned window of each admits at most its limit."""
+    events = run(algorithm, rate, pattern, integral, other)
+    for each in (rate, other):
+        assert all(total <= each.limit + TOL for total in windows(each, events).values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    algorithm=st.sampled_from([GCRA(), TokenBucket(), SlidingWindow(), FixedWindow()]),
+    rate=rates,
+    pattern=st.lists(
+        st.tuples(
+            st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 2.5, allow_nan=False)),
+            st.one_of(st.just(1.0), st.floats(0.01, 1.0, allow_nan=False)),
+            st.booleans(),  # give cost back (Algorithm.refund) after deciding
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    integral=st.booleans(),
+)
+def test_kernels_evolve_exactly_as_algorithm_step(
+    algorithm: GCRA | TokenBucket | SlidingWindow | FixedWindow,
+    rate: Rate,
+    pattern: list[tuple[float, float, bool]],
+    integral: bool,
+) -> None:
+    """Each fast-path kernel returns Algorithm.step's decision and next state, bit for bit."""
+    step = kernel(algorithm, rate)
+    assert step is not None
+    state: State | None = None
+    now = 1000.0
+    for gap, fraction, refund in pattern:
+        now += gap * rate.per
+        cost = fraction * algorithm.capacity(rate)
+        if integral:
+            cost = max(1.0, math.floor(cost))
+        expected = tuple(algorithm.step(state, rate, now, cost))
+        got = step(state, now, cost)
+        assert repr(got) == repr(expected)  # repr: also tells 0.0 from -0.0
+        if got[0]:
+            state = got[1]
+        if refund:
+            state = algorithm.refund(state, rate, now, cost / 2)

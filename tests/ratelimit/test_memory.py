@@ -4,21 +4,68 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import ClassVar
 
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tenantlb import MemoryStore, Rate, RateLimiter
-from tenantlb.ratelimit import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from tenantlb.ratelimit import GCRA, Algorithm, FixedWindow, SlidingWindow, Step, TokenBucket
+from tenantlb.ratelimit._algorithms import State
 from tenantlb.testing import ManualClock
 
-ALGORITHMS = ["gcra", "token_bucket", "sliding_window", "fixed_window"]
-BUCKETS = ["gcra", "token_bucket"]
+BUILT_IN: dict[str, type[Algorithm]] = {
+    "gcra": GCRA,
+    "token_bucket": TokenBucket,
+    "sliding_window": SlidingWindow,
+    "fixed_window": FixedWindow,
+}
+# Each algorithm by name (MemoryStore's compiled fast path) and wrapped in a user-defined type
+# ("generic-..."), which MemoryStore decides with the generic Algorithm.step path.
+ALGORITHMS = [*BUILT_IN, *(f"generic-{name}" for name in BUILT_IN)]
+BUCKETS = ["gcra", "token_bucket", "generic-gcra", "generic-token_bucket"]
+
+
+class Generic(Algorithm):
+    """A built-in algorithm behind a user-defined type, so MemoryStore has no fast path for it."""
+
+    name: ClassVar[str] = "generic"
+    lua: ClassVar[str] = ""
+
+    def __init__(self, inner: Algorithm) -> None:
+        self.inner = inner
+
+    def capacity(self, rate: Rate) -> float:
+        return self.inner.capacity(rate)
+
+    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
+        return self.inner.step(state, rate, now, cost)
+
+    def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
+        return self.inner.refund(state, rate, now, cost)
+
+    def expires(self, state: State, rate: Rate) -> float:
+        return self.inner.expires(state, rate)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Generic) and other.inner == self.inner
+
+    def __hash__(self) -> int:
+        return hash((Generic, self.inner))
+
+
+def algo(name: str) -> str | Algorithm:
+    """*name* itself, or for ``generic-<name>`` the algorithm wrapped in `Generic`."""
+    if name.startswith("generic-"):
+        return Generic(BUILT_IN[name.removeprefix("generic-")]())
+    return name
 
 
 def limiter(clock: ManualClock, *rates: Rate, algorithm: str = "gcra") -> RateLimiter:
-    return RateLimiter(list(rates), store=MemoryStore(clock), algorithm=algorithm)
+    return RateLimiter(list(rates), store=MemoryStore(clock), algorithm=algo(algorithm))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -211,7 +258,7 @@ def test_algorithm_objects_are_accepted() -> None:
 def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
     """Keys whose state has fully recovered are dropped lazily, so memory stays bounded."""
     store = MemoryStore(clock)
-    lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algorithm)
+    lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algo(algorithm))
     for i in range(1000):
         lim.try_acquire(f"k{i}")
     clock.advance(10.0)
@@ -225,7 +272,7 @@ def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
 def test_max_keys_caps_memory(clock: ManualClock, algorithm: str, max_keys: int) -> None:
     """With more live keys than max_keys, the oldest are forgotten and max_keys is never exceeded."""
     store = MemoryStore(clock, max_keys=max_keys)
-    lim = RateLimiter(Rate(1, per=3600), store=store, algorithm=algorithm)
+    lim = RateLimiter(Rate(1, per=3600), store=store, algorithm=algo(algorithm))
     for i in range(1000):
         assert lim.try_acquire(f"k{i}").allowed
         assert store.keys() <= max_keys
@@ -312,3 +359,92 @@ def test_keys_can_be_counted_while_limiters_bind_in_another_thread() -> None:
         counter.join()
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_built_in_algorithms_take_the_compiled_fast_path(
+    clock: ManualClock, algorithm: str, count: int
+) -> None:
+    """A built-in algorithm installs a compiled try_acquire on the limiter; a user-defined one cannot."""
+    rates = [Rate(10, per=10.0**i) for i in range(count)]
+    lim = limiter(clock, *rates, algorithm=algorithm)
+    assert ("try_acquire" in vars(lim)) is (algorithm in BUILT_IN)
+
+
+@pytest.mark.parametrize("algorithm", list(BUILT_IN))
+@pytest.mark.parametrize("count", [2, 3])
+def test_idle_multi_rate_keys_are_swept(clock: ManualClock, algorithm: str, count: int) -> None:
+    """Idle keys of a multi-rate limiter are dropped once every rate has recovered."""
+    store = MemoryStore(clock, max_keys=5000)
+    rates = [Rate(10, per=float(i + 1)) for i in range(count)]
+    lim = RateLimiter(rates, store=store, algorithm=algorithm)
+    for i in range(1000):
+        lim.try_acquire(f"k{i}")
+    clock.advance(10.0)
+    for i in range(3000):
+        lim.try_acquire(f"fresh{i}")
+    assert store.keys() <= 3000
+
+
+def _rate(limit: int, per: float, burst_factor: float, name: str) -> Rate:
+    return Rate(limit, per=per, burst=max(1, round(limit * burst_factor)), name=name)
+
+
+_rates = st.lists(
+    st.builds(
+        _rate,
+        limit=st.integers(1, 40),
+        per=st.sampled_from([0.5, 1.0, 2.0, 10.0, 60.0, 3600.0]),
+        burst_factor=st.sampled_from([0.25, 0.5, 1.0, 2.0]),
+        name=st.sampled_from(["a", "b", "c"]),
+    ),
+    min_size=1,
+    max_size=3,
+)
+# (operation, key, gap before it as a fraction of the shortest per, cost as a fraction of max_cost)
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["acquire", "acquire", "acquire", "peek", "refund"]),
+        st.sampled_from(["x", "y"]),
+        st.one_of(st.just(0.0), st.just(0.5), st.floats(0.0, 1.5, allow_nan=False)),
+        st.one_of(st.just(1.0), st.floats(0.01, 1.0, allow_nan=False)),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    algorithm=st.sampled_from(list(BUILT_IN)),
+    rates=_rates,
+    ops=_ops,
+    integral=st.booleans(),
+)
+def test_fast_path_decides_exactly_as_the_generic_path(
+    algorithm: str,
+    rates: list[Rate],
+    ops: list[tuple[str, str, float, float]],
+    integral: bool,
+) -> None:
+    """Over random rates, arrivals, costs, peeks and refunds, the fast path's decisions are the generic path's."""
+    clock = ManualClock(1000.0)
+    fast = RateLimiter(rates, store=MemoryStore(clock), algorithm=algorithm)
+    generic = RateLimiter(rates, store=MemoryStore(clock), algorithm=algo(f"generic-{algorithm}"))
+    assert "try_acquire" in vars(fast)
+    assert "try_acquire" not in vars(generic)
+    shortest = min(rate.per for rate in rates)
+    for op, key, gap, fraction in ops:
+        clock.advance(gap * shortest)
+        cost = fraction * fast.max_cost
+        if integral:
+            cost = max(1.0, float(int(cost)))
+        if op == "acquire":
+            assert fast.try_acquire(key, cost) == generic.try_acquire(key, cost)
+        elif op == "peek":
+            assert fast.peek(key, cost) == generic.peek(key, cost)
+        else:
+            fast.refund(key, cost)
+            generic.refund(key, cost)
+        assert fast.peek(key, fast.max_cost) == generic.peek(key, fast.max_cost)

@@ -67,10 +67,12 @@ class RateLimiter:
         self._unchecked = unchecked_cost(self._max_cost)
         self._backend: RateBackend = store.bind_rates(self._spec)
         # Hot path: a backend may compile a closure that checks arguments exactly as
-        # `try_acquire` does and decides without any attribute lookup (MemoryStore + GCRA).
+        # `try_acquire` does and decides without any attribute lookup (MemoryStore with a
+        # built-in algorithm; None for a user-defined one).
         compile_fast = getattr(self._backend, "compile", None)
-        if compile_fast is not None:
-            self.try_acquire = compile_fast(self._max_cost)  # type: ignore[method-assign]
+        fast = None if compile_fast is None else compile_fast(self._max_cost)
+        if fast is not None:
+            self.try_acquire = fast  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         rates = ", ".join(repr(r) for r in self._spec.rates)
