@@ -9,14 +9,14 @@ under a microsecond, and a few kernels decide several rates atomically.
 The formulas are those of `tenantlb.ratelimit._algorithms`, operation for operation, so every
 result is bit-identical (tests/ratelimit/test_exactness.py checks it with hypothesis against
 `Algorithm.step` over random rates, arrivals and costs). ``max(0.0, x)`` is written
-``x if x > 0.0 else 0.0`` and ``min(b, x)`` ``x if x < b else b``: the same value in every case
-(signed zeros and NaN included), without a builtin call. Change a formula there, change it here.
+``x if x > 0.0 else 0.0`` and ``min(b, x)`` ``x if x < b else b`` (the same value in every
+case, signed zeros and NaN included), and ``float(math.floor(q))`` is ``q // 1.0`` (equal for
+every q): no builtin calls. Change a formula there, change it here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from math import floor
 
 from ._algorithms import EPSILON, GCRA, Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
 from ._rate import Rate
@@ -79,7 +79,7 @@ def _sliding_window(rate: Rate) -> Kernel:
     span = 2 * per
 
     def step(state: State | None, now: float, cost: float) -> KernelResult:
-        idx = float(floor(now / per))
+        idx = now / per // 1.0
         prev = cur = 0.0
         if state is not None:
             if state[0] == idx:
@@ -127,7 +127,7 @@ def _fixed_window(rate: Rate) -> Kernel:
     ceiling = limit + EPSILON
 
     def step(state: State | None, now: float, cost: float) -> KernelResult:
-        idx = float(floor(now / per))
+        idx = now / per // 1.0
         count = state[1] if state is not None and state[0] == idx else 0.0
         left = (idx + 1) * per - now
         if count + cost <= ceiling:
