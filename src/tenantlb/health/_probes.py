@@ -12,8 +12,8 @@ import importlib
 import ipaddress
 import os
 import socket
-import struct
 import ssl
+import struct
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
