@@ -15,9 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tenantlb import MemoryStore, Rate, RateLimiter
-from tenantlb.ratelimit import GCRA, FixedWindow, SlidingWindow, TokenBucket
-from tenantlb.ratelimit._algorithms import State
-from tenantlb.ratelimit._kernels import kernel
 from tenantlb.testing import ManualClock
 
 TOL = 1e-6  # the algorithms' EPSILON, in cost units
@@ -174,43 +171,3 @@ def test_two_window_rates_each_stay_exact(
     events = run(algorithm, rate, pattern, integral, other)
     for each in (rate, other):
         assert all(total <= each.limit + TOL for total in windows(each, events).values())
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    algorithm=st.sampled_from([GCRA(), TokenBucket(), SlidingWindow(), FixedWindow()]),
-    rate=rates,
-    pattern=st.lists(
-        st.tuples(
-            st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 2.5, allow_nan=False)),
-            st.one_of(st.just(1.0), st.floats(0.01, 1.0, allow_nan=False)),
-            st.booleans(),  # give cost back (Algorithm.refund) after deciding
-        ),
-        min_size=1,
-        max_size=80,
-    ),
-    integral=st.booleans(),
-)
-def test_kernels_evolve_exactly_as_algorithm_step(
-    algorithm: GCRA | TokenBucket | SlidingWindow | FixedWindow,
-    rate: Rate,
-    pattern: list[tuple[float, float, bool]],
-    integral: bool,
-) -> None:
-    """Each fast-path kernel returns Algorithm.step's decision and next state, bit for bit."""
-    step = kernel(algorithm, rate)
-    assert step is not None
-    state: State | None = None
-    now = 1000.0
-    for gap, fraction, refund in pattern:
-        now += gap * rate.per
-        cost = fraction * algorithm.capacity(rate)
-        if integral:
-            cost = max(1.0, math.floor(cost))
-        expected = tuple(algorithm.step(state, rate, now, cost))
-        got = step(state, now, cost)
-        assert repr(got) == repr(expected)  # repr: also tells 0.0 from -0.0
-        if got[0]:
-            state = got[1]
-        if refund:
-            state = algorithm.refund(state, rate, now, cost / 2)

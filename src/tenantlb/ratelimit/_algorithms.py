@@ -1,8 +1,10 @@
 """Rate-limiting algorithms: each one's math, once in Python (memory) and once in Lua (Redis).
 
 An algorithm keeps a small state per key and rate (a tuple of floats) and answers `Algorithm.step`:
-may *cost* be spent *now*, and what is the state afterwards? The same formulas appear in the
-class's `lua` text, which `RedisStore` runs inside Redis with the server's clock.
+may *cost* be spent *now*, and what is the state afterwards? A built-in algorithm writes that math
+once, as `Algorithm.kernel` (a closure over one rate's constants, which `MemoryStore` calls
+directly); the same formulas appear in the class's `lua` text, which `RedisStore` runs inside Redis
+with the server's clock.
 
 - `GCRA` (default): the generic cell rate algorithm; state is one timestamp (the theoretical arrival
   time). Equivalent to a leaky/token bucket of capacity ``burst`` refilled at ``limit / per``.
@@ -21,7 +23,9 @@ tolerance of `EPSILON` cost units, so rounding never denies the last unit of an 
 from __future__ import annotations
 
 import abc
+import functools
 import math
+from collections.abc import Callable
 from typing import ClassVar, Final, NamedTuple, final
 
 from ._rate import Rate
@@ -31,6 +35,8 @@ __all__ = [
     "GCRA",
     "Algorithm",
     "FixedWindow",
+    "Kernel",
+    "KernelResult",
     "SlidingWindow",
     "State",
     "Step",
@@ -42,6 +48,13 @@ EPSILON: Final = 1e-6
 """Tolerance, in units of cost, when comparing floats (rounding must not deny the last unit)."""
 
 State = tuple[float, ...]
+
+
+KernelResult = tuple[bool, "State | None", float, float, float]
+"""``(allowed, state, remaining, reset_after, retry_after)``: a `Step` as a plain tuple."""
+
+Kernel = Callable[["State | None", float, float], KernelResult]
+"""``kernel(state, now, cost)``: `Algorithm.step` for one fixed rate (see `Algorithm.kernel`)."""
 
 
 class Step(NamedTuple):
@@ -70,9 +83,27 @@ class Algorithm(abc.ABC):
         """The largest cost one request may have under *rate* (``burst`` for buckets)."""
         return rate.burst
 
-    @abc.abstractmethod
     def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
-        """Decide whether *cost* may be spent at *now*; *state* is None for a fresh key."""
+        """Decide whether *cost* may be spent at *now*; *state* is None for a fresh key.
+
+        The built-in algorithms define their math once, in `kernel`; this runs it. A new
+        algorithm overrides either this or `kernel`.
+        """
+        kernel = _kernel_of(self, rate)
+        if kernel is None:
+            msg = f"{type(self).__name__} must implement step() or kernel()"
+            raise NotImplementedError(msg)
+        return Step(*kernel(state, now, cost))
+
+    def kernel(self, rate: Rate) -> Kernel | None:
+        """`step` for one fixed *rate*, as a fast closure ``(state, now, cost) -> KernelResult``.
+
+        The rate's constants live in the closure and the result is a plain tuple, so a
+        `MemoryStore` decision costs well under a microsecond (``step`` through a method call,
+        attribute lookups and a `Step` per call costs ~2). None (the default) means the
+        algorithm only implements `step`; `MemoryStore` then takes its generic path.
+        """
+        return None
 
     @abc.abstractmethod
     def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
@@ -126,16 +157,23 @@ local function refund(s, limit, per, burst, now, cost)
 end
 """
 
-    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
-        """See `Algorithm.step`."""
+    def kernel(self, rate: Rate) -> Kernel:
+        """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
         interval = rate.per / rate.limit
-        tat = state[0] if state is not None and state[0] > now else now
-        new = tat + cost * interval
-        allow_at = new - rate.burst * interval
-        if allow_at - now <= EPSILON * interval:
-            return Step(True, (new,), max(0.0, (now - allow_at) / interval), new - now, 0.0)
-        remaining = max(0.0, (now + rate.burst * interval - tat) / interval)
-        return Step(False, state, remaining, tat - now, allow_at - now)
+        tau = rate.burst * interval
+        eps = EPSILON * interval
+
+        def step(state: State | None, now: float, cost: float) -> KernelResult:
+            tat = state[0] if state is not None and state[0] > now else now
+            new = tat + cost * interval
+            allow_at = new - tau
+            if allow_at - now <= eps:
+                remaining = (now - allow_at) / interval
+                return True, (new,), remaining if remaining > 0.0 else 0.0, new - now, 0.0
+            remaining = (now + tau - tat) / interval
+            return False, state, remaining if remaining > 0.0 else 0.0, tat - now, allow_at - now
+
+        return step
 
     def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
         """See `Algorithm.refund`."""
@@ -181,15 +219,24 @@ local function refund(s, limit, per, burst, now, cost)
 end
 """
 
-    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
-        """See `Algorithm.step`."""
+    def kernel(self, rate: Rate) -> Kernel:
+        """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
         refill = rate.limit / rate.per
         burst = rate.burst
-        tokens = burst if state is None else min(burst, state[0] + (now - state[1]) * refill)
-        if cost <= tokens + EPSILON:
-            left = max(0.0, tokens - cost)
-            return Step(True, (left, now), left, (burst - left) / refill, 0.0)
-        return Step(False, state, tokens, (burst - tokens) / refill, (cost - tokens) / refill)
+
+        def step(state: State | None, now: float, cost: float) -> KernelResult:
+            if state is None:
+                tokens = burst
+            else:
+                tokens = state[0] + (now - state[1]) * refill
+                tokens = tokens if tokens < burst else burst
+            if cost <= tokens + EPSILON:
+                left = tokens - cost
+                left = left if left > 0.0 else 0.0
+                return True, (left, now), left, (burst - left) / refill, 0.0
+            return False, state, tokens, (burst - tokens) / refill, (cost - tokens) / refill
+
+        return step
 
     def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
         """See `Algorithm.refund`."""
@@ -257,35 +304,54 @@ end
         """Window algorithms admit at most ``limit`` per request."""
         return rate.limit
 
-    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
-        """See `Algorithm.step`."""
+    def kernel(self, rate: Rate) -> Kernel:
+        """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
         per, limit = rate.per, rate.limit
-        idx = float(math.floor(now / per))
-        prev = cur = 0.0
-        if state is not None:
-            if state[0] == idx:
-                prev, cur = state[1], state[2]
-            elif state[0] == idx - 1:
-                prev = state[2]
-        start = idx * per
-        est = prev * (1 - (now - start) / per) + cur
-        if est + cost <= limit + EPSILON:
-            end = start + 2 * per - now
-            return Step(True, (idx, prev, cur + cost), max(0.0, limit - est - cost), end, 0.0)
-        room = limit - cur - cost
-        if room >= 0 and prev > 0:
-            retry = start + per * (1 - room / prev) - now
-        elif cur > 0:
-            retry = start + per + per * (1 - (limit - cost) / cur) - now
-        else:
-            retry = start + per - now
-        if cur > 0:
-            reset = start + 2 * per - now
-        elif prev > 0:
-            reset = start + per - now
-        else:
-            reset = 0.0
-        return Step(False, state, max(0.0, limit - est), reset, max(0.0, retry))
+        ceiling = limit + EPSILON
+        span = 2 * per
+
+        def step(state: State | None, now: float, cost: float) -> KernelResult:
+            idx = now / per // 1.0
+            prev = cur = 0.0
+            if state is not None:
+                if state[0] == idx:
+                    prev, cur = state[1], state[2]
+                elif state[0] == idx - 1:
+                    prev = state[2]
+            start = idx * per
+            est = prev * (1 - (now - start) / per) + cur
+            if est + cost <= ceiling:
+                remaining = limit - est - cost
+                return (
+                    True,
+                    (idx, prev, cur + cost),
+                    remaining if remaining > 0.0 else 0.0,
+                    start + span - now,
+                    0.0,
+                )
+            room = limit - cur - cost
+            if room >= 0 and prev > 0:
+                retry = start + per * (1 - room / prev) - now
+            elif cur > 0:
+                retry = start + per + per * (1 - (limit - cost) / cur) - now
+            else:
+                retry = start + per - now
+            if cur > 0:
+                reset = start + span - now
+            elif prev > 0:
+                reset = start + per - now
+            else:
+                reset = 0.0
+            remaining = limit - est
+            return (
+                False,
+                state,
+                remaining if remaining > 0.0 else 0.0,
+                reset,
+                retry if retry > 0.0 else 0.0,
+            )
+
+        return step
 
     def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
         """See `Algorithm.refund` (only cost of the current window can be given back)."""
@@ -336,14 +402,22 @@ end
         """Window algorithms admit at most ``limit`` per request."""
         return rate.limit
 
-    def step(self, state: State | None, rate: Rate, now: float, cost: float) -> Step:
-        """See `Algorithm.step`."""
-        idx = float(math.floor(now / rate.per))
-        count = state[1] if state is not None and state[0] == idx else 0.0
-        left = (idx + 1) * rate.per - now
-        if count + cost <= rate.limit + EPSILON:
-            return Step(True, (idx, count + cost), max(0.0, rate.limit - count - cost), left, 0.0)
-        return Step(False, state, max(0.0, rate.limit - count), left, left)
+    def kernel(self, rate: Rate) -> Kernel:
+        """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
+        per, limit = rate.per, rate.limit
+        ceiling = limit + EPSILON
+
+        def step(state: State | None, now: float, cost: float) -> KernelResult:
+            idx = now / per // 1.0
+            count = state[1] if state is not None and state[0] == idx else 0.0
+            left = (idx + 1) * per - now
+            if count + cost <= ceiling:
+                remaining = limit - count - cost
+                return True, (idx, count + cost), remaining if remaining > 0.0 else 0.0, left, 0.0
+            remaining = limit - count
+            return False, state, remaining if remaining > 0.0 else 0.0, left, left
+
+        return step
 
     def refund(self, state: State | None, rate: Rate, now: float, cost: float) -> State | None:
         """See `Algorithm.refund` (only cost of the current window can be given back)."""
@@ -363,6 +437,12 @@ _BY_NAME: Final[dict[str, type[Algorithm]]] = {
     "sliding_window": SlidingWindow,
     "fixed_window": FixedWindow,
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def _kernel_of(algorithm: Algorithm, rate: Rate) -> Kernel | None:
+    # step() on the generic path (peek, user-visible Algorithm.step) reuses one closure per rate.
+    return algorithm.kernel(rate)
 
 
 def resolve_algorithm(algorithm: object) -> Algorithm:

@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast, final
 
 from .._clock import Clock
-from ._algorithms import EPSILON, GCRA, Algorithm, SlidingWindow, State, TokenBucket
+from ._algorithms import EPSILON, GCRA, Algorithm, Kernel, SlidingWindow, State, TokenBucket
 from ._decision import Decision
-from ._kernels import Kernel, kernel
 from ._rate import Rate
 from ._store import ConcurrencySpec, RateSpec, Slot
 from ._validate import check_cost, check_key, unchecked_cost
@@ -342,7 +341,7 @@ class _MemoryRates:
         lookup or `Step` per rate; `RateLimiter` installs it as its own ``try_acquire``, and
         ``acquire`` uses it too. Arguments are checked as `RateLimiter.try_acquire` does.
         """
-        kernels = [kernel(self._algorithm, rate) for rate in self._rates]
+        kernels = [self._algorithm.kernel(rate) for rate in self._rates]
         if None in kernels:
             return None
         steps = cast("list[Kernel]", kernels)
@@ -437,7 +436,8 @@ def _compile_one(
 
 
 # The costliest one-rate algorithms get their kernel inlined (a call and a result tuple less,
-# ~0.15 us) to stay under 1 us; the formulas are `_kernels`' line for line.
+# ~0.15 us) to stay under 1 us; the formulas are their `Algorithm.kernel`'s line for line, and
+# tests/ratelimit check these fast paths against the kernels on random inputs.
 
 
 def _compile_token_bucket(
@@ -497,7 +497,7 @@ def _compile_sliding_window(
     per, limit = rate.per, rate.limit
     ceiling = limit + EPSILON
     span = 2 * per
-    deny = kernel(SlidingWindow(), rate)
+    deny = SlidingWindow().kernel(rate)
     assert deny is not None
     new_decision, decision = _new_decision, Decision
     unchecked = unchecked_cost(max_cost)
