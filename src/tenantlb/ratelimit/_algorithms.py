@@ -73,7 +73,8 @@ class Algorithm(abc.ABC):
     A subclass sets `name` (used in storage keys) and `lua` (a Lua chunk defining
     ``step(s, limit, per, burst, now, cost)`` returning ``ok, state, remaining, reset_after,
     retry_after, ttl`` and ``refund(s, limit, per, burst, now, cost)`` returning ``state_or_nil,
-    ttl``; ``s`` is an array of numbers or ``nil``), and implements the same math in Python.
+    ttl``; ``s`` is an array of numbers or ``nil``), and implements the same math in Python:
+    `kernel` (fast, used by `MemoryStore` directly) or `step`, plus `refund` and `expires`.
     """
 
     name: ClassVar[str]
