@@ -103,7 +103,10 @@ def test_arbitrary_header_values_never_crash(value: str) -> None:
             try:
                 tenant = REG.resolve(RequestInfo("GET", "/", [(name, v)]))
             except tlb.RequestRejected as err:
-                assert_not_leaked(err, *([v] if len(v) > 8 else []))
+                # A value that is part of our own wording ("x-api-key") is not a leak.
+                ours = f"invalid {name} header missing credentials authorization bearer"
+                leaks = [v] if len(v) > 8 and v.lower() not in ours.lower() else []
+                assert_not_leaked(err, *leaks)
             else:
                 assert tenant.id == "acme"
                 assert KEY in v
