@@ -12,8 +12,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tenantlb.testing import ManualClock
+
+# CI must be reproducible: property tests draw the same examples on every run ("ci", the default).
+# Explore new ones locally with `pytest --hypothesis-profile=explore`.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("TENANTLB_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(
