@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast, final
 
 from .._clock import Clock
-from ._algorithms import EPSILON, GCRA, Algorithm, Kernel, SlidingWindow, State, TokenBucket
+from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
 from ._rate import Rate
 from ._store import ConcurrencySpec, RateSpec, Slot
@@ -345,10 +345,7 @@ class _MemoryRates:
         if None in kernels:
             return None
         steps = cast("list[Kernel]", kernels)
-        inline = _INLINE.get(type(self._algorithm)) if len(steps) == 1 else None
-        if inline is not None:
-            fast = inline(self._table, self._rates, self._clock, max_cost)
-        elif len(steps) == 1:
+        if len(steps) == 1:
             fast = _compile_one(steps[0], self._table, self._rates, self._clock, max_cost)
         elif len(steps) == 2:
             fast = _compile_two(steps, self._table, self._rates, self._clock, max_cost)
@@ -433,122 +430,6 @@ def _compile_one(
         return new_decision(decision, (allowed, remaining, reset_after, retry_after, rate, rates))
 
     return try_acquire
-
-
-# The costliest one-rate algorithms get their kernel inlined (a call and a result tuple less,
-# ~0.15 us) to stay under 1 us; the formulas are their `Algorithm.kernel`'s line for line, and
-# tests/ratelimit check these fast paths against the kernels on random inputs.
-
-
-def _compile_token_bucket(
-    table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``try_acquire`` for one token-bucket rate, its kernel inlined."""
-    states = table.states
-    get = states.get
-    acquire, release = table.lock.acquire, table.lock.release
-    (rate,) = rates
-    refill = rate.limit / rate.per
-    burst = rate.burst
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def try_acquire(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            state = get(key)
-            if state is None:
-                tokens = burst
-            else:
-                tokens = state[0] + (now - state[1]) * refill
-                tokens = tokens if tokens < burst else burst
-            if cost <= tokens + EPSILON:
-                left = tokens - cost
-                left = left if left > 0.0 else 0.0
-                states[key] = (left, now)
-                if len(states) > table.sweep_at:
-                    table.sweep(now)
-                return new_decision(
-                    decision, (True, left, (burst - left) / refill, 0.0, rate, rates)
-                )
-            return new_decision(
-                decision,
-                (False, tokens, (burst - tokens) / refill, (cost - tokens) / refill, rate, rates),
-            )
-        finally:
-            release()
-
-    return try_acquire
-
-
-def _compile_sliding_window(
-    table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``try_acquire`` for one sliding-window rate, its kernel's admitting branch inlined."""
-    states = table.states
-    get = states.get
-    acquire, release = table.lock.acquire, table.lock.release
-    (rate,) = rates
-    per, limit = rate.per, rate.limit
-    ceiling = limit + EPSILON
-    span = 2 * per
-    deny = SlidingWindow().kernel(rate)
-    assert deny is not None
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def try_acquire(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            state = get(key)
-            idx = now / per // 1.0
-            prev = cur = 0.0
-            if state is not None:
-                if state[0] == idx:
-                    prev, cur = state[1], state[2]
-                elif state[0] == idx - 1:
-                    prev = state[2]
-            start = idx * per
-            est = prev * (1 - (now - start) / per) + cur
-            if est + cost <= ceiling:
-                states[key] = (idx, prev, cur + cost)
-                if len(states) > table.sweep_at:
-                    table.sweep(now)
-                remaining = limit - est - cost
-                return new_decision(
-                    decision,
-                    (
-                        True,
-                        remaining if remaining > 0.0 else 0.0,
-                        start + span - now,
-                        0.0,
-                        rate,
-                        rates,
-                    ),
-                )
-            # A denial is rarer and not on the budget: the kernel computes it.
-            _, _, remaining, reset_after, retry_after = deny(state, now, cost)
-            return new_decision(decision, (False, remaining, reset_after, retry_after, rate, rates))
-        finally:
-            release()
-
-    return try_acquire
-
-
-_INLINE: dict[
-    type[Algorithm],
-    Callable[[_Table, tuple[Rate, ...], Clock, float], Callable[[str, float], Decision]],
-] = {TokenBucket: _compile_token_bucket, SlidingWindow: _compile_sliding_window}
 
 
 def _compile_two(
