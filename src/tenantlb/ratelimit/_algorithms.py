@@ -251,8 +251,16 @@ end
         return state[1] + (rate.burst - state[0]) * rate.per / rate.limit
 
 
+class _Window(Algorithm):
+    """What the window algorithms share: they count ``limit`` per window and ignore ``burst``."""
+
+    def capacity(self, rate: Rate) -> float:
+        """Window algorithms admit at most ``limit`` per request."""
+        return rate.limit
+
+
 @final
-class SlidingWindow(Algorithm):
+class SlidingWindow(_Window):
     """Sliding-window counter: ``previous * (1 - elapsed / per) + current + cost <= limit``.
 
     State ``(window index, previous count, current count)``; windows are ``per`` seconds long and
@@ -300,10 +308,6 @@ local function refund(s, limit, per, burst, now, cost)
   return {s[1], s[2], cur}, (idx + 2) * per - now
 end
 """
-
-    def capacity(self, rate: Rate) -> float:
-        """Window algorithms admit at most ``limit`` per request."""
-        return rate.limit
 
     def kernel(self, rate: Rate) -> Kernel:
         """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
@@ -366,7 +370,7 @@ end
 
 
 @final
-class FixedWindow(Algorithm):
+class FixedWindow(_Window):
     """Fixed window: at most ``limit`` per window of ``per`` seconds aligned to the clock.
 
     State ``(window index, count)``. ``burst`` is not used. Cheapest, but a client may spend up to
@@ -398,10 +402,6 @@ local function refund(s, limit, per, burst, now, cost)
   return {idx, count}, (idx + 1) * per - now
 end
 """
-
-    def capacity(self, rate: Rate) -> float:
-        """Window algorithms admit at most ``limit`` per request."""
-        return rate.limit
 
     def kernel(self, rate: Rate) -> Kernel:
         """See `Algorithm.kernel`: the math of this algorithm, for one rate."""
