@@ -105,3 +105,12 @@ async def gateway() -> None:
         del retry_after, status
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
     del tenant, endpoint, response_headers, loaded
+
+
+def retry_budget() -> None:
+    budget = tlb.RetryBudget(ratio=0.2, ttl=10.0, min_retries_per_second=10, clock=ManualClock())
+    budget.deposit()
+    allowed: bool = budget.try_withdraw()
+    stats: tlb.RetryBudgetStats = budget.stats()
+    counts: tuple[int, int, int, int] = (stats.requests, stats.retries, stats.exhausted, stats.available)
+    del allowed, counts

@@ -14,6 +14,8 @@ from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._pool import PoolSubset as PoolSubset
 from ._pool import SlowStart as SlowStart
+from ._retry_budget import RetryBudget as RetryBudget
+from ._retry_budget import RetryBudgetStats as RetryBudgetStats
 from ._round_robin import RoundRobin as RoundRobin
 
 # --- strategies (added by their modules) ---
@@ -42,6 +44,8 @@ __all__ = [
     "PoolStats",
     "PoolSubset",
     "Rendezvous",
+    "RetryBudget",
+    "RetryBudgetStats",
     "RingHash",
     "RoundRobin",
     "SlowStart",
