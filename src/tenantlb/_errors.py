@@ -8,16 +8,19 @@ are translated at the boundary with ``raise X(...) from exc``.
 ```
 TenantLBError
 ├── ConfigError                 (also a ValueError) a bad config document; .path names the field
-├── NoHealthyEndpoint           a pool had nothing to pick from
 ├── EndpointNotFound            (also a LookupError) an unknown endpoint URL
-├── StoreUnavailable            a rate-limit store (Redis) could not be reached or answered garbage
-└── RequestRejected             the gateway refused a request; .status is the HTTP status to answer
+└── RequestRejected             a request cannot be served; .status is the HTTP status to answer
     ├── UnknownTenant           no tenant matched the request (401)
     ├── Unauthenticated         missing or wrong credentials (401)
     ├── Forbidden               the tenant is disabled or may not use that upstream (403)
     ├── RateLimited             a rate limit said no; .decision tells when to retry (429)
-    └── OverCapacity            the tenant's concurrency slots are all taken (503)
+    ├── OverCapacity            the tenant's concurrency slots are all taken (503)
+    ├── NoHealthyEndpoint       a pool had nothing to pick from (503)
+    └── StoreUnavailable        a rate-limit store (Redis) could not answer; fail_closed (503)
 ```
+
+An adapter needs one ``except RequestRejected``: every refusal carries its `status`, a short
+`title` and the response `headers` (``Retry-After``, RateLimit fields) to send.
 
 Messages never contain raw API keys: they name the tenant id or the header, never its value.
 """
@@ -75,19 +78,11 @@ class ConfigError(TenantLBError, ValueError):
         return cls(path, message, errors=errors)
 
 
-class NoHealthyEndpoint(TenantLBError):
-    """A pool had no endpoint it could pick (empty, or every candidate excluded)."""
-
-
 class EndpointNotFound(TenantLBError, LookupError):
     """An endpoint URL that the pool does not hold."""
 
     def __str__(self) -> str:  # LookupError would repr() the message; keep it readable
         return str(self.args[0]) if self.args else ""
-
-
-class StoreUnavailable(TenantLBError):
-    """A rate-limit or concurrency store could not answer (e.g. Redis is down)."""
 
 
 class RequestRejected(TenantLBError):
@@ -149,3 +144,17 @@ class OverCapacity(RequestRejected):
 
     status = 503
     title = "Over capacity"
+
+
+class NoHealthyEndpoint(RequestRejected):
+    """A pool had no endpoint it could pick (empty, or every candidate excluded)."""
+
+    status = 503
+    title = "No healthy upstream"
+
+
+class StoreUnavailable(RequestRejected):
+    """A rate-limit or concurrency store could not answer (e.g. Redis is down) and fails closed."""
+
+    status = 503
+    title = "Service unavailable"

@@ -37,7 +37,6 @@ from ._errors import (
     ConfigError,
     Forbidden,
     NoHealthyEndpoint,
-    OverCapacity,
     RateLimited,
 )
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
@@ -281,7 +280,7 @@ class Gateway:
         if tenant.limits:
             limiter = self._limiter(tenant.limits)
             if self._sync_store:
-                decision = limiter.try_acquire(tenant.id, cost)
+                decision = limiter.acquire_nowait(tenant.id, cost)
             else:
                 decision = await limiter.acquire(tenant.id, cost)
             if not decision.allowed:
@@ -293,10 +292,7 @@ class Gateway:
             if tenant.max_concurrency is not None:
                 slots = self._concurrency(tenant.max_concurrency)
                 if self._sync_store:
-                    slot = slots.try_acquire(tenant.id)
-                    if slot is None:
-                        msg = f"all {slots.max} concurrency slots of {tenant.id!r} are in use"
-                        raise OverCapacity(msg)
+                    slot = slots.acquire_nowait(tenant.id)  # raises OverCapacity when full
                 else:
                     slot = await slots.acquire(tenant.id)  # raises OverCapacity when full
             target = self._target(tenant, pool, pool_name)
@@ -321,23 +317,23 @@ class Gateway:
         if slot is not None and slots is not None:
             ticket._slot = None
             if self._sync_store:
-                slots.release(slot)  # no coroutine for the in-memory case
+                slots.release_nowait(slot)  # no coroutine for the in-memory case
             else:
                 await self._free(slots, slot)
 
     async def _free(self, slots: ConcurrencyLimiter, slot: Slot) -> None:
         if self._sync_store:
-            slots.release(slot)
+            slots.release_nowait(slot)
         else:
             with anyio.CancelScope(shield=True):  # a cancelled request must still free its slot
-                await slots.arelease(slot)
+                await slots.release(slot)
 
     async def _refund(self, limiter: RateLimiter, key: str, cost: float) -> None:
         with anyio.CancelScope(shield=True):
             if self._sync_store:
-                limiter.refund(key, cost)
+                limiter.refund_nowait(key, cost)
             else:
-                await limiter.arefund(key, cost)
+                await limiter.refund(key, cost)
 
     def _limiter(self, rates: tuple[Rate, ...]) -> RateLimiter:
         # Looked up by the identity of the tenant's (immutable) limits tuple first: hashing a tuple

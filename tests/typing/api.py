@@ -63,12 +63,12 @@ async def rate_limiting() -> None:
     limiter = tlb.RateLimiter(
         [tlb.Rate(100, per=1.0, burst=20), tlb.Rate(10_000, per=3600)], store=tlb.MemoryStore()
     )
-    decision: tlb.Decision = limiter.try_acquire("acme", cost=1)
+    decision: tlb.Decision = limiter.acquire_nowait("acme", cost=1)
     decision = await limiter.acquire("acme", cost=2.5)
     allowed: bool = decision.allowed
     remaining: float = decision.remaining
     headers: list[tuple[str, str]] = decision.headers()
-    limiter.refund("acme", 1)
+    limiter.refund_nowait("acme", 1)
     slots = tlb.ConcurrencyLimiter(10)
     async with slots.slot("acme"):
         pass

@@ -4,7 +4,7 @@
 from tenantlb.ratelimit import RateLimiter, Rate, RedisStore
 
 limiter = RateLimiter([Rate(100, per=1.0, burst=20), Rate(10_000, per=3600)])
-decision = limiter.try_acquire("acme")                      # sync, MemoryStore (the default)
+decision = limiter.acquire_nowait("acme")                      # sync, MemoryStore (the default)
 decision.allowed, decision.remaining, decision.headers()
 
 shared = RateLimiter(Rate(100), store=RedisStore(redis.asyncio.Redis()))
