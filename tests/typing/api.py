@@ -112,5 +112,15 @@ def retry_budget() -> None:
     budget.deposit()
     allowed: bool = budget.try_withdraw()
     stats: tlb.RetryBudgetStats = budget.stats()
-    counts: tuple[int, int, int, int] = (stats.requests, stats.retries, stats.exhausted, stats.available)
+    counts: tuple[int, int, int, int] = (
+        stats.requests,
+        stats.retries,
+        stats.exhausted,
+        stats.available,
+    )
     del allowed, counts
+
+
+def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
+    checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
+    return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
