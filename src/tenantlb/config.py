@@ -358,7 +358,11 @@ class _Builder:
         return self.attempt(path, set(kwargs), known[value], **kwargs)
 
     def outlier(self, path: str, value: object) -> Any:
-        if value is None:
+        # Absent or true: Envoy's defaults (pools avoid failing endpoints out of the box);
+        # false: off; a table: those settings.
+        if value is None or value is True:
+            return "default"
+        if value is False:
             return None
         from . import health
 

@@ -11,6 +11,9 @@ from ._balancer import OutcomeObserver as OutcomeObserver
 from ._endpoint import Endpoint as Endpoint
 from ._endpoint import normalize_url as normalize_url
 from ._lease import Lease as Lease
+from ._outlier import OutlierDetector as OutlierDetector
+from ._outlier import OutlierDetectorStats as OutlierDetectorStats
+from ._outlier import OutlierEndpointStats as OutlierEndpointStats
 from ._pool import Pool as Pool
 from ._retry_budget import RetryBudget as RetryBudget
 from ._retry_budget import RetryBudgetStats as RetryBudgetStats
@@ -39,6 +42,9 @@ __all__ = [
     "LeastRequest",
     "Maglev",
     "OutcomeObserver",
+    "OutlierDetector",
+    "OutlierDetectorStats",
+    "OutlierEndpointStats",
     "PeakEWMA",
     "Pool",
     "PoolStats",
