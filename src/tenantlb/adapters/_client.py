@@ -144,4 +144,4 @@ def check_health(health: object) -> tuple[HealthChecker, ...]:
         if not isinstance(item, HealthChecker):
             msg = f"health must be a HealthChecker or a sequence of them, got {type(item).__name__}"
             raise TypeError(msg)
-    return items  # type: ignore[return-value]  # checked just above
+    return items
