@@ -53,9 +53,7 @@ SERVER = textwrap.dedent(
 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}"
@@ -145,7 +143,9 @@ def main() -> None:
                 )
                 return anyio.run(async_round, transport, "http://service", n, c, backend=backend)
 
-            rows.append(compare(f"AsyncClient, {backend}, {c} concurrent", args.rounds, plain, balancing))
+            rows.append(
+                compare(f"AsyncClient, {backend}, {c} concurrent", args.rounds, plain, balancing)
+            )
 
         t = args.threads
         rows.append(

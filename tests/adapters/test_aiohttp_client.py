@@ -246,3 +246,10 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "tenantlb.adapters._aiohttp_client")
     with pytest.raises(ImportError, match=r"pip install 'tenantlb\[aiohttp\]'"):
         importlib.import_module("tenantlb.adapters._aiohttp_client")
+
+
+def test_public_names() -> None:
+    """The module exports the middleware factory and its class."""
+    import tenantlb.adapters._aiohttp_client as module
+
+    assert module.__all__ == ["BalancingMiddleware", "balancing_middleware"]

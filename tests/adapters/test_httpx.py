@@ -491,3 +491,12 @@ async def test_async_unreplayable_body_not_retried(urls: list[str]) -> None:
         with pytest.raises(httpx.ConnectError):
             await client.put("http://users/upload", content=_aiter([b"a"]))
     assert counts(pool)[urls[0]] == 0
+
+
+def test_public_names() -> None:
+    """The module exports the two transports, both httpx transports of the right kind."""
+    import tenantlb.adapters.httpx as module
+
+    assert module.__all__ == ["AsyncBalancingTransport", "BalancingTransport"]
+    assert issubclass(AsyncBalancingTransport, httpx.AsyncBaseTransport)
+    assert issubclass(BalancingTransport, httpx.BaseTransport)
