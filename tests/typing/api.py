@@ -124,3 +124,42 @@ def retry_budget() -> None:
 def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
     checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
     return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
+
+async def httpx_adapter() -> None:
+    import httpx
+
+    from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    checker = tlb.HealthChecker(users, probe=tlb.HTTPProbe("/healthz"), interval=5.0, timeout=1.0)
+    transport = AsyncBalancingTransport(
+        {"users": users},
+        transport=httpx.AsyncHTTPTransport(),
+        retries=2,
+        retry_statuses=(502, 503, 504),
+        key="x-user-id",
+        retry_budget=tlb.RetryBudget(),
+        health=checker,
+        host_header="logical",
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
+        response: httpx.Response = await client.get("/")
+        del response
+    budget: tlb.RetryBudgetStats = transport.retry_budget.stats()
+    sync = BalancingTransport(users, key=lambda request: request.headers.get("x-user-id"))
+    with httpx.Client(transport=sync) as sync_client:
+        sync_client.get("http://users/")
+    del budget
+
+
+async def aiohttp_client_adapter() -> None:
+    import aiohttp
+
+    from tenantlb.adapters._aiohttp_client import balancing_middleware
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    middleware = balancing_middleware(users, retries=1, key="x-user-id")
+    async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+        async with session.get("http://users/") as response:
+            status: int = response.status
+            del status
