@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final, Protocol, final
 
 import anyio
+import attrs
 import httpcore
 
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
@@ -17,7 +18,7 @@ from ..ratelimit import MemoryStore
 from ._asgi import Receive, Scope, Send, encode_headers, request_info, send_problem
 from ._cleanup import finish
 
-__all__ = ["ProxyApp"]
+__all__ = ["ProxyApp", "ProxyStats"]
 
 logger = logging.getLogger("tenantlb.proxy")
 
@@ -42,6 +43,20 @@ _FORWARDING: Final = frozenset(
 # Like nginx's proxy_hide_header defaults: the ASGI server sets its own Date and Server.
 _HIDDEN_RESPONSE: Final = frozenset({b"date", b"server"})
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@final
+@attrs.define(frozen=True, kw_only=True)
+class ProxyStats:
+    """A snapshot of a `ProxyApp`'s upstream connections.
+
+    Attributes:
+        connections: Upstream connections open (or opening) in the pool.
+        active: Those carrying a request now (the rest are idle keep-alive connections).
+    """
+
+    connections: int
+    active: int
 
 
 class RetryBudgetLike(Protocol):
@@ -178,6 +193,12 @@ class ProxyApp:
 
     def __repr__(self) -> str:
         return f"<ProxyApp {self._gateway!r}>"
+
+    def stats(self) -> ProxyStats:
+        """A snapshot of the upstream connection pool."""
+        connections = self._pool.connections
+        active = sum(1 for c in connections if not c.is_idle() and not c.is_closed())
+        return ProxyStats(connections=len(connections), active=active)
 
     async def aclose(self) -> None:
         """Close every pooled upstream connection (lifespan shutdown does this)."""

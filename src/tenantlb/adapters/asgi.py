@@ -32,9 +32,9 @@ from ._asgi import (
     send_problem,
 )
 from ._cleanup import finish
-from ._proxy import ProxyApp
+from ._proxy import ProxyApp, ProxyStats
 
-__all__ = ["ProxyApp", "TenantMiddleware"]
+__all__ = ["ProxyApp", "ProxyStats", "TenantMiddleware"]
 
 
 @final
