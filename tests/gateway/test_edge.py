@@ -142,7 +142,7 @@ def test_anonymous_tenant_must_be_keyless_and_its_upstream_configured() -> None:
         make_gateway(
             anonymous=tlb.Tenant("anonymous", api_keys=[tlb.hash_api_key("sk-x-0123456789ab")])
         )
-    with pytest.raises(tlb.ConfigError, match="anonymous.upstream"):
+    with pytest.raises(tlb.ConfigError, match=r"anonymous\.upstream"):
         make_gateway(anonymous=tlb.Tenant("anonymous", upstream="nope"))
     with pytest.raises(TypeError, match="anonymous must be a Tenant"):
         make_gateway(anonymous="anonymous")

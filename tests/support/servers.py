@@ -73,7 +73,8 @@ def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve())
-        while not stop.is_set() and not task.done():
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set() and not task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         server.should_exit = True
         await task
@@ -97,7 +98,8 @@ def _hypercorn_asyncio(app: Any, port: int, stop: threading.Event) -> Any:
     from hypercorn.asyncio import serve as hyper_serve
 
     async def trigger() -> None:
-        while not stop.is_set():
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     async def main() -> None:
@@ -111,7 +113,8 @@ def _hypercorn_trio(app: Any, port: int, stop: threading.Event) -> Any:
     from hypercorn.trio import serve as hyper_serve
 
     async def trigger() -> None:
-        while not stop.is_set():
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set():  # noqa: ASYNC110
             await trio.sleep(0.02)
 
     async def main() -> None:
@@ -129,7 +132,8 @@ def _aiohttp(app: Any, port: int, stop: threading.Event) -> Any:
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         try:
-            while not stop.is_set():
+            # a threading.Event set by the test thread: polled, it cannot be awaited
+            while not stop.is_set():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         finally:
             await runner.cleanup()
