@@ -248,8 +248,9 @@ class ProxyApp:
             return
         exchange = _Exchange(self, scope, receive, send, ticket)
         failure: BaseException | None = None
+        refusal: RequestRejected | None = None
         try:
-            await exchange.run()
+            refusal = await exchange.run()
         except BaseException as exc:
             failure = exc
             raise
@@ -259,6 +260,10 @@ class ProxyApp:
                 await admission.__aexit__(kind, failure, None)
             else:
                 await finish(lambda: admission.__aexit__(kind, failure, None))
+        if refusal is not None:
+            # Answered once the lease and slot are back: a server may hold this send until the
+            # client has finished sending a body we will never read.
+            await send_problem(scope, send, refusal)
 
     def _target(self, url: str) -> tuple[bytes, bytes, int | None, bytes]:
         found = self._targets.get(url)
@@ -327,7 +332,10 @@ class ProxyApp:
             if name == skip:
                 continue
             if name == b"content-length":
-                length = _content_length(value)
+                parsed = _content_length(value)
+                length = (
+                    -1 if parsed is None or (length is not None and length != parsed) else parsed
+                )
             out.append((name, value))
         if named:
             drop = set(named)
@@ -353,11 +361,14 @@ class ProxyApp:
 class _Body:
     """The client's request body as an async iterator for httpcore, capped and timed."""
 
-    __slots__ = ("_limit", "_receive", "_timeout", "done", "received", "started")
+    __slots__ = ("_expected", "_limit", "_receive", "_timeout", "done", "received", "started")
 
-    def __init__(self, receive: Receive, limit: int | None, timeout: float) -> None:
+    def __init__(
+        self, receive: Receive, limit: int | None, timeout: float, expected: int | None
+    ) -> None:
         self._receive = receive
         self._limit = limit
+        self._expected = expected
         self._timeout = timeout
         self.started = False
         self.done = False
@@ -379,6 +390,11 @@ class _Body:
                 msg = f"the request body is over {self._limit} bytes"
                 raise ContentTooLarge(msg, limit=self._limit)
             self.done = not message.get("more_body", False)
+            expected = self._expected
+            if expected is not None and (
+                self.received > expected or (self.done and self.received < expected)
+            ):
+                raise _ClientGone  # the body ended short of its Content-Length: the client left
             if chunk:
                 yield chunk
 
@@ -398,36 +414,36 @@ class _Exchange:
         self.ticket = ticket
         self._started = False
 
-    async def run(self) -> None:
+    async def run(self) -> RequestRejected | None:
+        """Proxy the request; returns the refusal to answer with if no response was started."""
         try:
             await self._run()
         except _ClientGone:
-            return  # nobody to answer; the finally clauses released everything
+            return None  # nobody to answer; the finally clauses released everything
         except RequestRejected as exc:
-            await self._refuse(exc)
+            return None if self._started else exc
         except Exception as exc:  # never a 500 from the proxy: log it, answer 502
             logger.exception(
                 "tenantlb proxy: unexpected error for tenant %r", self.ticket.tenant.id
             )
-            await self._refuse(_BadGateway(f"proxy error: {type(exc).__name__}"))
-
-    async def _refuse(self, exc: RequestRejected) -> None:
-        if self._started:
-            return  # the answer has begun: the server will cut the connection short
-        self._started = True
-        await send_problem(self._scope, self._send, exc)
+            msg = f"proxy error: {type(exc).__name__}"
+            return None if self._started else _BadGateway(msg)
+        return None
 
     async def _run(self) -> None:
         app, scope, ticket = self._app, self._scope, self.ticket
         method: str = scope["method"]
         headers, client_host, has_body, length = app._headers(scope, ticket)
+        if length == -1:
+            msg = "the content-length header is not one number of bytes"
+            raise RequestRejected(msg)
         limit = ticket.max_body_size
         if app._max_body_size is not None and (limit is None or app._max_body_size < limit):
             limit = app._max_body_size
         if has_body and limit is not None and length is not None and length > limit:
             msg = f"the request body is over {limit} bytes"
             raise ContentTooLarge(msg, limit=limit)
-        body = _Body(self._receive, limit, app._body_timeout) if has_body else None
+        body = _Body(self._receive, limit, app._body_timeout, length) if has_body else None
         target = scope.get("raw_path") or scope["path"].encode("utf-8")
         query = scope.get("query_string")
         if query:
@@ -466,6 +482,10 @@ class _Exchange:
                 self._record_error(exc)
                 msg = f"upstream {ticket.upstream!r} timed out"
                 raise _GatewayTimeout(msg) from exc
+            except httpcore.LocalProtocolError as exc:  # what the client sent cannot be forwarded
+                self._release()
+                msg = "the request cannot be forwarded as sent"
+                raise RequestRejected(msg) from exc
             except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
                 if retries_left and idempotent and replayable and self._retry(exc):
                     retries_left -= 1
@@ -476,8 +496,7 @@ class _Exchange:
             except (RequestRejected, _ClientGone) as exc:
                 # The client's body was over the limit, stalled, or the client went away: the
                 # endpoint is not to blame, release its lease without an outcome.
-                if ticket.lease is not None and not ticket.lease.released:
-                    ticket.lease.release()
+                self._release()
                 raise exc from None
             status = response.status
             if (
@@ -514,6 +533,11 @@ class _Exchange:
         except NoHealthyEndpoint:
             return False
         return True
+
+    def _release(self) -> None:
+        lease = self.ticket.lease
+        if lease is not None and not lease.released:
+            lease.release()
 
     def _record_error(self, exc: BaseException) -> None:
         lease = self.ticket.lease
