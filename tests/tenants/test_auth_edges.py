@@ -62,7 +62,12 @@ CASES: list[tuple[str, list[tuple[str | bytes, str | bytes]], type[Exception], s
         tlb.Unauthenticated,
         "more than one",
     ),
-    ("basic auth", [("authorization", "Basic " + KEY)], tlb.MissingCredentials, "missing credentials"),
+    (
+        "basic auth",
+        [("authorization", "Basic " + KEY)],
+        tlb.MissingCredentials,
+        "missing credentials",
+    ),
     ("disabled", [("x-api-key", OFF_KEY)], tlb.Forbidden, "tenant 'off' is disabled"),
     ("disabled bearer", [("authorization", f"Bearer {OFF_KEY}")], tlb.Forbidden, "disabled"),
 ]
