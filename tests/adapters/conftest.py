@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.support.backends import BackendProcess
 
 import tenantlb as tlb
+from tests.support.backends import BackendProcess
 
 KEY = "sk-acme-0123456789abcdef"
 OTHER_KEY = "sk-other-0123456789abcd"

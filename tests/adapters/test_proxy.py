@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.adapters.conftest import KEY, OFF_KEY, eventually, in_flight, make_gateway
-from tests.support.backends import BackendProcess, free_port
-from tests.support.servers import serve
 
 import tenantlb as tlb
 from tenantlb.adapters.asgi import ProxyApp
+from tests.adapters.conftest import KEY, OFF_KEY, eventually, in_flight, make_gateway
+from tests.support.backends import BackendProcess, free_port
+from tests.support.servers import serve
 
 AUTH = {"x-api-key": KEY}
 
