@@ -2,11 +2,15 @@
 
 ```python
 from aiohttp import web
-from tenantlb.adapters.aiohttp import tenant_middleware
+from tenantlb.adapters.aiohttp import TENANT_KEY, tenant_middleware
 
 app = web.Application(middlewares=[tenant_middleware(gateway)])
-# in a handler: request["tenant"] is the admitted tenantlb.Tenant
+# in a handler: request[TENANT_KEY] is the admitted tenantlb.Tenant
 ```
+
+``TENANT_KEY`` is a ``web.RequestKey`` named ``"tenant"`` (aiohttp >= 3.14 recommends typed keys and
+warns about str keys); on older aiohttp it is the string ``"tenant"``, so ``request["tenant"]``.
+Pass ``key="tenant"`` to store it under the plain string anyway.
 
 Needs the ``aiohttp`` extra: ``pip install 'tenantlb[aiohttp]'``.
 """
@@ -25,23 +29,27 @@ from aiohttp import web  # noqa: E402
 from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
 from ..ratelimit import MemoryStore  # noqa: E402
+from ..tenants import Tenant  # noqa: E402
 from ._cleanup import finish  # noqa: E402
 from ._problem import problem  # noqa: E402
 
 if TYPE_CHECKING:
     from ..tenants import RequestInfo
 
-__all__ = ["tenant_middleware"]
+__all__ = ["TENANT_KEY", "problem_response", "tenant_middleware"]
+
+TENANT_KEY: Any = web.RequestKey("tenant", Tenant) if hasattr(web, "RequestKey") else "tenant"
+"""Where `tenant_middleware` stores the admitted `Tenant` on the request."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
-def tenant_middleware(gateway: Gateway) -> Middleware:
+def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
     """An aiohttp server middleware doing what `TenantMiddleware` does for ASGI.
 
     The tenant is resolved, authenticated, rate-limited and given a concurrency slot; admitted,
-    it is stored in ``request["tenant"]``, the handler runs, the RateLimit headers are added to
+    it is stored in ``request[TENANT_KEY]`` (or *key*), the handler runs, the RateLimit headers are added to
     its response and its status recorded. Refusals are the same RFC 9457 problem+json answers, with
     the same statuses and headers, as through `TenantMiddleware`. A body over the tenant's
     ``max_body_size`` answers 413 when the handler reads it (also a chunked one). No endpoint is
@@ -52,6 +60,8 @@ def tenant_middleware(gateway: Gateway) -> Middleware:
 
     Args:
         gateway: The `Gateway` that admits requests.
+        key: The request storage key for the tenant: `TENANT_KEY` (default), or a str such as
+            ``"tenant"``.
 
     Returns:
         The middleware, for ``web.Application(middlewares=[...])``.
@@ -76,7 +86,7 @@ def tenant_middleware(gateway: Gateway) -> Middleware:
             limit = ticket.max_body_size
             if limit is not None:
                 request = request.clone(client_max_size=limit)
-            request["tenant"] = ticket.tenant
+            request[key] = ticket.tenant
             try:
                 response = await handler(request)
             except web.HTTPRequestEntityTooLarge:

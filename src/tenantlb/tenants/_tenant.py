@@ -228,9 +228,7 @@ class Tenant:
     weight: float = attrs.field(default=1.0, kw_only=True, converter=_to_weight)
     shard_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_shard_size)
     enabled: bool = attrs.field(default=True, kw_only=True, converter=_to_enabled)
-    max_body_size: int | None = attrs.field(
-        default=None, kw_only=True, converter=_to_max_body_size
-    )
+    max_body_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_max_body_size)
     max_header_size: int | None = attrs.field(
         default=None, kw_only=True, converter=_to_max_header_size
     )
