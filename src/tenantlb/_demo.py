@@ -72,7 +72,8 @@ async def _client(
     for _ in range(requests):
         info = RequestInfo("POST", "/v1/chat", [("x-api-key", KEYS[tenant])])
         try:
-            async with gateway.admit(info) as ticket:
+            async with gateway.admit(info, lease=True) as ticket:
+                assert ticket.endpoint is not None  # lease=True: always an endpoint
                 latency, status = BACKENDS[ticket.endpoint.url]
                 await anyio.sleep(latency * rng.uniform(0.8, 1.2))
                 ticket.record(status=status)

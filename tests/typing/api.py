@@ -93,7 +93,8 @@ async def gateway() -> None:
     info = tlb.RequestInfo("GET", "/v1/chat", [("x-api-key", "sk-…")], client=("203.0.113.9", 5555))
     async with gw.admit(info) as ticket:
         tenant: tlb.Tenant = ticket.tenant
-        endpoint: tlb.Endpoint = ticket.endpoint
+        endpoint: tlb.Endpoint | None = ticket.endpoint
+        limit: int | None = ticket.max_body_size
         response_headers: list[tuple[str, str]] = ticket.headers
         ticket.record(status=200)
     try:
@@ -104,7 +105,24 @@ async def gateway() -> None:
         status: int = exc.status
         del retry_after, status
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
-    del tenant, endpoint, response_headers, loaded
+    edge = tlb.Gateway(
+        registry=registry,
+        pools={},
+        anonymous=tlb.Tenant("anonymous", limits=[tlb.Rate(10, per=1.0)]),
+        max_body_size=1 << 20,
+        max_header_size=16384,
+    )
+    try:
+        async with edge.admit(info, lease=False) as bare:
+            no_lease: tlb.Lease | None = bare.lease
+            del no_lease
+    except (tlb.ContentTooLarge, tlb.HeadersTooLarge) as too_big:
+        size_limit: int = too_big.limit
+        del size_limit
+    except tlb.MissingCredentials as missing:
+        challenge: list[tuple[str, str]] = missing.headers
+        del challenge
+    del tenant, endpoint, limit, response_headers, loaded
 
 
 def retry_budget() -> None:
@@ -124,6 +142,7 @@ def retry_budget() -> None:
 def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
     checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
     return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
+
 
 async def httpx_adapter() -> None:
     import httpx
