@@ -73,6 +73,7 @@ async def _client(
         info = RequestInfo("POST", "/v1/chat", [("x-api-key", KEYS[tenant])])
         try:
             async with gateway.admit(info) as ticket:
+                assert ticket.endpoint is not None  # every demo tenant has an upstream
                 latency, status = BACKENDS[ticket.endpoint.url]
                 await anyio.sleep(latency * rng.uniform(0.8, 1.2))
                 ticket.record(status=status)
