@@ -13,7 +13,6 @@ health and ejections, and each tenant's admitted / 429 / 503 counts; a summary a
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import socket
@@ -106,10 +105,9 @@ class _Backend:
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        status = 200
         if scope["path"] != "/healthz":
             await anyio.sleep(self.latency)
-            status = 503 if self.failing else 200
+        status = 503 if self.failing else 200  # a failing backend fails its health check too
         body = b'{"backend": "%s"}' % self.name.encode()
         headers = [(b"content-type", b"application/json"), (b"x-backend", self.name.encode())]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -132,7 +130,13 @@ class _Server:
         import uvicorn
 
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="error", lifespan="off", access_log=False
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            lifespan="off",
+            access_log=False,
+            interface="asgi3",
         )
         self.server = uvicorn.Server(config)
         self.done = anyio.Event()
@@ -171,6 +175,7 @@ class _Demo:
         self.events: list[Event] = []
         self.notes: list[tuple[float, str]] = []
         self.gateway: Gateway | None = None
+        self._servers: Any = None
         self.started = 0.0
         self.in_flight_end: int | None = None
 
@@ -193,7 +198,7 @@ class _Demo:
             name="private",
             on_event=self.events.append,
         )
-        checker = HealthChecker(pool, probe=HTTPProbe("/healthz"), interval=0.5, timeout=0.25)
+        checker = HealthChecker(pool, probe=HTTPProbe("/healthz"), interval=1.0, timeout=0.5)
         tenants = [
             Tenant(
                 "acme",
@@ -207,7 +212,7 @@ class _Demo:
                 "globex",
                 api_keys=[hash_api_key(KEYS["globex"])],
                 upstream="shared",
-                limits=[Rate(25, per=1.0, burst=10)],
+                limits=[Rate(10, per=1.0, burst=5)],
                 max_concurrency=8,
                 shard_size=4,
             ),
@@ -233,20 +238,23 @@ class _Demo:
         self.gateway = gateway = self.build_gateway()
         gateway_port = _free_port()
         async with anyio.create_task_group() as servers:
+            self._servers = servers
             for backend in self.backends.values():
                 await backend.start(servers)
-            async with gateway:
-                proxy = ProxyApp(gateway)
-                gateway_server = await _serve(servers, proxy, gateway_port)
-                try:
-                    await self._traffic(f"http://127.0.0.1:{gateway_port}")
-                finally:
-                    self.in_flight_end = sum(p.in_flight for p in gateway.stats().pools.values())
-                    await gateway_server.stop()
-                    for backend in self.backends.values():
-                        await backend.stop()
-                    with contextlib.suppress(AttributeError):
+            try:
+                async with gateway:  # runs the health checker
+                    proxy = ProxyApp(gateway)
+                    gateway_server = await _serve(servers, proxy, gateway_port)
+                    try:
+                        await self._traffic(f"http://127.0.0.1:{gateway_port}")
+                    finally:
+                        await gateway_server.stop()
                         await proxy.aclose()
+                        pools = gateway.stats().pools.values()
+                        self.in_flight_end = sum(p.in_flight for p in pools)
+            finally:  # backends go last, so no check sees them die
+                for backend in self.backends.values():
+                    await backend.stop()
 
     async def _traffic(self, gateway_url: str) -> None:
         self.started = time.monotonic()
@@ -268,11 +276,8 @@ class _Demo:
         await self.backends["phoenix"].stop()
         self._note("phoenix stopped (listener and connections closed)")
         await _sleep_until(self.started + 0.7 * d)
-        async with anyio.create_task_group() as tg:
-            await self.backends["phoenix"].start(tg)
-            self._note("phoenix is back on the same port")
-            await _sleep_until(deadline)
-            await self.backends["phoenix"].stop()
+        await self.backends["phoenix"].start(self._servers)
+        self._note("phoenix is back on the same port")
 
     def _note(self, text: str) -> None:
         self.notes.append((time.monotonic(), text))
@@ -299,8 +304,6 @@ class _Demo:
                 backend = response.headers.get("x-backend")
                 if backend is not None and response.status_code < 500:
                     self.latencies[backend].append(latency)
-                elif backend is not None:
-                    self.latencies[backend + ":failed"].append(latency)
                 await anyio.sleep(0.01 if response.status_code != 429 else 0.05)
 
     # -- output ------------------------------------------------------------------------------
@@ -320,32 +323,37 @@ class _Demo:
             print(self._text(live=True), flush=True)
 
     def rows(self) -> list[tuple[str, ...]]:
-        """One row per endpoint: name, role, share, p50, p99, failed, state."""
+        """One row per endpoint: name, role, share of attempts, p50, p99, failures, state.
+
+        Shares and failures are the gateway's own counts (every attempt, retries included);
+        latencies are what the clients saw for the requests each backend served.
+        """
         assert self.gateway is not None
-        served = {n: len(v) for n, v in self.latencies.items()}
-        total = sum(served.values()) or 1
+        attempts: dict[str, int] = {}
+        failures: dict[str, int] = {}
         states: dict[str, str] = {}
         for pool in self.gateway.stats().pools.values():
             for e in pool.endpoints:
                 name = next(b.name for b in self.backends.values() if b.url == e.url)
+                attempts[name], failures[name] = e.requests, e.failures
                 states[name] = "ejected" if e.ejected else ("healthy" if e.healthy else "unhealthy")
         ejections = Counter(
             next((b.name for b in self.backends.values() if b.url == ev.url), "")
             for ev in self.events
             if ev.kind == "ejected"
         )
+        total = sum(attempts.values()) or 1
         rows: list[tuple[str, ...]] = []
         for name, (_, role) in BACKENDS.items():
             lat = sorted(self.latencies.get(name, []))
-            failed = len(self.latencies.get(name + ":failed", []))
             rows.append(
                 (
                     name,
                     role,
-                    f"{served.get(name, 0) / total:6.1%}",
+                    f"{attempts.get(name, 0) / total:6.1%}",
                     _ms(_quantile(lat, 0.50)),
                     _ms(_quantile(lat, 0.99)),
-                    str(failed),
+                    str(failures.get(name, 0)),
                     f"{states.get(name, '?')} ({ejections[name]} ejections)",
                 )
             )
@@ -365,7 +373,7 @@ class _Demo:
         head = f"t={elapsed:5.1f}s  balancer={self.strategy}" if live else ""
         lines = [head] if head else []
         lines.append(
-            f"  {'endpoint':9} {'role':16} {'share':>6} {'p50':>8} {'p99':>8} {'5xx':>5}  state"
+            f"  {'endpoint':9} {'role':16} {'share':>6} {'p50':>8} {'p99':>8} {'fails':>5}  state"
         )
         for name, role, share, p50, p99, failed, state in self.rows():
             lines.append(f"  {name:9} {role:16} {share:>6} {p50:>8} {p99:>8} {failed:>5}  {state}")
@@ -380,7 +388,7 @@ class _Demo:
 
         elapsed = time.monotonic() - self.started
         endpoints = Table(title=f"tenantlb demo — t={elapsed:4.1f}s, balancer {self.strategy}")
-        for column in ("endpoint", "role", "share", "p50", "p99", "5xx", "state"):
+        for column in ("endpoint", "role", "share", "p50", "p99", "fails", "state"):
             endpoints.add_column(
                 column, justify="left" if column in ("endpoint", "role") else "right"
             )
@@ -405,6 +413,8 @@ class _Demo:
         print("What happened (pool events and the demo's faults):")
         timeline = [(at, f"{'fault':10} {text}") for at, text in self.notes]
         for event in self.events:
+            if event.reason == "health checker stopped":
+                continue  # the demo's own shutdown, not news
             if event.kind in ("ejected", "unejected", "unhealthy", "healthy", "panic_entered"):
                 where = next((b.name for b in self.backends.values() if b.url == event.url), "")
                 timeline.append((event.at, f"{event.kind:10} {where:8} {event.reason}"))
