@@ -92,9 +92,7 @@ class BackendProcess:
         self.kill()
 
 
-def wait_for_port(
-    port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
-) -> None:
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until 127.0.0.1:*port* accepts a connection (or raise, naming the port)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._registry import publish as _publish
 from ._balanced import EndpointStats as EndpointStats
 from ._balanced import PoolStats as PoolStats
 from ._balancer import Balancer as Balancer
@@ -12,6 +13,8 @@ from ._endpoint import Endpoint as Endpoint
 from ._endpoint import normalize_url as normalize_url
 from ._lease import Lease as Lease
 from ._pool import Pool as Pool
+from ._registry import BALANCERS as BALANCERS
+from ._registry import register_balancer as register_balancer
 from ._round_robin import RoundRobin as RoundRobin
 from ._slow_start import SlowStart as SlowStart
 from ._subset import PoolSubset as PoolSubset
@@ -27,6 +30,7 @@ from ._ring_hash import RingHash as RingHash
 from ._weighted_random import WeightedRandom as WeightedRandom
 
 __all__ = [
+    "BALANCERS",
     "Balancer",
     "BalancerBase",
     "BoundedLoad",
@@ -47,4 +51,7 @@ __all__ = [
     "SlowStart",
     "WeightedRandom",
     "normalize_url",
+    "register_balancer",
 ]
+
+_publish(globals(), __all__, __name__)

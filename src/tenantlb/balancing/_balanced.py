@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import final
+from typing import Any, final
 
 import attrs
 
@@ -97,17 +97,15 @@ class _Balanced:
         self._members = members
         self._candidates: Sequence[EndpointState] = ()
         self._balancer = balancer
-        # Most strategies ignore outcomes; skipping their no-op observe() saves a call per record.
-        observe = getattr(type(balancer), "observe", None)
-        # Optional in-flight hooks (BoundedLoad keeps a running total with them).
-        self._on_acquire: Callable[[EndpointState], None] | None = getattr(
-            balancer, "acquired", None
-        )
+        # Most strategies inherit BalancerBase's no-op hooks; skipping those saves a call a request.
+        cls: Any = type(balancer)  # Any: mypy sees BalancerBase's functions as other types
+        base = BalancerBase
+        self._on_acquire = None if cls.acquired is base.acquired else balancer.acquired
         self._lease_owner = LeaseOwner(
             lock=core.lock,
             clock=core.clock,
-            observe=None if observe is BalancerBase.observe else balancer.observe,
-            on_release=getattr(balancer, "released", None),
+            observe=None if cls.observe is base.observe else balancer.observe,
+            on_release=None if cls.released is base.released else balancer.released,
             observer=core.observer,
         )
         self._recompute(now, [])
