@@ -26,6 +26,11 @@ BALANCERS: Registry[Callable[..., Balancer]] = Registry("balancer")
 """Balancer factories by name: the built-ins below, and those users register."""
 
 register_balancer = BALANCERS.register
+"""``register_balancer(name, factory, *, replace=False)``: add a balancer factory to `BALANCERS`.
+
+Also a class decorator: ``@register_balancer("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
 
 for _name, _factory in {
     "bounded_load": BoundedLoad,

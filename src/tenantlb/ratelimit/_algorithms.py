@@ -439,6 +439,11 @@ ALGORITHMS: Final[Registry[Callable[..., Algorithm]]] = Registry("algorithm")
 """Algorithm factories by name (``Gateway(algorithm="gcra")``, config ``gateway.algorithm``)."""
 
 register_algorithm = ALGORITHMS.register
+"""``register_algorithm(name, factory, *, replace=False)``: add a algorithm factory to `ALGORITHMS`.
+
+Also a class decorator: ``@register_algorithm("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
 
 for _cls in (GCRA, TokenBucket, SlidingWindow, FixedWindow):
     register_algorithm(_cls.name, _cls)

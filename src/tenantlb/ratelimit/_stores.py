@@ -24,6 +24,11 @@ STORES: Final[Registry[Callable[..., Store]]] = Registry("store")
 """Store factories by name: ``memory``, ``redis``, and those users register."""
 
 register_store = STORES.register
+"""``register_store(name, factory, *, replace=False)``: add a store factory to `STORES`.
+
+Also a class decorator: ``@register_store("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
 
 
 def redis_store(

@@ -274,6 +274,11 @@ RESOLVERS: Registry[Callable[..., TenantResolver]] = Registry("resolver")
 """Resolver factories by the names ``gateway.resolvers`` uses in a config file."""
 
 register_resolver = RESOLVERS.register
+"""``register_resolver(name, factory, *, replace=False)``: add a resolver factory to `RESOLVERS`.
+
+Also a class decorator: ``@register_resolver("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
 
 _BUILT_IN: dict[str, Callable[..., TenantResolver]] = {
     "api_key": APIKeyResolver,
