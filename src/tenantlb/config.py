@@ -177,13 +177,18 @@ class _Builder:
             self.error(path, str(exc))
         return None
 
-    def named(
-        self, path: str, registry: Registry[Callable[..., T]], spec: object
-    ) -> tuple[Callable[..., T], dict[str, Any], str] | None:
-        """Look up a registry entry named by *spec*: a name, or a table whose ``type`` is one.
-
-        Returns the factory, the table's other keys, and the path of the name.
-        """
+    def make(
+        self,
+        path: str,
+        registry: Registry[Callable[..., T]],
+        spec: object,
+        expected: type,
+        *,
+        nested: str | None = None,
+    ) -> T | None:
+        """Build what *spec* names in *registry*: a name, or a table whose ``type`` is one and whose
+        other keys are the factory's keyword arguments (the key *nested*, if given, is itself a
+        spec in the same registry, e.g. a `BoundedLoad`'s ``inner``)."""
         kwargs: dict[str, Any] = {}
         where = path
         if isinstance(spec, Mapping):
@@ -191,10 +196,24 @@ class _Builder:
             spec = kwargs.pop("type", None)
             where = f"{path}.type"
         try:
-            return registry.get(spec), kwargs, where
+            factory = registry.get(spec)
         except (TypeError, ValueError) as exc:
             self.error(where, str(exc))
-        return None
+            return None
+        if nested is not None and nested in kwargs:
+            inner = self.make(f"{path}.{nested}", registry, kwargs[nested], expected, nested=nested)
+            if inner is None:
+                return None
+            kwargs[nested] = inner
+        try:
+            made = self.attempt(path, None, factory, **kwargs)
+        except ImportError as exc:  # a factory's optional dependency (redis) is missing
+            self.error(path, str(exc))
+            return None
+        if made is not None and not isinstance(made, expected):
+            self.error(path, f"the factory made a {_type(made)}, not a {expected.__name__}")
+            return None
+        return made
 
     def table(self, path: str, value: object, allowed: set[str]) -> Mapping[str, Any] | None:
         if not isinstance(value, Mapping):
@@ -221,7 +240,9 @@ class _Builder:
         secret = self.secret(gw)
         resolvers = self.resolvers(gw.get("resolvers"))
         store = self.store(gw.get("store", "memory"))
-        algorithm = self.algorithm(gw.get("algorithm", "gcra"))
+        algorithm = self.make(
+            "gateway.algorithm", ALGORITHMS, gw.get("algorithm", "gcra"), Algorithm
+        )
         hash_on = gw.get("hash_on")
         if hash_on not in (None, "client_ip", "tenant"):
             self.error("gateway.hash_on", f"must be 'client_ip' or 'tenant', got {hash_on!r}")
@@ -337,30 +358,7 @@ class _Builder:
         return out
 
     def balancer(self, path: str, value: object) -> Balancer | None:
-        found = self.named(path, BALANCERS, value)
-        if found is None:
-            return None
-        factory, kwargs, _ = found
-        if "inner" in kwargs:  # a wrapping balancer (bounded_load): its inner one is a spec too
-            kwargs["inner"] = self.balancer(f"{path}.inner", kwargs["inner"])
-            if kwargs["inner"] is None:
-                return None
-        made = self.attempt(path, None, factory, **kwargs)
-        if made is not None and not isinstance(made, Balancer):
-            self.error(path, f"the factory made a {_type(made)}, not a Balancer")
-            return None
-        return made
-
-    def algorithm(self, value: object) -> Algorithm | None:
-        found = self.named("gateway.algorithm", ALGORITHMS, value)
-        if found is None:
-            return None
-        factory, kwargs, _ = found
-        made = self.attempt("gateway.algorithm", None, factory, **kwargs)
-        if made is not None and not isinstance(made, Algorithm):
-            self.error("gateway.algorithm", f"the factory made a {_type(made)}, not an Algorithm")
-            return None
-        return made
+        return self.make(path, BALANCERS, value, Balancer, nested="inner")
 
     def outlier(self, path: str, value: object) -> Any:
         if value is None:
@@ -506,24 +504,13 @@ class _Builder:
         out: list[TenantResolver] = []
         for i, spec in enumerate(value):
             path = f"gateway.resolvers[{i}]"
-            found = self.named(path, RESOLVERS, spec)
-            if found is not None:
-                factory, kwargs, _ = found
-                made = self.attempt(path, None, factory, **kwargs)
-                if made is not None:
-                    out.append(made)
+            made = self.make(path, RESOLVERS, spec, TenantResolver)
+            if made is not None:
+                out.append(made)
         return out
 
     def store(self, value: object) -> Store | None:
-        found = self.named("gateway.store", STORES, value)
-        if found is None:
-            return None
-        factory, kwargs, _ = found
-        try:
-            return self.attempt("gateway.store", None, factory, **kwargs)
-        except ImportError as exc:  # e.g. redis without the redis extra
-            self.error("gateway.store", str(exc))
-        return None
+        return self.make("gateway.store", STORES, value, Store)
 
 
 def _join(path: str, key: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 from .._errors import Unauthenticated, UnknownTenant
 from .._registry import Registry
@@ -36,6 +36,7 @@ __all__ = [
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 
 
+@runtime_checkable
 class TenantResolver(Protocol):
     """Finds the tenant of a request; see the module docs for the contract."""
 
