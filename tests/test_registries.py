@@ -456,3 +456,15 @@ def test_public_classes_show_the_package_as_their_module() -> None:
     assert pickle.loads(pickle.dumps(rate)) == rate
     stats = tlb.Pool(["http://a:1"]).stats()
     assert pickle.loads(pickle.dumps(stats)) == stats
+
+
+def test_a_store_that_does_not_say_how_it_answers_is_refused() -> None:
+    """A store without in_process / supports_nowait is a TypeError naming them, not an AttributeError."""
+
+    class Old:
+        def bind_rates(self, spec: Any) -> Any: ...
+        def bind_concurrency(self, spec: Any) -> Any: ...
+
+    registry = build_gateway(config()).registry
+    with pytest.raises(TypeError, match="in_process, supports_nowait"):
+        tlb.Gateway(registry=registry, pools={"shared": tlb.Pool(["http://a:1"])}, store=Old())  # type: ignore[arg-type]

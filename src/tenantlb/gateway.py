@@ -27,7 +27,7 @@ import ipaddress
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+from typing import Any, Literal, Protocol, final
 
 import anyio
 import attrs
@@ -49,12 +49,10 @@ from .ratelimit import (
     Rate,
     RateLimiter,
     Slot,
+    Store,
     resolve_algorithm,
 )
 from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
-
-if TYPE_CHECKING:
-    from .ratelimit import Store
 
 __all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
 
@@ -121,6 +119,12 @@ class Gateway:
         if hash_on not in (None, "client_ip", "tenant") and not callable(hash_on):
             msg = f"hash_on must be 'client_ip', 'tenant', a callable or None, got {hash_on!r}"
             raise FieldValueError(msg, field="hash_on")
+        if store is not None and not isinstance(store, Store):
+            msg = (
+                "store must implement the Store protocol (bind_rates, bind_concurrency,"
+                f" in_process, supports_nowait), got {type(store).__name__}"
+            )
+            raise FieldTypeError(msg, field="store")
         self._registry = registry
         self._pools = dict(pools)
         self._store: Store = MemoryStore() if store is None else store
