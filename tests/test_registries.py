@@ -468,3 +468,23 @@ def test_a_store_that_does_not_say_how_it_answers_is_refused() -> None:
     registry = build_gateway(config()).registry
     with pytest.raises(TypeError, match="in_process, supports_nowait"):
         tlb.Gateway(registry=registry, pools={"shared": tlb.Pool(["http://a:1"])}, store=Old())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("store", "path"),
+    [
+        (
+            {"type": "redis", "url": "redis://127.0.0.1:1", "on_error": "shrug"},
+            "gateway.store.on_error",
+        ),
+        ({"type": "redis", "url": "redis://127.0.0.1:1", "timeout": 0}, "gateway.store.timeout"),
+        ({"type": "redis"}, "gateway.store.url"),
+        ({"type": "memory", "max_keys": 0}, "gateway.store"),
+        ({"type": "postgres"}, "gateway.store.type"),
+    ],
+)
+def test_store_settings_errors_name_their_key(store: dict[str, Any], path: str) -> None:
+    """A bad store setting is reported at its key (nothing connects to Redis while validating)."""
+    with pytest.raises(tlb.ConfigError) as info:
+        build_gateway(config(store=store))
+    assert [p for p, _ in info.value.errors] == [path]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._registry import Registry
-from .._validate import FieldValueError, seconds
+from .._validate import FieldValueError, require_type, seconds
 from ._memory import MemoryStore
 from ._store import Store
 
@@ -58,6 +58,12 @@ def redis_store(
         msg = f"url must be a redis:// URL, got {url!r}"
         raise FieldValueError(msg, field="url")
     timeout = seconds("timeout", timeout)
+    require_type("prefix", prefix, str, "a str")
+    if on_error not in ("fail_closed", "fail_open", "memory") and not isinstance(
+        on_error, MemoryStore
+    ):
+        msg = f"on_error must be 'fail_closed', 'fail_open', 'memory' or a MemoryStore, got {on_error!r}"
+        raise FieldValueError(msg, field="on_error")
     try:
         import redis
         import redis.asyncio
