@@ -184,3 +184,57 @@ async def aiohttp_client_adapter() -> None:
     ):
         status: int = response.status
         del status
+
+
+def extension_points() -> None:
+    from collections.abc import Sequence
+
+    from tenantlb.balancing import BALANCERS, EndpointState
+    from tenantlb.ratelimit import ALGORITHMS, EPSILON, STORES, Kernel, State, Step
+
+    @tlb.register_balancer("first")
+    class First(tlb.BalancerBase):
+        def __init__(self) -> None:
+            self._first: EndpointState | None = None
+
+        def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+            self._first = candidates[0] if candidates else None
+
+        def pick(self, key: bytes | None) -> EndpointState | None:
+            return self._first
+
+        def clone(self) -> First:
+            return First()
+
+    balancer: tlb.Balancer = First()
+    tlb.register_balancer("first_again", First, replace=True)
+    factory = BALANCERS.get("first")
+    names: list[str] = BALANCERS.names() + ALGORITHMS.names() + STORES.names()
+
+    class Doubled(tlb.Algorithm):
+        name = "doubled"
+        lua = ""
+
+        def step(self, state: State | None, rate: tlb.Rate, now: float, cost: float) -> Step:
+            return Step(cost <= 2 * rate.burst + EPSILON, state, 0.0, 0.0, 0.0)
+
+        def kernel(self, rate: tlb.Rate) -> Kernel | None:
+            return None
+
+        def refund(
+            self, state: State | None, rate: tlb.Rate, now: float, cost: float
+        ) -> State | None:
+            return state
+
+        def expires(self, state: State, rate: tlb.Rate) -> float:
+            return 0.0
+
+    tlb.register_algorithm("doubled", Doubled)
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm=Doubled())
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm="doubled")
+    store: tlb.Store = tlb.MemoryStore()
+    in_process: bool = store.in_process and store.supports_nowait
+    admission: tlb.Admission = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}).admit(
+        tlb.RequestInfo("GET", "/", [])
+    )
+    del balancer, factory, names, in_process, admission

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._registry import publish as _publish
 from ._balanced import EndpointStats as EndpointStats
 from ._balanced import PoolStats as PoolStats
 from ._balancer import Balancer as Balancer
@@ -15,6 +16,8 @@ from ._outlier import OutlierDetector as OutlierDetector
 from ._outlier import OutlierDetectorStats as OutlierDetectorStats
 from ._outlier import OutlierEndpointStats as OutlierEndpointStats
 from ._pool import Pool as Pool
+from ._registry import BALANCERS as BALANCERS
+from ._registry import register_balancer as register_balancer
 from ._retry_budget import RetryBudget as RetryBudget
 from ._retry_budget import RetryBudgetStats as RetryBudgetStats
 from ._round_robin import RoundRobin as RoundRobin
@@ -32,6 +35,7 @@ from ._ring_hash import RingHash as RingHash
 from ._weighted_random import WeightedRandom as WeightedRandom
 
 __all__ = [
+    "BALANCERS",
     "Balancer",
     "BalancerBase",
     "BoundedLoad",
@@ -57,4 +61,7 @@ __all__ = [
     "SlowStart",
     "WeightedRandom",
     "normalize_url",
+    "register_balancer",
 ]
+
+_publish(globals(), __all__, __name__)

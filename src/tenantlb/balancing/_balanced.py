@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import final
+from typing import Any, final
 
 import attrs
 
@@ -103,15 +103,21 @@ class _Balanced:
         self._balancer = balancer
         self._tiers: Tiers | None = None  # None: one priority level, the common case
         self._tier_balancers: dict[int, Balancer] = {}
-        # Most strategies ignore outcomes; skipping their no-op observe() saves a call per record.
-        observe = getattr(type(balancer), "observe", None)
-        # Optional in-flight hooks (BoundedLoad keeps a running total with them).
-        hooks = getattr(balancer, "acquired", None) is not None
+        # Most strategies inherit BalancerBase's no-op hooks; skipping those saves a call a request.
+        cls: Any = type(balancer)  # Any: mypy sees BalancerBase's functions as other types
+        base = BalancerBase
+        # In-flight hooks (BoundedLoad's running total) go through _acquired/_released, which
+        # route them to the balancer of the endpoint's priority tier.
+        hooks = getattr(cls, "acquired", base.acquired) is not base.acquired or (
+            getattr(cls, "released", base.released) is not base.released
+        )
         self._on_acquire: Callable[[EndpointState], None] | None = self._acquired if hooks else None
         self._lease_owner = LeaseOwner(
             lock=core.lock,
             clock=core.clock,
-            observe=None if observe is BalancerBase.observe else balancer.observe,
+            observe=None
+            if getattr(cls, "observe", base.observe) is base.observe
+            else balancer.observe,
             on_release=self._released if hooks else None,
             observer=core.observer,
         )

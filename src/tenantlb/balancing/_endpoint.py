@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import types
 from collections.abc import Mapping
@@ -10,6 +9,8 @@ from typing import Any, final
 from urllib.parse import urlsplit
 
 import attrs
+
+from .._validate import FieldTypeError, positive
 
 __all__ = ["Endpoint", "normalize_url"]
 
@@ -60,12 +61,7 @@ def normalize_url(url: object) -> str:
 
 
 def _check_weight(_: Any, attribute: attrs.Attribute[float], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"weight must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"weight must be > 0 and finite, got {value!r}"
-        raise ValueError(msg)
+    positive("weight", value)
 
 
 def _check_priority(_: Any, attribute: attrs.Attribute[int], value: object) -> None:
@@ -82,7 +78,7 @@ def _freeze_metadata(value: object) -> Mapping[str, str]:
         return types.MappingProxyType({})
     if not isinstance(value, Mapping):
         msg = f"metadata must be a mapping, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="metadata")
     return types.MappingProxyType(dict(value))
 
 

@@ -32,6 +32,7 @@ from cachetools import LRUCache
 from .._clock import Clock, default_clock
 from .._errors import EndpointNotFound
 from .._events import Event, EventHandler, EventKind, emit
+from .._validate import FieldTypeError, FieldValueError, between, seconds
 from ._balanced import PoolCore, _Balanced
 from ._balancer import Balancer, EndpointState, OutcomeObserver
 from ._endpoint import Endpoint, normalize_url
@@ -80,16 +81,12 @@ class Pool(_Balanced):
     ) -> None:
         if not isinstance(name, str) or not name:
             msg = f"name must be a non-empty str, got {name!r}"
-            raise ValueError(msg)
-        if isinstance(panic_threshold, bool) or not (
-            isinstance(panic_threshold, int | float) and 0.0 <= panic_threshold <= 1.0
-        ):
-            msg = f"panic_threshold must be between 0 and 1, got {panic_threshold!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="name")
+        threshold = between("panic_threshold", panic_threshold, 0, 1)
         checked: object = slow_start  # callers may not be type-checked
         if checked is not None and not isinstance(checked, SlowStart):
             msg = f"slow_start must be a SlowStart or None, got {type(slow_start).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="slow_start")
         if isinstance(endpoints, str | Endpoint):
             msg = "endpoints must be an iterable of URLs or Endpoints, not a single one"
             raise TypeError(msg)
@@ -99,7 +96,7 @@ class Pool(_Balanced):
             balancer = PeakEWMA()
         if not isinstance(balancer, Balancer):
             msg = f"balancer must implement the Balancer protocol, got {type(balancer).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="balancer")
         self._slow_start = slow_start
         self._generation = 0
         self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
@@ -129,7 +126,7 @@ class Pool(_Balanced):
         core = PoolCore(
             name=name,
             clock=clock,
-            panic_threshold=float(panic_threshold),
+            panic_threshold=threshold,
             observer=outlier_detector,
             tick=self._tick,
         )
@@ -252,13 +249,7 @@ class Pool(_Balanced):
             TypeError: *duration* is not a number.
             ValueError: *duration* is not > 0 and finite.
         """
-        checked: object = duration  # callers may not be type-checked
-        if isinstance(checked, bool) or not isinstance(checked, int | float):
-            msg = f"duration must be a number of seconds, got {type(checked).__name__}"
-            raise TypeError(msg)
-        if not (duration > 0 and math.isfinite(duration)):
-            msg = f"duration must be > 0 and finite, got {duration!r}"
-            raise ValueError(msg)
+        duration = seconds("duration", duration)
         with self._changing() as change:
             state = self._lookup(url)
             was = state.ejected_until > 0.0

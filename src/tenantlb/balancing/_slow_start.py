@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import final
 
 import attrs
+
+from .._validate import between, positive
 
 __all__ = ["SlowStart"]
 
@@ -32,15 +33,9 @@ class SlowStart:
     min_weight_percent: float = 10.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("window", "aggression"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                msg = f"slow_start.{name} must be > 0, got {value!r}"
-                raise ValueError(msg)
-        pct = self.min_weight_percent
-        if not (isinstance(pct, int | float) and 0 < pct <= 100):
-            msg = f"slow_start.min_weight_percent must be in (0, 100], got {pct!r}"
-            raise ValueError(msg)
+        positive("window", self.window)
+        positive("aggression", self.aggression)
+        between("min_weight_percent", self.min_weight_percent, 0, 100, low_open=True)
 
     def factor(self, age: float) -> float:
         """The weight multiplier for an endpoint *age* seconds into its slow start (1.0 when done)."""

@@ -10,6 +10,7 @@ async with tlb.HealthChecker(pool, probe=tlb.HTTPProbe("/healthz"), interval=5.0
 
 from __future__ import annotations
 
+from .._registry import publish as _publish
 from ..balancing import OutlierDetector as OutlierDetector
 from ..balancing import OutlierDetectorStats as OutlierDetectorStats
 from ..balancing import OutlierEndpointStats as OutlierEndpointStats
@@ -33,3 +34,5 @@ __all__ = [
     "ProbeResult",
     "TCPProbe",
 ]
+
+_publish(globals(), __all__, __name__)
