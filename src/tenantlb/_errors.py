@@ -33,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._redact import redact
+
 if TYPE_CHECKING:
     from .ratelimit import Decision
 
@@ -67,9 +69,14 @@ class ConfigError(TenantLBError, ValueError):
     """
 
     def __init__(self, path: str, message: str, *, errors: Sequence[tuple[str, str]] = ()) -> None:
+        # A config value may carry credentials (a Redis URL with a password, a URL with
+        # ?token=...): every message is redacted before anything can print it.
+        message = redact(message)
         self.path = path
         self.message = message
-        self.errors: tuple[tuple[str, str], ...] = tuple(errors) or ((path, message),)
+        self.errors: tuple[tuple[str, str], ...] = tuple((p, redact(m)) for p, m in errors) or (
+            (path, message),
+        )
         if len(self.errors) == 1:
             text = f"{path}: {message}" if path else message
         else:

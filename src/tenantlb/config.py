@@ -352,6 +352,10 @@ class _Builder:
         if not isinstance(value, list):
             self.error(path, f"must be a list of URLs or endpoint tables, got {_type(value)}")
             return None
+        if not value:
+            # A pool with nothing in it refuses every request: almost always a mistake in a file.
+            self.error(path, "must list at least one endpoint")
+            return None
         out: list[Endpoint] = []
         seen: set[str] = set()
         for i, item in enumerate(value):
