@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -66,6 +67,8 @@ from .ratelimit import (
     resolve_algorithm,
 )
 from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffle_shard
+
+logger = logging.getLogger("tenantlb")
 
 __all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
 
@@ -441,18 +444,25 @@ class Gateway:
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
         lease = ticket.lease
-        if lease is not None and not lease.released:
-            if isinstance(exc, Exception):
-                lease.record(error=exc)
-            else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
-                lease.release()  # neither reward nor punish the endpoint
-        slot, slots = ticket._slot, ticket._slots
-        if slot is not None and slots is not None:
-            ticket._slot = None
-            if self._sync_store:
-                slots.release_nowait(slot)  # no coroutine for the in-memory case
-            else:
-                await self._free(slots, slot)
+        try:
+            if lease is not None and not lease.released:
+                if isinstance(exc, Exception):
+                    lease.record(error=exc)
+                else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
+                    lease.release()  # neither reward nor punish the endpoint
+        except Exception:
+            # Recording must neither keep the slot nor replace the error the request ended with.
+            logger.exception("tenantlb: recording the outcome of a request failed")
+            if lease is not None:
+                lease.release()
+        finally:
+            slot, slots = ticket._slot, ticket._slots
+            if slot is not None and slots is not None:
+                ticket._slot = None
+                if self._sync_store:
+                    slots.release_nowait(slot)  # no coroutine for the in-memory case
+                else:
+                    await self._free(slots, slot)
 
     async def _free(self, slots: ConcurrencyLimiter, slot: Slot) -> None:
         if self._sync_store:
