@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
+from ._errors import DiscoveryError as DiscoveryError
 from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
@@ -42,6 +43,16 @@ from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 
+# isort: split
+# --- discovery ---
+from .discovery import Discovery as Discovery
+from .discovery import DiscoveryResult as DiscoveryResult
+from .discovery import DiscoverySource as DiscoverySource
+from .discovery import DiscoveryStats as DiscoveryStats
+from .discovery import DNSDiscovery as DNSDiscovery
+from .discovery import FileDiscovery as FileDiscovery
+
+# isort: split
 # --- gateway and config ---
 from .config import load_config as load_config
 from .gateway import Gateway as Gateway
@@ -90,12 +101,19 @@ __all__ = [
     "Clock",
     "ConcurrencyLimiter",
     "ConfigError",
+    "DNSDiscovery",
     "Decision",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryResult",
+    "DiscoverySource",
+    "DiscoveryStats",
     "Endpoint",
     "EndpointHealth",
     "EndpointNotFound",
     "EndpointStats",
     "Event",
+    "FileDiscovery",
     "Forbidden",
     "Gateway",
     "GatewayStats",
