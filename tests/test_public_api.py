@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import tenantlb
@@ -34,3 +36,19 @@ def test_public_classes_live_in_tenantlb() -> None:
         obj = getattr(tenantlb, name)
         module = getattr(obj, "__module__", "tenantlb")
         assert module.startswith("tenantlb"), (name, module)
+
+
+def test_import_without_dnspython() -> None:
+    """`import tenantlb` works without the optional dnspython; DNSDiscovery then names the extra."""
+    code = (
+        "import sys; sys.modules['dns'] = None\n"  # makes `import dns` raise ImportError
+        "import tenantlb as tlb\n"
+        "try:\n"
+        "    tlb.DNSDiscovery(tlb.Pool([]), 'svc.internal', port=80)\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'tenantlb[dns]'" in out.stdout
