@@ -315,7 +315,8 @@ class _DNSSource:
         rrset = answer.rrset
         if rrset is None:
             return [], None
-        return list(rrset), float(rrset.ttl)
+        # The smallest TTL along the CNAME chain, not only the final record set's.
+        return list(rrset), float(answer.chaining_result.minimum_ttl)
 
 
 def check_hostname(arg: str, value: object) -> str:
