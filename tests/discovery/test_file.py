@@ -164,7 +164,7 @@ async def test_missing_file_keeps_pool(tmp_path: Path) -> None:
     stats = await found.refresh()
     assert stats.last_outcome == "failed"
     assert stats.last_error is not None
-    assert "cannot read" in stats.last_error
+    assert "cannot read the file" in stats.last_error
     assert urls(pool) == {"http://10.0.0.9:8000"}
     write(tmp_path / "nope.toml", TWO)
     assert (await found.refresh()).last_outcome == "updated"

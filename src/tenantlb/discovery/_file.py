@@ -139,7 +139,7 @@ class _FileSource:
             data = self.path.read_bytes()
         except OSError as exc:
             self._digest = None
-            self._error = f"cannot read {str(self.path)!r}: {exc.strerror or exc}"
+            self._error = f"cannot read the file: {exc.strerror or exc}"
             return
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if digest == self._digest:
@@ -148,7 +148,7 @@ class _FileSource:
         try:
             endpoints = parse_endpoints(data, self.format)
         except ValueError as exc:
-            self._result, self._error = None, f"{str(self.path)!r} refused: {exc}"
+            self._result, self._error = None, f"file refused: {exc}"
         else:
             self._result, self._error = DiscoveryResult(endpoints), None
 
