@@ -20,9 +20,9 @@ from .._clock import Clock, default_clock
 from .._errors import DiscoveryError
 from .._events import EventHandler
 from .._validate import seconds
-from ..balancing import Endpoint, Pool
+from ..balancing import Pool
 from ._runner import Discovery
-from ._source import DiscoveryResult
+from ._source import DiscoveryResult, EndpointCache
 
 __all__ = ["DNSDiscovery", "check_hostname", "parse_nameserver"]
 
@@ -185,6 +185,7 @@ class _DNSSource:
         resolver.timeout = min(_PER_TRY, timeout)
         resolver.lifetime = timeout
         self._resolver = resolver
+        self._cache = EndpointCache()
 
     def __repr__(self) -> str:
         servers = (
@@ -204,13 +205,14 @@ class _DNSSource:
         # Chosen per call: dnspython's default backend sticks to the first event loop it saw.
         backend = dns.asyncbackend.get_backend(dns.asyncbackend.sniff())
         deadline = anyio.current_time() + self.timeout
+        self._cache.rotate()
         if self.srv is not None:
             return await self._resolve_srv(self.srv, backend, deadline)
         assert self.name is not None
         assert self.port is not None
         addresses, ttl = await self._addresses(self.name, backend, deadline)
         endpoints = [
-            Endpoint(_url(self.scheme, address, self.port), metadata={"hostname": self.name})
+            self._cache.get(_url(self.scheme, address, self.port), hostname=self.name)
             for address in addresses
         ]
         return DiscoveryResult(endpoints, ttl=ttl)
@@ -239,7 +241,7 @@ class _DNSSource:
                     merged[url] = (share + (previous[0] if previous else 0.0), target)
             if merged:
                 endpoints = [
-                    Endpoint(url, weight=weight, metadata={"hostname": target})
+                    self._cache.get(url, weight=weight, hostname=target)
                     for url, (weight, target) in merged.items()
                 ]
                 return DiscoveryResult(endpoints, ttl=ttl)

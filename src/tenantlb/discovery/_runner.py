@@ -30,7 +30,7 @@ from .._errors import DiscoveryError
 from .._events import Event, EventHandler, EventKind, emit
 from .._validate import seconds
 from ..balancing import Endpoint, Pool
-from ._source import DiscoveryResult, DiscoverySource
+from ._source import DiscoveryResult, DiscoverySource, EndpointCache, as_endpoints
 
 if TYPE_CHECKING:
     from typing import Self
@@ -169,6 +169,7 @@ class Discovery:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._cache = EndpointCache()
         self._lock: anyio.Lock | None = None
         self._tg: TaskGroup | None = None
         self._due = 0.0
@@ -289,13 +290,16 @@ class Discovery:
         try:
             with anyio.fail_after(self.timeout):
                 answer = await self.source.resolve()
-            result = answer if isinstance(answer, DiscoveryResult) else DiscoveryResult(answer)
-            ttl = result.ttl
-            wanted = _unique(result.endpoints)
+            if isinstance(answer, DiscoveryResult):
+                endpoints, ttl = answer.endpoints, answer.ttl
+            else:
+                endpoints = as_endpoints(answer, "endpoints", self._cache)
+            wanted = _unique(endpoints)
         except TimeoutError:
             error = f"timed out after {self.timeout:g}s"
         except Exception as exc:
             error = _message(exc)
+        self._cache.rotate()
         now = self._clock()
         self._refreshes += 1
         self._last_refresh_at = now
@@ -384,7 +388,9 @@ def _same(pool: Pool, wanted: dict[str, Endpoint]) -> bool:
         return False
     for endpoint in current:
         new = wanted.get(endpoint.url)
-        if new is None or new != endpoint or new.metadata != endpoint.metadata:
+        if new is not endpoint and (
+            new is None or new != endpoint or new.metadata != endpoint.metadata
+        ):
             return False
     return True
 

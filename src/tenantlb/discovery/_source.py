@@ -15,14 +15,14 @@ and runs with ``async with tlb.Discovery(pool, StaticSource(), interval=10.0): .
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol, final, runtime_checkable
 
 import attrs
 
 from ..balancing import Endpoint
 
-__all__ = ["DiscoveryResult", "DiscoverySource", "as_endpoints"]
+__all__ = ["DiscoveryResult", "DiscoverySource", "EndpointCache", "as_endpoints"]
 
 
 @runtime_checkable
@@ -74,7 +74,9 @@ class DiscoveryResult:
     ttl: float | None = attrs.field(default=None, kw_only=True, converter=_ttl)
 
 
-def as_endpoints(value: object, where: str) -> tuple[Endpoint, ...]:
+def as_endpoints(
+    value: object, where: str, cache: EndpointCache | None = None
+) -> tuple[Endpoint, ...]:
     """Convert an iterable of URL strings / `Endpoint` objects, naming *where* in errors.
 
     Raises:
@@ -89,8 +91,42 @@ def as_endpoints(value: object, where: str) -> tuple[Endpoint, ...]:
         if isinstance(item, Endpoint):
             out.append(item)
         elif isinstance(item, str):
-            out.append(Endpoint(item))
+            out.append(Endpoint(item) if cache is None else cache.get(item))
         else:
             msg = f"{where}[{i}] must be a URL str or an Endpoint, got {type(item).__name__}"
             raise TypeError(msg)
     return tuple(out)
+
+
+@final
+class EndpointCache:
+    """The endpoints built in the previous round, reused when an answer repeats.
+
+    Building an `Endpoint` parses and normalises its URL; an unchanged answer of 1,000 addresses
+    would otherwise redo that every round. Call `rotate` once per round: what the last round did
+    not ask for is dropped, so the cache never outgrows one answer.
+    """
+
+    __slots__ = ("_current", "_previous")
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[str, float, str | None], Endpoint] = {}
+        self._current: dict[tuple[str, float, str | None], Endpoint] = {}
+
+    def get(self, url: str, weight: float = 1.0, hostname: str | None = None) -> Endpoint:
+        """The endpoint for *url* / *weight* / ``metadata["hostname"]``, built once per run of rounds."""
+        key = (url, weight, hostname)
+        endpoint = self._current.get(key)
+        if endpoint is None:
+            endpoint = self._previous.get(key)
+            if endpoint is None:
+                metadata: Mapping[str, str] | None = (
+                    None if hostname is None else {"hostname": hostname}
+                )
+                endpoint = Endpoint(url, weight=weight, metadata=metadata)
+            self._current[key] = endpoint
+        return endpoint
+
+    def rotate(self) -> None:
+        """Start a new round."""
+        self._previous, self._current = self._current, {}
