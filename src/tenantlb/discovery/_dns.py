@@ -53,6 +53,9 @@ class DNSDiscovery(Discovery):
     are equal. Each endpoint carries ``metadata["hostname"]`` (the name or SRV target), e.g. for a
     ``Host`` header or TLS server name.
 
+    Names are looked up as given, without the system's search domains: give the fully qualified
+    name (``api.default.svc.cluster.local``, not ``api``).
+
     Refreshes follow the records' TTL when it is shorter than ``interval`` (bounded below by
     ``min_interval``). A lookup that fails (timeout, SERVFAIL, REFUSED, unreachable server) keeps
     the pool as it is; a name that does not exist (NXDOMAIN) or has no records is an empty answer,
