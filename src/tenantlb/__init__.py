@@ -38,6 +38,8 @@ from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
 from .balancing import Rendezvous as Rendezvous
+from .balancing import RetryBudget as RetryBudget
+from .balancing import RetryBudgetStats as RetryBudgetStats
 from .balancing import RingHash as RingHash
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
@@ -145,6 +147,8 @@ __all__ = [
     "Rendezvous",
     "RequestInfo",
     "RequestRejected",
+    "RetryBudget",
+    "RetryBudgetStats",
     "RingHash",
     "RoundRobin",
     "SlowStart",

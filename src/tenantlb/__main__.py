@@ -1,9 +1,10 @@
-"""Command line: ``python -m tenantlb demo | hash-key | check FILE``."""
+"""Command line: python -m tenantlb demo | hash-key | check FILE."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -15,10 +16,19 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tenantlb`` command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m tenantlb", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tenantlb",
+        description="tenantlb: load balancing and multi-tenant gateway controls in a Python process.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="balance a burst of simulated requests, in memory")
+    demo = commands.add_parser(
+        "demo",
+        help="balance a burst of simulated requests, in memory",
+        description="Three tenants send a burst of requests through one gateway to four simulated "
+        "backends (one fast pair, one slow, one failing); prints each endpoint's share, the "
+        "refusals per tenant and the ejections.",
+    )
     demo.add_argument("--requests", type=int, default=50, help="requests per client (default 50)")
     demo.add_argument("--clients", type=int, default=40, help="concurrent clients (default 40)")
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
@@ -32,8 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="environment variable holding the server secret (HMAC-SHA-256 instead of SHA-256)",
     )
 
-    check = commands.add_parser("check", help="validate a gateway config file (TOML, JSON, YAML)")
-    check.add_argument("file")
+    check = commands.add_parser(
+        "check",
+        help="validate a gateway config file (TOML, JSON, YAML)",
+        description="Validate a gateway config file and list every problem with its path.",
+    )
+    check.add_argument("file", help="the config file (.toml, .json, .yaml or .yml)")
 
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -41,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.requests < 1 or args.clients < 1:
             parser.error("--requests and --clients must be >= 1")
+        if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+            parser.error("--backend trio needs trio installed: pip install trio")
         return run_demo(args.requests, args.clients, args.backend)
     if args.command == "hash-key":
         return _hash_key(args.secret_env)
@@ -57,7 +73,17 @@ def _hash_key(secret_env: str | None) -> int:
             print(f"error: environment variable {secret_env!r} is not set", file=sys.stderr)
             return 2
     # The key is read, never echoed: not from argv, where it would land in shell history.
-    raw = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if sys.stdin.isatty():
+        raw = getpass.getpass("API key: ")
+    else:
+        lines = sys.stdin.read().splitlines()
+        if len(lines) != 1:
+            # Hashing only the first of several lines would silently store a digest of the wrong key.
+            print(
+                f"error: expected exactly one key on stdin, got {len(lines)} lines", file=sys.stderr
+            )
+            return 2
+        raw = lines[0].strip()
     try:
         print(hash_api_key(raw, secret=secret))
     except (TypeError, ValueError) as exc:
@@ -69,6 +95,9 @@ def _hash_key(secret_env: str | None) -> int:
 def _check(file: str) -> int:
     from .config import load_config
 
+    if not os.path.isfile(file):
+        print(f"{file}: no such file", file=sys.stderr)
+        return 2
     try:
         gateway = load_config(file)
     except ConfigError as exc:

@@ -134,7 +134,7 @@ _POOL = {
     "outlier_detection",
     "health_check",
 }
-_ENDPOINT = {"url", "weight", "zone", "metadata"}
+_ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {
     "id",
     "display_name",
@@ -326,6 +326,7 @@ class _Builder:
                     weight=table.get("weight", 1.0),
                     zone=table.get("zone"),
                     metadata=table.get("metadata"),
+                    priority=table.get("priority", 0),
                 )
             if endpoint is None:
                 continue

@@ -58,7 +58,13 @@ class _Service(Protocol):
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, *exc_info: object) -> Any: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 @final

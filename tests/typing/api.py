@@ -107,6 +107,25 @@ async def gateway() -> None:
     del tenant, endpoint, response_headers, loaded
 
 
+def retry_budget() -> None:
+    budget = tlb.RetryBudget(ratio=0.2, ttl=10.0, min_retries_per_second=10, clock=ManualClock())
+    budget.deposit()
+    allowed: bool = budget.try_withdraw()
+    stats: tlb.RetryBudgetStats = budget.stats()
+    counts: tuple[int, int, int, int] = (
+        stats.requests,
+        stats.retries,
+        stats.exhausted,
+        stats.available,
+    )
+    del allowed, counts
+
+
+def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
+    checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
+    return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
+
+
 class ConsulLikeSource:
     async def resolve(self) -> tlb.DiscoveryResult:
         return tlb.DiscoveryResult(
