@@ -147,7 +147,7 @@ async def test_aaaa_records(dnsmasq: Dnsmasq) -> None:
 
 
 async def test_srv_targets_ports_and_weights(dnsmasq: Dnsmasq, clock: ManualClock) -> None:
-    """SRV targets, ports and weights become endpoints and weights; the lowest priority wins."""
+    """SRV targets, ports and weights become endpoints and weights; priorities become tiers."""
     dnsmasq.set_hosts(
         {
             "a.internal": ["10.1.0.1"],
@@ -159,43 +159,53 @@ async def test_srv_targets_ports_and_weights(dnsmasq: Dnsmasq, clock: ManualCloc
     srv = "_http._tcp.svc.internal"
     dnsmasq.set_srv(
         [
-            (srv, "a.internal", 8001, 0, 10),
-            (srv, "b.internal", 8002, 0, 30),
-            (srv, "c.internal", 8003, 0, 20),  # two addresses share the weight
-            (srv, "backup.internal", 9000, 1, 100),  # a higher priority value: a fallback only
+            (srv, "a.internal", 8001, 10, 10),
+            (srv, "b.internal", 8002, 10, 30),
+            (srv, "c.internal", 8003, 10, 20),  # two addresses share the weight
+            (srv, "backup.internal", 9000, 20, 100),  # a higher value: the failover tier
         ]
     )
     pool = tlb.Pool([], balancer=tlb.RoundRobin(), clock=clock)
     found = discovery(pool, dnsmasq, srv=srv)
     stats = await found.refresh()
     assert stats.last_outcome == "updated"
-    weights = {e.url: e.weight for e in pool.endpoints}
-    assert weights == {
-        "http://10.1.0.1:8001": 10.0,
-        "http://10.1.0.2:8002": 30.0,
-        "http://10.1.0.3:8003": 10.0,
-        "http://10.1.0.4:8003": 10.0,
+    assert {e.url: (e.weight, e.priority) for e in pool.endpoints} == {
+        "http://10.1.0.1:8001": (10.0, 0),
+        "http://10.1.0.2:8002": (30.0, 0),
+        "http://10.1.0.3:8003": (10.0, 0),
+        "http://10.1.0.4:8003": (10.0, 0),
+        "http://10.9.0.1:9000": (100.0, 1),
     }
     assert pool.state("http://10.1.0.3:8003").endpoint.metadata["hostname"] == "c.internal"
+    picks = set()
+    for _ in range(12):
+        with pool.acquire() as lease:
+            picks.add(lease.url)
+    assert "http://10.9.0.1:9000" not in picks  # the backup tier idles while tier 0 is healthy
     serve(pool, "http://10.1.0.1:8001", clock, 0.01)
 
     # New weights and a new port: weights change in place, stats kept; the old port is replaced.
     dnsmasq.set_srv(
         [
-            (srv, "a.internal", 8001, 0, 50),
-            (srv, "b.internal", 8012, 0, 30),
-            (srv, "backup.internal", 9000, 1, 100),
+            (srv, "a.internal", 8001, 10, 50),
+            (srv, "b.internal", 8012, 10, 30),
+            (srv, "backup.internal", 9000, 20, 100),
         ]
     )
     await found.refresh()
-    weights = {e.url: e.weight for e in pool.endpoints}
-    assert weights == {"http://10.1.0.1:8001": 50.0, "http://10.1.0.2:8012": 30.0}
+    assert {e.url: (e.weight, e.priority) for e in pool.endpoints} == {
+        "http://10.1.0.1:8001": (50.0, 0),
+        "http://10.1.0.2:8012": (30.0, 0),
+        "http://10.9.0.1:9000": (100.0, 1),
+    }
     assert pool.state("http://10.1.0.1:8001").requests == 1
 
-    # The preferred targets no longer resolve: the next priority serves.
-    dnsmasq.set_srv([(srv, "gone.internal", 8001, 0, 10), (srv, "backup.internal", 9000, 1, 1)])
+    # The preferred targets no longer resolve: only the failover tier is left, and serves.
+    dnsmasq.set_srv([(srv, "gone.internal", 8001, 10, 10), (srv, "backup.internal", 9000, 20, 1)])
     await found.refresh()
     assert urls(pool) == {"http://10.9.0.1:9000"}
+    with pool.acquire() as lease:
+        assert lease.url == "http://10.9.0.1:9000"
 
 
 async def test_srv_zero_weights(dnsmasq: Dnsmasq) -> None:

@@ -31,6 +31,7 @@ Family = Literal["any", "ipv4", "ipv6"]
 _LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 _FAMILIES: dict[str, tuple[str, ...]] = {"any": ("A", "AAAA"), "ipv4": ("A",), "ipv6": ("AAAA",)}
+_MAX_TIER = 127  # Endpoint.priority's bound
 _PER_TRY = 2.0  # seconds one server gets before the resolver tries the next (dnspython's default)
 
 
@@ -46,9 +47,11 @@ class DNSDiscovery(Discovery):
     ```
 
     With a name, every address becomes ``{scheme}://{address}:{port}`` (Envoy's STRICT_DNS
-    cluster; a Kubernetes headless service is exactly such a name). With ``srv=``, the records of
-    the lowest priority whose targets resolve are used (RFC 2782); each target's addresses become
-    endpoints at the record's port, the record's weight split between them. A weight of 0 gets
+    cluster; a Kubernetes headless service is exactly such a name). With ``srv=``, each target's
+    addresses become endpoints at the record's port, the record's weight split between them, and
+    SRV priorities become the pool's failover tiers (`Endpoint.priority`) by rank: the lowest
+    priority value is tier 0, the next tier 1, and so on, so traffic spills over to a higher value
+    only as the lower one's endpoints fail (RFC 2782's order, with Envoy's priority levels). A weight of 0 gets
     1/100 of the smallest positive weight (RFC 2782: "a very small chance"); if all are 0, they
     are equal. Each endpoint carries ``metadata["hostname"]`` (the name or SRV target), e.g. for a
     ``Host`` header or TLS server name.
@@ -228,27 +231,29 @@ class _DNSSource:
             if target in ("", ".") or not record.port:
                 continue  # "." = the service is decidedly not available here (RFC 2782)
             groups.setdefault(record.priority, []).append((target, record.port, record.weight))
-        for priority in sorted(groups):
+        targets = sorted({target for records in groups.values() for target, _, _ in records})
+        found = await self._all_addresses(targets, backend, deadline)
+        merged: dict[str, tuple[float, str, int]] = {}
+        # SRV priorities become the pool's failover tiers by rank: the lowest value is tier 0.
+        for rank, priority in enumerate(sorted(groups)):
+            tier = min(rank, _MAX_TIER)
             records = sorted(groups[priority])
-            targets = sorted({target for target, _, _ in records})
-            found = await self._all_addresses(targets, backend, deadline)
             weights = _srv_weights([w for _, _, w in records])
-            merged: dict[str, tuple[float, str]] = {}
             for (target, port, _), weight in zip(records, weights, strict=True):
                 addresses, target_ttl = found[target]
                 ttl = _min_ttl(ttl, target_ttl)
                 for address in addresses:
                     url = _url(self.scheme, address, port)
-                    share = weight / len(addresses)
                     previous = merged.get(url)
-                    merged[url] = (share + (previous[0] if previous else 0.0), target)
-            if merged:
-                endpoints = [
-                    self._cache.get(url, weight=weight, hostname=target)
-                    for url, (weight, target) in merged.items()
-                ]
-                return DiscoveryResult(endpoints, ttl=ttl)
-        return DiscoveryResult((), ttl=ttl)
+                    if previous is not None and previous[2] != tier:
+                        continue  # listed again at a lower priority: the better tier keeps it
+                    share = weight / len(addresses) + (previous[0] if previous else 0.0)
+                    merged[url] = (share, target, tier)
+        endpoints = [
+            self._cache.get(url, weight=weight, hostname=target, priority=tier)
+            for url, (weight, target, tier) in merged.items()
+        ]
+        return DiscoveryResult(endpoints, ttl=ttl)
 
     async def _all_addresses(
         self, names: list[str], backend: Any, deadline: float

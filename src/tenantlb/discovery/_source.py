@@ -110,12 +110,14 @@ class EndpointCache:
     __slots__ = ("_current", "_previous")
 
     def __init__(self) -> None:
-        self._previous: dict[tuple[str, float, str | None], Endpoint] = {}
-        self._current: dict[tuple[str, float, str | None], Endpoint] = {}
+        self._previous: dict[tuple[str, float, str | None, int], Endpoint] = {}
+        self._current: dict[tuple[str, float, str | None, int], Endpoint] = {}
 
-    def get(self, url: str, weight: float = 1.0, hostname: str | None = None) -> Endpoint:
-        """The endpoint for *url* / *weight* / ``metadata["hostname"]``, built once per run of rounds."""
-        key = (url, weight, hostname)
+    def get(
+        self, url: str, weight: float = 1.0, hostname: str | None = None, priority: int = 0
+    ) -> Endpoint:
+        """The endpoint for these settings (``metadata["hostname"]`` if given), built once."""
+        key = (url, weight, hostname, priority)
         endpoint = self._current.get(key)
         if endpoint is None:
             endpoint = self._previous.get(key)
@@ -123,7 +125,7 @@ class EndpointCache:
                 metadata: Mapping[str, str] | None = (
                     None if hostname is None else {"hostname": hostname}
                 )
-                endpoint = Endpoint(url, weight=weight, metadata=metadata)
+                endpoint = Endpoint(url, weight=weight, metadata=metadata, priority=priority)
             self._current[key] = endpoint
         return endpoint
 
