@@ -227,10 +227,13 @@ class Discovery:
         return self._tg is not None
 
     async def refresh(self) -> DiscoveryStats:
-        """Run one round now (also outside ``async with``) and return the stats after it.
+        """Run one round now (also outside ``async with``); the background schedule restarts from it.
 
-        A round never raises for a source's failure: the outcome is in the returned stats
-        (``last_outcome``, ``last_error``). The background schedule restarts from this round.
+        Rounds never overlap: a round already running (the background one) finishes first.
+
+        Returns:
+            The stats after the round. A source's failure is not raised: it is in
+            ``last_outcome`` / ``last_error``, and the pool is as it was.
         """
         if self._lock is None:
             self._lock = anyio.Lock()
