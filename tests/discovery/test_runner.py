@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tenantlb as tlb
 
@@ -237,3 +239,38 @@ def test_short_interval_lowers_the_default_min_interval() -> None:
     """min_interval defaults to 1 s, or the interval if that is shorter."""
     assert tlb.Discovery(tlb.Pool([]), ListSource(), interval=0.2).min_interval == 0.2
     assert tlb.Discovery(tlb.Pool([]), ListSource()).min_interval == 1.0
+
+
+URLS = [f"http://10.0.0.{i}:8000" for i in range(8)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    answers=st.lists(
+        st.lists(st.sampled_from(URLS), unique=True).map(sorted), min_size=1, max_size=8
+    ),
+    allow_empty=st.booleans(),
+)
+def test_pool_follows_any_sequence_of_answers(answers: list[list[str]], allow_empty: bool) -> None:
+    """After each round the pool holds the answer (an empty one only if allowed), and an endpoint
+    that stays keeps its live state object."""
+
+    async def run() -> None:
+        source = ListSource()
+        pool = tlb.Pool(["http://seed:1"])
+        found = tlb.Discovery(pool, source, allow_empty=allow_empty)
+        expected = {"http://seed:1"}
+        for answer in answers:
+            before = {url: pool.state(url) for url in urls(pool)}
+            source.answer = answer
+            stats = await found.refresh()
+            if answer or allow_empty:
+                expected = set(answer)
+                assert stats.last_outcome in ("updated", "unchanged")
+            else:
+                assert stats.last_outcome == "empty"
+            assert urls(pool) == expected
+            for url in expected & before.keys():
+                assert pool.state(url) is before[url]
+
+    anyio.run(run)
