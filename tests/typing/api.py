@@ -133,9 +133,16 @@ class ConsulLikeSource:
         )
 
 
+class ListSource:
+    async def resolve(self) -> list[str]:
+        return ["http://10.0.0.1:8000"]
+
+
 async def discovery() -> None:
     pool = tlb.Pool([])
     source: tlb.DiscoverySource = ConsulLikeSource()
+    plain: tlb.DiscoverySource = ListSource()
+    await tlb.Discovery(pool, plain).refresh()
     async with tlb.Discovery(pool, source, interval=10.0, jitter=1.0, timeout=2.0) as runner:
         stats: tlb.DiscoveryStats = await runner.refresh()
         outcome: str | None = stats.last_outcome
