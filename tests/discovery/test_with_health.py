@@ -41,19 +41,24 @@ async def test_discovered_endpoints_are_health_checked(
         write(path, [good.url, bad.url])
         pool = tlb.Pool([])
         checker = tlb.HealthChecker(
-            pool, probe=tlb.HTTPProbe("/healthz"), interval=0.05, timeout=0.04
+            pool, probe=tlb.HTTPProbe("/healthz"), interval=1.0, timeout=0.9
         )
+
+        def verdict(url: str) -> bool | None:
+            return {h.url: h.healthy for h in checker.stats().endpoints}.get(url)
+
         async with (
             tlb.FileDiscovery(pool, path, interval=3600.0) as found,
             checker,
         ):
-            await wait_for(lambda: not pool.state(bad.url).healthy)
+            await wait_for(lambda: verdict(bad.url) is False and verdict(good.url) is True)
+            assert not pool.state(bad.url).healthy
             assert pool.state(good.url).healthy
 
             write(path, [good.url, late.url])  # bad leaves, late joins
             assert (await found.refresh()).last_outcome == "updated"
             await wait_for(lambda: late.hits > 0)
             hits = bad.hits
-            await wait_for(lambda: late.hits > 2)
+            await wait_for(lambda: late.hits >= 2)
             assert bad.hits == hits  # a removed endpoint is not checked any more
             assert {h.url for h in checker.stats().endpoints} == {good.url, late.url}
