@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
 from ._errors import ContentTooLarge as ContentTooLarge
+from ._errors import DiscoveryError as DiscoveryError
 from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
 from ._errors import HeadersTooLarge as HeadersTooLarge
@@ -51,6 +52,16 @@ from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 from .balancing import register_balancer as register_balancer
 
+# isort: split
+# --- discovery ---
+from .discovery import Discovery as Discovery
+from .discovery import DiscoveryResult as DiscoveryResult
+from .discovery import DiscoverySource as DiscoverySource
+from .discovery import DiscoveryStats as DiscoveryStats
+from .discovery import DNSDiscovery as DNSDiscovery
+from .discovery import FileDiscovery as FileDiscovery
+
+# isort: split
 # --- gateway and config ---
 from .config import load_config as load_config
 from .gateway import Admission as Admission
@@ -109,12 +120,19 @@ __all__ = [
     "ConcurrencyLimiter",
     "ConfigError",
     "ContentTooLarge",
+    "DNSDiscovery",
     "Decision",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryResult",
+    "DiscoverySource",
+    "DiscoveryStats",
     "Endpoint",
     "EndpointHealth",
     "EndpointNotFound",
     "EndpointStats",
     "Event",
+    "FileDiscovery",
     "Forbidden",
     "Gateway",
     "GatewayStats",

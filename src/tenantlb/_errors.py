@@ -9,6 +9,7 @@ are translated at the boundary with ``raise X(...) from exc``.
 TenantLBError
 ├── ConfigError                 (also a ValueError) a bad config document; .path names the field
 ├── EndpointNotFound            (also a LookupError) an unknown endpoint URL
+├── DiscoveryError              a discovery source could not produce endpoints (the pool keeps its own)
 └── RequestRejected             a request cannot be served; .status is the HTTP status to answer
     ├── UnknownTenant           no tenant matched the request (401)
     ├── Unauthenticated         missing or wrong credentials (401)
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "ContentTooLarge",
+    "DiscoveryError",
     "EndpointNotFound",
     "Forbidden",
     "HeadersTooLarge",
@@ -96,6 +98,14 @@ class EndpointNotFound(TenantLBError, LookupError):
 
     def __str__(self) -> str:  # LookupError would repr() the message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class DiscoveryError(TenantLBError):
+    """A discovery source failed to produce an endpoint list (lookup failed, file invalid).
+
+    The discovery runner counts it and keeps the pool's last good endpoints; a source of your own may
+    raise it (or anything else) from ``resolve()``.
+    """
 
 
 class RequestRejected(TenantLBError):

@@ -1,4 +1,4 @@
-"""Events: what a pool (and later the health checker) reports when its state changes.
+"""Events: what a pool (and a discovery runner) reports when its state changes.
 
 Handlers are plain callables taking an `Event`; they run synchronously, outside any lock, and must
 be quick (hand work to a queue if it is slow). An exception in a handler is logged and swallowed:
@@ -27,6 +27,8 @@ EventKind = Literal[
     "unejected",
     "panic_entered",
     "panic_left",
+    "discovery_failed",
+    "discovery_recovered",
 ]
 
 

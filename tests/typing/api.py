@@ -238,3 +238,48 @@ def extension_points() -> None:
         tlb.RequestInfo("GET", "/", [])
     )
     del balancer, factory, names, in_process, admission
+
+
+class ConsulLikeSource:
+    async def resolve(self) -> tlb.DiscoveryResult:
+        return tlb.DiscoveryResult(
+            ["http://10.0.0.1:8000", tlb.Endpoint("http://b", weight=2)], ttl=5.0
+        )
+
+
+class ListSource:
+    async def resolve(self) -> list[str]:
+        return ["http://10.0.0.1:8000"]
+
+
+async def discovery() -> None:
+    pool = tlb.Pool([])
+    source: tlb.DiscoverySource = ConsulLikeSource()
+    plain: tlb.DiscoverySource = ListSource()
+    await tlb.Discovery(pool, plain).refresh()
+    async with tlb.Discovery(pool, source, interval=10.0, jitter=1.0, timeout=2.0) as runner:
+        stats: tlb.DiscoveryStats = await runner.refresh()
+        outcome: str | None = stats.last_outcome
+        del outcome
+    async with tlb.DNSDiscovery(pool, "svc.internal", port=8000, interval=30.0):
+        pass
+    dns = tlb.DNSDiscovery(
+        pool,
+        srv="_http._tcp.svc.internal",
+        nameservers=["127.0.0.1:5353"],
+        family="ipv4",
+        min_interval=2.0,
+        allow_empty=False,
+        on_event=lambda event: None,
+    )
+    unsubscribe = dns.subscribe(lambda event: None)
+    unsubscribe()
+    async with tlb.FileDiscovery(pool, "endpoints.toml", interval=5.0) as watcher:
+        failures: int = watcher.stats().failures
+        in_outage: bool = watcher.stats().in_outage
+        del failures, in_outage
+    try:
+        raise tlb.DiscoveryError("consul unreachable")
+    except tlb.TenantLBError:
+        pass
+    del stats
