@@ -18,6 +18,8 @@ from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
 from ._errors import OverCapacity as OverCapacity
+from ._errors import QueueFull as QueueFull
+from ._errors import QueueTimeout as QueueTimeout
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
 from ._errors import StoreUnavailable as StoreUnavailable
@@ -41,6 +43,12 @@ from .balancing import RingHash as RingHash
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
+
+# --- fairness ---
+from .fairness import AdaptiveConcurrency as AdaptiveConcurrency
+from .fairness import AdaptiveConcurrencyStats as AdaptiveConcurrencyStats
+from .fairness import FairQueue as FairQueue
+from .fairness import FairQueueStats as FairQueueStats
 
 # --- gateway and config ---
 from .config import load_config as load_config
@@ -86,6 +94,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "APIKeyResolver",
+    "AdaptiveConcurrency",
+    "AdaptiveConcurrencyStats",
     "BoundedLoad",
     "Clock",
     "ConcurrencyLimiter",
@@ -96,6 +106,8 @@ __all__ = [
     "EndpointNotFound",
     "EndpointStats",
     "Event",
+    "FairQueue",
+    "FairQueueStats",
     "Forbidden",
     "Gateway",
     "GatewayStats",
@@ -119,6 +131,8 @@ __all__ = [
     "PoolStats",
     "Probe",
     "ProbeResult",
+    "QueueFull",
+    "QueueTimeout",
     "Rate",
     "RateLimited",
     "RateLimiter",
