@@ -44,14 +44,14 @@ from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 
+# --- gateway and config ---
+from .config import load_config as load_config
+
 # --- fairness ---
 from .fairness import AdaptiveConcurrency as AdaptiveConcurrency
 from .fairness import AdaptiveConcurrencyStats as AdaptiveConcurrencyStats
 from .fairness import FairQueue as FairQueue
 from .fairness import FairQueueStats as FairQueueStats
-
-# --- gateway and config ---
-from .config import load_config as load_config
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
 from .gateway import Ticket as Ticket

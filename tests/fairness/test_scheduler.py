@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 
@@ -89,7 +90,6 @@ def test_hands_are_distinct_stable_and_in_range() -> None:
         assert len(set(hand)) == 8
         assert all(0 <= q < 64 for q in hand)
         assert deal_hand(flow, 64, 8) == hand
-    assert deal_hand("acme", 5, 5) == tuple(sorted(deal_hand("acme", 5, 5), key=deal_hand("acme", 5, 5).index))
     assert sorted(deal_hand("acme", 5, 5)) == [0, 1, 2, 3, 4]
 
 
@@ -298,7 +298,9 @@ def test_stats_are_a_bounded_frozen_snapshot() -> None:
         ({"capacity": 4, "clock": 3}, TypeError, "clock must be callable"),
     ],
 )
-def test_bad_arguments_name_the_field(kwargs: dict[str, object], error: type[Exception], words: str) -> None:
+def test_bad_arguments_name_the_field(
+    kwargs: dict[str, object], error: type[Exception], words: str
+) -> None:
     """Bad constructor arguments raise TypeError/ValueError naming the argument."""
     capacity = kwargs.pop("capacity")
     with pytest.raises(error) as info:
@@ -322,7 +324,9 @@ def test_bad_arguments_name_the_field(kwargs: dict[str, object], error: type[Exc
         (None, 1.0, TypeError, "flow must be a str"),
     ],
 )
-def test_bad_requests_name_the_field(flow: object, weight: object, error: type[Exception], words: str) -> None:
+def test_bad_requests_name_the_field(
+    flow: object, weight: object, error: type[Exception], words: str
+) -> None:
     """A bad flow or weight is refused before anything is taken, queued or full alike."""
     sched = FairScheduler(1)
     with pytest.raises(error) as info:
@@ -336,7 +340,9 @@ def test_bad_requests_name_the_field(flow: object, weight: object, error: type[E
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["submit", "release", "cancel", "grow", "shrink"]), st.integers(0, 30)),
+    st.tuples(
+        st.sampled_from(["submit", "release", "cancel", "grow", "shrink"]), st.integers(0, 30)
+    ),
     max_size=300,
 )
 
@@ -351,10 +357,8 @@ def test_accounting_invariants_under_any_sequence(steps: list[tuple[str, int]]) 
     turns: list[Turn] = []
     for op, n in steps:
         if op == "submit":
-            try:
+            with contextlib.suppress(tlb.QueueFull):
                 turns.append(sched.submit(f"f{n % 6}", weight=1 + n % 3))
-            except tlb.QueueFull:
-                pass
         elif op == "release" and turns:
             sched.release(turns[n % len(turns)])
         elif op == "cancel" and turns:
