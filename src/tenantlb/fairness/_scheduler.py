@@ -3,10 +3,21 @@
 A concurrency budget (*capacity* slots) is shared by flows (tenants). A request that finds a free
 slot and nobody waiting runs at once; otherwise it queues, and each freed slot goes to the waiting
 request with the smallest *virtual finish time* across flows (self-clocked fair queuing, Golestani
-1994): a flow's head request is tagged ``max(V, F_prev) + 1 / weight``, where ``V`` is the tag last
-dispatched, so backlogged flows take turns in proportion to their weights however many requests
-each one piles up. A tag is kept per *flow* (one heap entry per backlogged flow), so a dispatch
-costs O(log backlogged flows), never O(requests).
+1994): a backlogged flow's next request is tagged ``F_prev + 1 / weight``, so backlogged flows take
+turns in proportion to their weights however many requests each one piles up. A tag is kept per
+*flow* (one heap entry per backlogged flow), so a dispatch costs O(log backlogged flows), never
+O(requests).
+
+A flow that had nothing queued starts at ``V - idle_credit + 1 / weight``, where ``V`` is the
+largest tag dispatched so far: up to *idle_credit* requests ahead of the flows that kept a standing
+backlog (FQ-CoDel's sparse-flow priority, RFC 8290; Linux CFS's sleeper credit). Why: next to a
+tenant that is always backlogged, strict fair queuing serves a tenant at exactly its fair share
+with bursty arrivals at no more than its average rate, so it sits at 100% load and queues without
+bound. With the credit, flows that keep draining their queue go first and the backlogged flow gets
+what they leave, which is its fair share when they stay within theirs (``benchmarks/fairness_sim.py``:
+quiet tenants' p99 1.1x with a neighbour at 10x its share, 3.9x with ``idle_credit=0``). ``V`` also
+advances by 1/8 per round of the backlogged flows, so even while credited flows keep the budget
+saturated a backlogged flow gets at least 1/8 of its fair share: never starved.
 
 Admission is Kubernetes API Priority and Fairness' shuffle sharding: a flow hashes to a *hand* of
 ``hand_size`` queues out of ``queues`` and each request joins the shortest queue of its hand; a
@@ -168,12 +179,15 @@ class FairScheduler:
         queue_length: Waiting requests per queue (APF default 50).
         timeout: Seconds a request may wait; one found waiting longer when its turn comes is
             expired instead of granted. None waits forever.
+        idle_credit: How far ahead of backlogged flows a flow that had nothing queued starts, in
+            weight-1 requests (default 100; 0 is strict self-clocked fair queuing).
         wake: Called with every queued `Turn` that is granted or expired, synchronously.
         clock: Time source for waits, timeouts and latencies.
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: *capacity* < 1, *hand_size* > *queues*, a count < 1, *timeout* <= 0.
+        ValueError: *capacity* < 1, *hand_size* > *queues*, a count < 1, *timeout* <= 0,
+            *idle_credit* < 0.
     """
 
     __slots__ = (
@@ -186,6 +200,7 @@ class FairScheduler:
         "_hand_size",
         "_heap",
         "_hold_ewma",
+        "_idle_credit",
         "_in_flight",
         "_lengths",
         "_queue_length",
@@ -208,6 +223,7 @@ class FairScheduler:
         hand_size: int = 8,
         queue_length: int = 50,
         timeout: float | None = None,
+        idle_credit: float = 100.0,
         wake: Callable[[Turn], None] | None = None,
         clock: Clock = default_clock,
     ) -> None:
@@ -230,6 +246,7 @@ class FairScheduler:
         self._hand_size = hand_size
         self._queue_length = count("queue_length", queue_length)
         self._timeout = None if timeout is None else seconds("timeout", timeout)
+        self._idle_credit = seconds("idle_credit", idle_credit, allow_zero=True)
         self._wake = wake
         self._clock = clock
         self._lengths = [0] * queues
@@ -309,8 +326,7 @@ class FairScheduler:
         state.turns.append(turn)
         state.live += 1
         if state.live == 1:
-            # A flow that (re)starts is tagged from the current virtual time: no credit for idling.
-            self._push(state, self._vtime + 1.0 / weight)
+            self._start(state, weight)
         if self._in_flight < (self._fixed or self._current_limit()):
             self._dispatch()  # the limit grew since the last decision
         return turn
@@ -409,6 +425,12 @@ class FairScheduler:
         capacity = self._capacity
         return 1 if capacity is None else max(1, capacity.limit)
 
+    def _start(self, state: _Flow, weight: float) -> None:
+        # A flow that had nothing queued is placed `idle_credit` weight-1 requests behind the
+        # virtual time (FQ-CoDel's sparse-flow priority, Linux CFS's sleeper credit): flows that
+        # keep draining their queue go ahead of flows that never do, by a bounded burst.
+        self._push(state, self._vtime - self._idle_credit + 1.0 / weight)
+
     def _push(self, state: _Flow, tag: float) -> None:
         self._seq += 1
         state.seq = self._seq
@@ -444,8 +466,11 @@ class FairScheduler:
             self._lengths[turn.queue] -= 1
             self._queued -= 1
             state.live -= 1
-            if tag > self._vtime:
-                self._vtime = tag
+            # V moves to the largest tag dispatched, and by at least _FLOOR per round of the
+            # backlogged flows: so flows using their idle credit can hold a backlogged flow back to
+            # _FLOOR of its fair share at worst, never to nothing.
+            vtime = self._vtime + _FLOOR / len(self._flows)
+            self._vtime = tag if tag > vtime else vtime
             if state.live:
                 while turns[0].state is not _QUEUED:
                     turns.popleft()
@@ -488,8 +513,13 @@ class _Flow:
         self.turns: deque[Turn] = deque()
         self.live = 0  # turns still queued (withdrawn ones may linger in `turns`)
         self.seq = -1  # id of its live heap entry; -1 when it has none
-        self.tag = 0.0
+        self.tag = 0.0  # virtual finish time of its head request
 
+
+# Why 1/8: a backlogged flow is guaranteed 1/8 of its fair share while credited flows saturate the
+# budget; the rest of its share comes from what they leave. A floor near 1/2 would load tenants at
+# exactly their share to 100% again (the simulation's quiet p99 jumps from 1.1x to 4.4x at 0.5).
+_FLOOR = 0.125
 
 _PERSON = b"tenantlb-hand1"  # domain separation from the endpoint shuffle shards
 
