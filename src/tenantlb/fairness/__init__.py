@@ -23,12 +23,12 @@ from __future__ import annotations
 from ._adaptive import AdaptiveConcurrency as AdaptiveConcurrency
 from ._adaptive import AdaptiveConcurrencyStats as AdaptiveConcurrencyStats
 from ._fair_queue import FairQueue as FairQueue
+from ._hands import deal_hand as deal_hand
 from ._scheduler import Capacity as Capacity
 from ._scheduler import FairQueueStats as FairQueueStats
 from ._scheduler import FairScheduler as FairScheduler
 from ._scheduler import Turn as Turn
 from ._scheduler import TurnState as TurnState
-from ._scheduler import deal_hand as deal_hand
 
 __all__ = [
     "AdaptiveConcurrency",

@@ -35,8 +35,6 @@ scheduler per event loop.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import heapq
 import math
 from collections import deque
@@ -49,6 +47,7 @@ import attrs
 from .._clock import Clock, default_clock
 from .._errors import QueueFull, QueueTimeout
 from .._validate import count, seconds
+from ._hands import deal_hand
 
 __all__ = [
     "Capacity",
@@ -57,7 +56,6 @@ __all__ = [
     "Turn",
     "TurnState",
     "check_request",
-    "deal_hand",
 ]
 
 
@@ -192,6 +190,7 @@ class FairScheduler:
     """
 
     __slots__ = (
+        "_bins",
         "_cancelled",
         "_capacity",
         "_clock",
@@ -200,11 +199,10 @@ class FairScheduler:
         "_flows",
         "_hand_size",
         "_hands",
-        "_bins",
-        "_keys",
         "_hold_ewma",
         "_idle_credit",
         "_in_flight",
+        "_keys",
         "_lengths",
         "_queue_length",
         "_queued",
@@ -557,28 +555,6 @@ class _Flow:
 _FLOOR = 0.125
 
 _HANDS_CACHED = 65536  # flows whose hands a scheduler remembers
-
-_PERSON = b"tenantlb-hand1"  # domain separation from the endpoint shuffle shards
-
-
-@functools.lru_cache(maxsize=65536)
-def deal_hand(flow: str, queues: int, hand_size: int) -> tuple[int, ...]:
-    """The *hand_size* distinct queue indices of *flow* among *queues*, stable across processes.
-
-    A keyed BLAKE2b digest of the flow (never the salted builtin ``hash()``) drives a partial
-    Fisher-Yates shuffle, as APF's dealer does with its 64-bit hash; a 512-bit digest leaves
-    enough entropy for any realistic deck. Cached (LRU), so calling it per request is cheap.
-    """
-    digest = hashlib.blake2b(flow.encode(), digest_size=64, person=_PERSON).digest()
-    value = int.from_bytes(digest, "big")
-    swapped: dict[int, int] = {}
-    hand = []
-    for i in range(hand_size):
-        value, offset = divmod(value, queues - i)
-        pick = i + offset
-        hand.append(swapped.get(pick, pick))
-        swapped[pick] = swapped.get(i, i)
-    return tuple(hand)
 
 
 def check_request(flow: object, weight: object) -> None:
