@@ -325,3 +325,14 @@ def test_asyncio_task_cancelled_right_after_its_grant() -> None:
         assert_idle(fq)
 
     asyncio.run(main())
+
+
+async def test_await_acquire_and_release() -> None:
+    """`await fq.acquire(flow)` takes a turn without a block; `release` gives it back."""
+    fq = tlb.FairQueue(1, timeout=0.001)
+    turn = await fq.acquire("acme", weight=2)
+    assert turn.state is TurnState.GRANTED
+    with pytest.raises(tlb.QueueTimeout):
+        await fq.acquire("other")
+    fq.release(turn)
+    assert_idle(fq)

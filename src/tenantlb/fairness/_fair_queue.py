@@ -8,8 +8,9 @@ asyncio's ``task.cancel()`` (``wait_for``) and trio's cancel scopes cannot inter
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from types import TracebackType
-from typing import final
+from typing import Any, final
 
 import anyio
 import anyio.lowlevel
@@ -118,7 +119,9 @@ class FairQueue:
 
         ``async with fq.acquire(flow) as turn:`` yields the granted `Turn`. The slot is freed
         when the block exits by any path, and the hold time is reported to an adaptive capacity
-        unless the block raised.
+        unless the block raised. Where a block does not fit (a slot held across callbacks),
+        ``turn = await fq.acquire(flow)`` waits the same way and `release` gives it back: call
+        it in a ``finally``.
 
         Args:
             flow: The flow (usually the tenant id), a non-empty str.
@@ -212,6 +215,9 @@ class _Acquire:
         turn = self._turn
         if turn is not None:
             self._scheduler.release(turn, record=exc_type is None)
+
+    def __await__(self) -> Generator[Any, None, Turn]:
+        return self.__aenter__().__await__()
 
 
 def _wake(turn: Turn) -> None:

@@ -345,7 +345,7 @@ class FairScheduler:
         state.live += 1
         if state.live == 1:
             # A flow that had nothing queued is placed `idle_credit` weight-1 requests behind V
-            # (see the module docstring); inlined, as every request of a sparse flow comes here.
+            # (see the module docstring).
             self._push(state, self._vtime - self._idle_credit + 1.0 / weight)
         if self._in_flight < (self._fixed or self._current_limit()):
             self._dispatch()  # the limit grew since the last decision
@@ -412,7 +412,10 @@ class FairScheduler:
     def full_error(self, flow: str) -> QueueFull:
         """The error for a request refused without queuing (`FairQueue.acquire_nowait`)."""
         self._rejected += 1
-        msg = f"no free slot for flow {flow!r} and requests are waiting"
+        msg = (
+            f"no free slot for flow {flow!r}: {self._in_flight} in flight of "
+            f"{self.limit}, {self._queued} waiting"
+        )
         return QueueFull(msg, flow=flow, retry_after=self._retry_after())
 
     def poll(self) -> None:
