@@ -260,3 +260,42 @@ def test_bad_latency_is_refused(latency: object, error: type[Exception]) -> None
     ac = tlb.AdaptiveConcurrency()
     with pytest.raises(error, match="latency"):
         ac.record(latency)  # type: ignore[arg-type]
+
+
+def test_events_report_measurements_and_limit_changes() -> None:
+    """Handlers hear when minRTT is measured, when the limit changes and when it is pinned again."""
+    clock = ManualClock()
+    seen: list[tlb.Event] = []
+    ac = make(clock, name="shared", on_event=seen.append)
+    extra: list[tlb.Event] = []
+    unsubscribe = ac.subscribe(extra.append)
+    measure_min_rtt(ac, clock, 0.1)
+    window(ac, clock, 0.1)
+    window(ac, clock, 0.1)
+    unsubscribe()
+    for _ in range(20):  # slow windows: the limit falls to min_limit, five there re-measure
+        if ac.stats().measuring_min_rtt:
+            break
+        window(ac, clock, 1.0)
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "min_rtt_measured"
+    assert "concurrency_limit_changed" in kinds
+    assert kinds[-1] == "min_rtt_measuring"  # five windows at the minimum
+    assert all(e.pool == "shared" for e in seen)
+    assert "limit 3 -> 5" in seen[1].reason
+    assert len(extra) < len(seen)
+    with pytest.raises(TypeError, match="handler must be callable"):
+        ac.subscribe(42)  # type: ignore[arg-type]
+
+
+def test_a_failing_event_handler_never_breaks_the_limit(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in a handler is logged and swallowed."""
+
+    def broken(event: tlb.Event) -> None:
+        raise RuntimeError("observer bug")
+
+    clock = ManualClock()
+    ac = make(clock, on_event=broken)
+    measure_min_rtt(ac, clock, 0.1)
+    assert window(ac, clock, 0.1) == 5
+    assert "observer bug" in caplog.text

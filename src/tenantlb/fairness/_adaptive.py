@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import final
 
@@ -36,6 +37,7 @@ import attrs
 
 from .._clock import Clock, default_clock
 from .._errors import OverCapacity
+from .._events import Event, EventHandler, EventKind, emit
 from .._validate import count, percent, seconds
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveConcurrencyStats"]
@@ -109,6 +111,11 @@ class AdaptiveConcurrency:
         min_rtt: A fixed minRTT in seconds; never measure (Envoy's ``fixed_value``).
         clock: Time source; latencies passed to `record` must be in the same time base.
         rng: Source of the jitter (default: a private `random.Random`).
+        name: Names it in events (``Event.pool``), e.g. the upstream it guards.
+        on_event: A handler called with each `Event` (more with `subscribe`):
+            ``"concurrency_limit_changed"`` after a window changed the limit,
+            ``"min_rtt_measuring"`` when the limit is pinned to measure minRTT and
+            ``"min_rtt_measured"`` when the measurement ends.
 
     Raises:
         TypeError: An argument has the wrong type.
@@ -122,6 +129,7 @@ class AdaptiveConcurrency:
         "_clock",
         "_epoch",
         "_fixed_min_rtt",
+        "_handlers",
         "_in_flight",
         "_interval",
         "_jitter",
@@ -132,7 +140,9 @@ class AdaptiveConcurrency:
         "_measuring",
         "_min",
         "_min_rtt",
+        "_name",
         "_next_measure",
+        "_pending",
         "_percentile",
         "_rejected",
         "_requests",
@@ -159,6 +169,8 @@ class AdaptiveConcurrency:
         min_rtt: float | None = None,
         clock: Clock = default_clock,
         rng: random.Random | None = None,
+        name: str = "adaptive",
+        on_event: EventHandler | None = None,
     ) -> None:
         self._min = count("min_limit", min_limit)
         self._max = count("max_limit", max_limit)
@@ -178,8 +190,17 @@ class AdaptiveConcurrency:
         if rng is not None and not isinstance(rng, random.Random):
             msg = f"rng must be a random.Random or None, got {type(rng).__name__}"
             raise TypeError(msg)
+        if not isinstance(name, str):
+            msg = f"name must be a str, got {type(name).__name__}"
+            raise TypeError(msg)
+        if on_event is not None and not callable(on_event):
+            msg = f"on_event must be callable or None, got {type(on_event).__name__}"
+            raise TypeError(msg)
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+        self._name = name
+        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._pending: list[Event] = []
         self._lock = threading.Lock()
         now = clock()
         self._limit = self._min
@@ -206,7 +227,10 @@ class AdaptiveConcurrency:
         """The concurrency limit now (``min_limit`` while minRTT is being measured)."""
         with self._lock:
             self._tick(self._clock())
-            return self._min if self._measuring else self._limit
+            limit = self._min if self._measuring else self._limit
+        if self._pending:
+            self._flush()
+        return limit
 
     @property
     def min_rtt(self) -> float | None:
@@ -230,6 +254,21 @@ class AdaptiveConcurrency:
                 self._rtt_samples.append(latency)
                 if len(self._rtt_samples) >= self._requests:
                     self._finish_measurement(now)
+        if self._pending:
+            self._flush()
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Call *handler* with every `Event`; returns a function that unsubscribes it."""
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        self._handlers.append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+        return unsubscribe
 
     def acquire(self) -> _Hold:
         """Hold one slot for the ``async with`` block, or be refused at once (no queue).
@@ -249,7 +288,7 @@ class AdaptiveConcurrency:
         """A frozen `AdaptiveConcurrencyStats` snapshot."""
         with self._lock:
             self._tick(self._clock())
-            return AdaptiveConcurrencyStats(
+            stats = AdaptiveConcurrencyStats(
                 limit=self._min if self._measuring else self._limit,
                 min_rtt=self._min_rtt,
                 sample_rtt=self._sample_rtt,
@@ -259,6 +298,9 @@ class AdaptiveConcurrency:
                 windows=self._windows,
                 min_rtt_measurements=self._measurements,
             )
+        if self._pending:
+            self._flush()
+        return stats
 
     # --- helpers (called with the lock held) ----------------------------------------------------
 
@@ -266,13 +308,28 @@ class AdaptiveConcurrency:
         with self._lock:
             now = self._clock()
             self._tick(now)
-            if self._in_flight >= (self._min if self._measuring else self._limit):
+            limit = self._min if self._measuring else self._limit
+            full = self._in_flight >= limit
+            if full:
                 self._rejected += 1
-                limit = self._min if self._measuring else self._limit
-                msg = f"the adaptive concurrency limit ({limit}) is reached"
-                raise OverCapacity(msg, headers=[("Retry-After", "1")])
-            self._in_flight += 1
-            return now
+            else:
+                self._in_flight += 1
+        if self._pending:
+            self._flush()
+        if full:
+            msg = f"the adaptive concurrency limit ({limit}) is reached"
+            raise OverCapacity(msg, headers=[("Retry-After", "1")])
+        return now
+
+    def _event(self, kind: EventKind, reason: str, at: float) -> None:
+        if self._handlers:
+            self._pending.append(Event(kind=kind, pool=self._name, reason=reason, at=at))
+
+    def _flush(self) -> None:
+        # Handlers run outside the lock (the event protocol's rule).
+        with self._lock:
+            events, self._pending = self._pending, []
+        emit(list(self._handlers), events)
 
     def _give_back(self, started: float, ok: bool) -> None:
         with self._lock:
@@ -301,8 +358,15 @@ class AdaptiveConcurrency:
         target = self._min_rtt * (1.0 + self._buffer)
         gradient = 2.0 if sample_rtt <= 0 else max(0.5, min(2.0, target / sample_rtt))
         scaled = gradient * self._limit
+        old = self._limit
         self._limit = max(self._min, min(self._max, int(scaled + math.sqrt(scaled))))
         self._windows += 1
+        if self._limit != old:
+            reason = (
+                f"limit {old} -> {self._limit}: sample RTT {sample_rtt * 1000:.1f} ms, "
+                f"min RTT {self._min_rtt * 1000:.1f} ms"
+            )
+            self._event("concurrency_limit_changed", reason, now)
         if self._limit == self._min:
             self._at_min += 1
             if self._at_min >= _MIN_WINDOWS_BEFORE_REMEASURE and self._fixed_min_rtt is None:
@@ -311,6 +375,7 @@ class AdaptiveConcurrency:
             self._at_min = 0
 
     def _start_measurement(self, now: float) -> None:
+        self._event("min_rtt_measuring", f"limit pinned to {self._min} to measure min RTT", now)
         self._measuring = True
         self._epoch = now
         self._rtt_samples.clear()
@@ -318,13 +383,15 @@ class AdaptiveConcurrency:
         self._at_min = 0
 
     def _finish_measurement(self, now: float) -> None:
-        self._min_rtt = _percentile(self._rtt_samples, self._percentile)
+        self._min_rtt = min_rtt = _percentile(self._rtt_samples, self._percentile)
         self._rtt_samples.clear()
         self._measuring = False
         self._measurements += 1
         self._window_end = now + self._update_interval
         delay = self._rng.uniform(0.0, self._jitter * self._interval) if self._jitter else 0.0
         self._next_measure = now + self._interval + delay
+        reason = f"min RTT {min_rtt * 1000:.1f} ms; limit back to {self._limit}"
+        self._event("min_rtt_measured", reason, now)
 
 
 @final
