@@ -96,7 +96,7 @@ def main() -> None:
         "part: sha256 of the key": lambda: hashlib.sha256(key.encode()).hexdigest(),
         "part: RequestInfo(...)": lambda: tlb.RequestInfo("POST", "/v1/chat", [("x-api-key", key)]),
         "part: registry.resolve(request)": lambda: registry.resolve(info),
-        "part: limiter.try_acquire (GCRA)": lambda: limiter.try_acquire("t5"),
+        "part: limiter.acquire_nowait (GCRA)": lambda: limiter.acquire_nowait("t5"),
         "part: pool acquire + record": cycle,
     }
     best: dict[object, float] = {}

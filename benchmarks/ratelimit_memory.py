@@ -47,11 +47,11 @@ def contenders() -> dict[str, timeit.Timer]:
     add("baseline: lock + dict update", "f()", f=baseline)
     for algorithm in ALGORITHMS:
         limiter = tlb.RateLimiter(tlb.Rate(BIG, per=1), algorithm=algorithm)
-        add(f"tenantlb {algorithm}", "lim.try_acquire('acme')", lim=limiter)
+        add(f"tenantlb {algorithm}", "lim.acquire_nowait('acme')", lim=limiter)
     for algorithm in ALGORITHMS:
         two = [tlb.Rate(BIG, per=1), tlb.Rate(BIG, per=3600)]
         multi = tlb.RateLimiter(two, algorithm=algorithm)
-        add(f"tenantlb {algorithm}, 2 rates", "lim.try_acquire('acme')", lim=multi)
+        add(f"tenantlb {algorithm}, 2 rates", "lim.acquire_nowait('acme')", lim=multi)
 
     try:
         import limits
@@ -76,7 +76,7 @@ def contenders() -> dict[str, timeit.Timer]:
         import pyrate_limiter as pyrate
 
         bucket = pyrate.Limiter(pyrate.Rate(10**9, pyrate.Duration.SECOND))
-        add("pyrate-limiter InMemory", "lim.try_acquire('acme', blocking=False)", lim=bucket)
+        add("pyrate-limiter InMemory", "lim.acquire_nowait('acme', blocking=False)", lim=bucket)
     except Exception as exc:
         print(f"pyrate-limiter not measured: {exc!r}")
 

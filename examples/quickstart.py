@@ -25,7 +25,7 @@ print("round robin:", " ".join(picks))
 
 # 2. A rate limit: 5 requests a second, checked atomically with an hourly cap.
 limiter = tlb.RateLimiter([tlb.Rate(5, per=1.0), tlb.Rate(1000, per=3600)])
-decisions = [limiter.try_acquire("acme") for _ in range(7)]
+decisions = [limiter.acquire_nowait("acme") for _ in range(7)]
 print("rate limit:", ["allowed" if d.allowed else "denied" for d in decisions])
 print("headers on denial:", decisions[-1].headers())
 

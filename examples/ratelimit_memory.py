@@ -15,17 +15,17 @@ def main() -> None:
         store=tlb.MemoryStore(clock),
     )
     for i in range(7):
-        decision = limiter.try_acquire("acme")
+        decision = limiter.acquire_nowait("acme")
         print(f"request {i}: allowed={decision.allowed} remaining={decision.remaining:.0f}")
     print("headers of the denial:", decision.headers())
     clock.advance(1.0)
-    assert limiter.try_acquire("acme").allowed  # the burst limit has refilled
+    assert limiter.acquire_nowait("acme").allowed  # the burst limit has refilled
 
     # Costs are any positive number: charge an estimate of LLM tokens, then refund the rest.
     tokens = tlb.RateLimiter(tlb.Rate(10_000, per=60), name="tokens", store=tlb.MemoryStore(clock))
-    assert tokens.try_acquire("acme", cost=4_000).allowed
-    tokens.refund("acme", 4_000 - 1_250)  # the response used 1,250 tokens
-    print("tokens left this minute:", round(tokens.peek("acme").remaining))
+    assert tokens.acquire_nowait("acme", cost=4_000).allowed
+    tokens.refund_nowait("acme", 4_000 - 1_250)  # the response used 1,250 tokens
+    print("tokens left this minute:", round(tokens.peek_nowait("acme").remaining))
 
 
 async def concurrency() -> None:

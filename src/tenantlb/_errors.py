@@ -8,18 +8,24 @@ are translated at the boundary with ``raise X(...) from exc``.
 ```
 TenantLBError
 ├── ConfigError                 (also a ValueError) a bad config document; .path names the field
-├── NoHealthyEndpoint           a pool had nothing to pick from
 ├── EndpointNotFound            (also a LookupError) an unknown endpoint URL
-├── StoreUnavailable            a rate-limit store (Redis) could not be reached or answered garbage
-└── RequestRejected             the gateway refused a request; .status is the HTTP status to answer
+└── RequestRejected             a request cannot be served; .status is the HTTP status to answer
     ├── UnknownTenant           no tenant matched the request (401)
     ├── Unauthenticated         missing or wrong credentials (401)
+    │   └── MissingCredentials  the request carries no credentials at all (401)
     ├── Forbidden               the tenant is disabled or may not use that upstream (403)
     ├── RateLimited             a rate limit said no; .decision tells when to retry (429)
-    └── OverCapacity            the tenant's concurrency slots are all taken (503)
-        ├── QueueFull           a fair queue had no room for the request (503, Retry-After)
-        └── QueueTimeout        a request waited in a fair queue past its timeout (503, Retry-After)
+    ├── OverCapacity            the tenant's concurrency slots are all taken (503)
+    │   ├── QueueFull           a fair queue had no room for the request (503, Retry-After)
+    │   └── QueueTimeout        a request waited in a fair queue past its timeout (503, Retry-After)
+    ├── NoHealthyEndpoint       a pool had nothing to pick from (503)
+    ├── StoreUnavailable        a rate-limit store (Redis) could not answer; fail_closed (503)
+    ├── ContentTooLarge         the request body is over the size limit (413)
+    └── HeadersTooLarge         the request's header fields are over the size limit (431)
 ```
+
+An adapter needs one ``except RequestRejected``: every refusal carries its `status`, a short
+`title` and the response `headers` (``Retry-After``, RateLimit fields) to send.
 
 Messages never contain raw API keys: they name the tenant id or the header, never its value.
 """
@@ -35,8 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "ContentTooLarge",
     "EndpointNotFound",
     "Forbidden",
+    "HeadersTooLarge",
+    "MissingCredentials",
     "NoHealthyEndpoint",
     "OverCapacity",
     "QueueFull",
@@ -80,19 +89,11 @@ class ConfigError(TenantLBError, ValueError):
         return cls(path, message, errors=errors)
 
 
-class NoHealthyEndpoint(TenantLBError):
-    """A pool had no endpoint it could pick (empty, or every candidate excluded)."""
-
-
 class EndpointNotFound(TenantLBError, LookupError):
     """An endpoint URL that the pool does not hold."""
 
     def __str__(self) -> str:  # LookupError would repr() the message; keep it readable
         return str(self.args[0]) if self.args else ""
-
-
-class StoreUnavailable(TenantLBError):
-    """A rate-limit or concurrency store could not answer (e.g. Redis is down)."""
 
 
 class RequestRejected(TenantLBError):
@@ -125,6 +126,13 @@ class Unauthenticated(RequestRejected):
     title = "Unauthenticated"
 
 
+class MissingCredentials(Unauthenticated):
+    """The request carries none of the credentials the resolver chain looks for.
+
+    A `Gateway` with an ``anonymous`` tenant admits such requests instead of refusing them.
+    """
+
+
 class Forbidden(RequestRejected):
     """The tenant is known but may not do this (disabled, or an upstream it is not assigned)."""
 
@@ -154,6 +162,57 @@ class OverCapacity(RequestRejected):
 
     status = 503
     title = "Over capacity"
+
+
+class NoHealthyEndpoint(RequestRejected):
+    """A pool had no endpoint it could pick (empty, or every candidate excluded)."""
+
+    status = 503
+    title = "No healthy upstream"
+
+
+class StoreUnavailable(RequestRejected):
+    """A rate-limit or concurrency store could not answer (e.g. Redis is down) and fails closed."""
+
+    status = 503
+    title = "Service unavailable"
+
+
+class ContentTooLarge(RequestRejected):
+    """The request body is larger than the gateway's or the tenant's ``max_body_size``.
+
+    Raised at admission for a declared ``Content-Length`` over the limit, and by adapters while
+    streaming a body (chunked, or lying about its length) that grows past it.
+
+    Attributes:
+        limit: The limit in bytes that was exceeded.
+    """
+
+    status = 413
+    title = "Content Too Large"
+
+    def __init__(
+        self, message: str, *, limit: int, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.limit = limit
+
+
+class HeadersTooLarge(RequestRejected):
+    """The request's header fields are larger than ``max_header_size`` (RFC 6585's 431).
+
+    Attributes:
+        limit: The limit in bytes that was exceeded.
+    """
+
+    status = 431
+    title = "Request Header Fields Too Large"
+
+    def __init__(
+        self, message: str, *, limit: int, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.limit = limit
 
 
 class QueueFull(OverCapacity):

@@ -60,15 +60,15 @@ async def test_many_tasks_never_exceed_max() -> None:
     assert await lim.in_use("acme") == 0
 
 
-def test_sync_try_acquire_and_release() -> None:
-    """try_acquire returns None when full; release is True once, then False."""
+def test_sync_acquire_nowait_and_release() -> None:
+    """acquire_nowait raises OverCapacity when full, as acquire does; release is True once."""
     lim = ConcurrencyLimiter(1, store=MemoryStore())
-    slot = lim.try_acquire("acme")
-    assert slot is not None
-    assert lim.try_acquire("acme") is None
-    assert lim.release(slot)
-    assert not lim.release(slot)
-    assert lim.try_acquire("acme") is not None
+    slot = lim.acquire_nowait("acme")
+    with pytest.raises(OverCapacity, match="acme"):
+        lim.acquire_nowait("acme")
+    assert lim.release_nowait(slot)
+    assert not lim.release_nowait(slot)
+    assert lim.acquire_nowait("acme") is not None
 
 
 def test_bad_arguments() -> None:
@@ -77,7 +77,7 @@ def test_bad_arguments() -> None:
         ConcurrencyLimiter(0)
     with pytest.raises(TypeError, match="max must be an int, got float"):
         ConcurrencyLimiter(1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="lease_ttl must be a finite number > 0"):
+    with pytest.raises(ValueError, match="lease_ttl must be > 0 and finite"):
         ConcurrencyLimiter(1, lease_ttl=0)
     with pytest.raises(ValueError, match="key must be a non-empty str"):
-        ConcurrencyLimiter(1).try_acquire("")
+        ConcurrencyLimiter(1).acquire_nowait("")

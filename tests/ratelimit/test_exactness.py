@@ -53,7 +53,7 @@ def run(
         cost = fraction * lim.max_cost
         if integral:
             cost = max(1.0, math.floor(cost))
-        events.append((clock(), cost, lim.try_acquire("k", cost).allowed))
+        events.append((clock(), cost, lim.acquire_nowait("k", cost).allowed))
     return events
 
 

@@ -72,7 +72,7 @@ def limiter(clock: ManualClock, *rates: Rate, algorithm: str = "gcra") -> RateLi
 def test_admits_the_allowance_then_denies(clock: ManualClock, algorithm: str) -> None:
     """A fresh key gets exactly its allowance at once, then a denial with a positive retry_after."""
     lim = limiter(clock, Rate(10, per=60), algorithm=algorithm)
-    decisions = [lim.try_acquire("acme") for _ in range(11)]
+    decisions = [lim.acquire_nowait("acme") for _ in range(11)]
     assert [d.allowed for d in decisions] == [True] * 10 + [False]
     assert decisions[9].remaining == pytest.approx(0, abs=1e-6)
     assert decisions[0].remaining == pytest.approx(9)
@@ -84,22 +84,22 @@ def test_admits_the_allowance_then_denies(clock: ManualClock, algorithm: str) ->
 def test_bucket_refills_continuously(clock: ManualClock, algorithm: str) -> None:
     """A bucket earns one unit back every per/limit seconds, and retry_after says exactly when."""
     lim = limiter(clock, Rate(10, per=10, burst=2), algorithm=algorithm)
-    assert lim.try_acquire("k").allowed
-    assert lim.try_acquire("k").allowed
-    denied = lim.try_acquire("k")
+    assert lim.acquire_nowait("k").allowed
+    assert lim.acquire_nowait("k").allowed
+    denied = lim.acquire_nowait("k")
     assert not denied.allowed
     assert denied.retry_after == pytest.approx(1.0)
     clock.advance(0.999)
-    assert not lim.try_acquire("k").allowed
+    assert not lim.acquire_nowait("k").allowed
     clock.advance(0.001)
-    assert lim.try_acquire("k").allowed
+    assert lim.acquire_nowait("k").allowed
 
 
 def test_gcra_reset_after_is_time_to_full_allowance(clock: ManualClock) -> None:
     """reset_after tells when the whole burst is available again."""
     lim = limiter(clock, Rate(10, per=10))
-    lim.try_acquire("k", cost=4)
-    decision = lim.try_acquire("k")
+    lim.acquire_nowait("k", cost=4)
+    decision = lim.acquire_nowait("k")
     assert decision.reset_after == pytest.approx(5.0)
     assert decision.remaining == pytest.approx(5.0)
 
@@ -108,12 +108,12 @@ def test_fixed_window_resets_at_the_window_edge(clock: ManualClock) -> None:
     """A fixed window starts counting from zero when the next window begins."""
     lim = limiter(clock, Rate(3, per=10), algorithm="fixed_window")
     clock.set(1000.0)  # a window edge
-    assert all(lim.try_acquire("k").allowed for _ in range(3))
-    denied = lim.try_acquire("k")
+    assert all(lim.acquire_nowait("k").allowed for _ in range(3))
+    denied = lim.acquire_nowait("k")
     assert not denied.allowed
     assert denied.retry_after == pytest.approx(10.0)
     clock.advance(10.0)
-    assert lim.try_acquire("k").allowed
+    assert lim.acquire_nowait("k").allowed
 
 
 def test_sliding_window_weights_the_previous_window(clock: ManualClock) -> None:
@@ -121,9 +121,9 @@ def test_sliding_window_weights_the_previous_window(clock: ManualClock) -> None:
     lim = limiter(clock, Rate(10, per=10), algorithm="sliding_window")
     clock.set(1000.0)
     for _ in range(10):
-        assert lim.try_acquire("k").allowed
+        assert lim.acquire_nowait("k").allowed
     clock.advance(15.0)  # half-way into the next window: estimate 10 * 0.5 = 5
-    admitted = sum(lim.try_acquire("k").allowed for _ in range(10))
+    admitted = sum(lim.acquire_nowait("k").allowed for _ in range(10))
     assert admitted == 5
 
 
@@ -131,9 +131,9 @@ def test_sliding_window_weights_the_previous_window(clock: ManualClock) -> None:
 def test_fractional_costs(clock: ManualClock, algorithm: str) -> None:
     """Costs may be any positive number (tokens, bytes)."""
     lim = limiter(clock, Rate(1000, per=60), algorithm=algorithm)
-    assert lim.try_acquire("k", cost=999.5).allowed
-    assert lim.try_acquire("k", cost=0.5).allowed
-    assert not lim.try_acquire("k", cost=0.25).allowed
+    assert lim.acquire_nowait("k", cost=999.5).allowed
+    assert lim.acquire_nowait("k", cost=0.5).allowed
+    assert not lim.acquire_nowait("k", cost=0.25).allowed
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -143,13 +143,15 @@ def test_denial_by_one_rate_consumes_nothing(clock: ManualClock, algorithm: str)
         clock, Rate(4, per=1, name="second"), Rate(2, per=3600, name="hourly"), algorithm=algorithm
     )
     clock.set(3600.0)
-    assert lim.try_acquire("k", 2).allowed  # hourly spent, per-second has 2 left
+    assert lim.acquire_nowait("k", 2).allowed  # hourly spent, per-second has 2 left
     for _ in range(10):
-        decision = lim.try_acquire("k")
+        decision = lim.acquire_nowait("k")
         assert not decision.allowed
         assert decision.policy.name == "hourly"
-    lim.refund("k", 2)  # hourly back to 2; per-second back to 4 only if the denials took nothing
-    decision = lim.try_acquire("k", 2)
+    lim.refund_nowait(
+        "k", 2
+    )  # hourly back to 2; per-second back to 4 only if the denials took nothing
+    decision = lim.acquire_nowait("k", 2)
     assert decision.allowed
     assert decision.policy.name == "hourly"
 
@@ -157,7 +159,7 @@ def test_denial_by_one_rate_consumes_nothing(clock: ManualClock, algorithm: str)
 def test_allowed_decision_names_the_tightest_policy(clock: ManualClock) -> None:
     """When every rate admits, the decision reports the rate with the least remaining."""
     lim = limiter(clock, Rate(100, per=1, name="second"), Rate(50, per=3600, name="hour"))
-    decision = lim.try_acquire("k")
+    decision = lim.acquire_nowait("k")
     assert decision.policy.name == "hour"
     assert decision.remaining == pytest.approx(49)
     assert decision.headers()[0] == ("RateLimit-Policy", '"second";q=100;w=1, "hour";q=50;w=3600')
@@ -169,22 +171,22 @@ def test_refund_gives_cost_back_but_not_beyond_the_allowance(
 ) -> None:
     """Refunding restores cost for reconciliation, capped at the full allowance."""
     lim = limiter(clock, Rate(10, per=60), algorithm=algorithm)
-    assert lim.try_acquire("k", cost=10).allowed
-    lim.refund("k", 4)
-    assert lim.peek("k", cost=4).allowed
-    assert not lim.peek("k", cost=5).allowed
-    lim.refund("k", 100)
-    assert lim.try_acquire("k", cost=10).allowed
-    lim.refund("unknown", 1)  # refunding a key never seen is harmless
+    assert lim.acquire_nowait("k", cost=10).allowed
+    lim.refund_nowait("k", 4)
+    assert lim.peek_nowait("k", cost=4).allowed
+    assert not lim.peek_nowait("k", cost=5).allowed
+    lim.refund_nowait("k", 100)
+    assert lim.acquire_nowait("k", cost=10).allowed
+    lim.refund_nowait("unknown", 1)  # refunding a key never seen is harmless
 
 
 def test_peek_consumes_nothing(clock: ManualClock) -> None:
-    """peek answers like try_acquire without spending."""
+    """peek answers like acquire_nowait without spending."""
     lim = limiter(clock, Rate(1, per=60))
-    assert lim.peek("k").allowed
-    assert lim.peek("k").allowed
-    assert lim.try_acquire("k").allowed
-    assert not lim.peek("k").allowed
+    assert lim.peek_nowait("k").allowed
+    assert lim.peek_nowait("k").allowed
+    assert lim.acquire_nowait("k").allowed
+    assert not lim.peek_nowait("k").allowed
 
 
 def test_keys_are_independent_and_limiters_with_equal_specs_share(clock: ManualClock) -> None:
@@ -193,10 +195,10 @@ def test_keys_are_independent_and_limiters_with_equal_specs_share(clock: ManualC
     a = RateLimiter(Rate(1, per=60), store=store)
     b = RateLimiter(Rate(1, per=60), store=store)
     other = RateLimiter(Rate(1, per=60), store=store, name="other")
-    assert a.try_acquire("x").allowed
-    assert a.try_acquire("y").allowed
-    assert not b.try_acquire("x").allowed
-    assert other.try_acquire("x").allowed
+    assert a.acquire_nowait("x").allowed
+    assert a.acquire_nowait("y").allowed
+    assert not b.acquire_nowait("x").allowed
+    assert other.acquire_nowait("x").allowed
 
 
 @pytest.mark.parametrize("key", ["", 7, None, b"acme"])
@@ -205,21 +207,21 @@ def test_bad_keys(clock: ManualClock, key: object) -> None:
     lim = limiter(clock, Rate(10))
     error = ValueError if key == "" else TypeError
     with pytest.raises(error, match="key must be"):
-        lim.try_acquire(key)  # type: ignore[arg-type]
+        lim.acquire_nowait(key)  # type: ignore[arg-type]
     with pytest.raises(error, match="key must be"):
-        lim.peek(key)  # type: ignore[arg-type]
+        lim.peek_nowait(key)  # type: ignore[arg-type]
     with pytest.raises(error, match="key must be"):
-        lim.refund(key, 1)  # type: ignore[arg-type]
+        lim.refund_nowait(key, 1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(
     ("cost", "error", "message"),
     [
-        (0, ValueError, "cost must be a finite number > 0, got 0"),
-        (-1, ValueError, "cost must be a finite number > 0, got -1"),
-        (float("nan"), ValueError, "cost must be a finite number > 0, got nan"),
-        (float("inf"), ValueError, "cost must be a finite number > 0, got inf"),
+        (0, ValueError, "cost must be > 0 and finite, got 0"),
+        (-1, ValueError, "cost must be > 0 and finite, got -1"),
+        (float("nan"), ValueError, "cost must be > 0 and finite, got nan"),
+        (float("inf"), ValueError, "cost must be > 0 and finite, got inf"),
         (21, ValueError, r"cost must be <= 20 \(the smallest burst of the limiter\), got 21"),
         ("1", TypeError, "cost must be a number, got str"),
     ],
@@ -230,8 +232,8 @@ def test_bad_costs(
     """Costs <= 0, not finite, above the smallest capacity or not numbers are refused."""
     lim = limiter(clock, Rate(20, per=1), Rate(100, per=60), algorithm=algorithm)
     with pytest.raises(error, match=message):
-        lim.try_acquire("k", cost)  # type: ignore[arg-type]
-    assert lim.try_acquire("k", 20).allowed  # nothing was consumed or corrupted
+        lim.acquire_nowait("k", cost)  # type: ignore[arg-type]
+    assert lim.acquire_nowait("k", 20).allowed  # nothing was consumed or corrupted
 
 
 def test_bad_limiter_arguments() -> None:
@@ -240,7 +242,10 @@ def test_bad_limiter_arguments() -> None:
         RateLimiter([])
     with pytest.raises(TypeError, match=r"rates\[1\] must be a Rate, got int"):
         RateLimiter([Rate(1), 5])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="algorithm must be one of"):
+    with pytest.raises(
+        ValueError,
+        match="unknown algorithm 'leaky'; known: fixed_window, gcra, sliding_window, token_bucket",
+    ):
         RateLimiter(Rate(1), algorithm="leaky")
     with pytest.raises(TypeError, match="store must be a Store"):
         RateLimiter(Rate(1), store={})  # type: ignore[arg-type]
@@ -260,10 +265,10 @@ def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
     store = MemoryStore(clock)
     lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algo(algorithm))
     for i in range(1000):
-        lim.try_acquire(f"k{i}")
+        lim.acquire_nowait(f"k{i}")
     clock.advance(10.0)
     for i in range(3000):
-        lim.try_acquire(f"fresh{i}")
+        lim.acquire_nowait(f"fresh{i}")
     assert store.keys() <= 3000
 
 
@@ -274,7 +279,7 @@ def test_max_keys_caps_memory(clock: ManualClock, algorithm: str, max_keys: int)
     store = MemoryStore(clock, max_keys=max_keys)
     lim = RateLimiter(Rate(1, per=3600), store=store, algorithm=algo(algorithm))
     for i in range(1000):
-        assert lim.try_acquire(f"k{i}").allowed
+        assert lim.acquire_nowait(f"k{i}").allowed
         assert store.keys() <= max_keys
 
 
@@ -301,13 +306,13 @@ async def test_1000_concurrent_tasks_get_exactly_the_allowance(
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_threads_get_exactly_the_allowance(clock: ManualClock, algorithm: str) -> None:
-    """Eight threads hammering try_acquire admit exactly the allowance."""
+    """Eight threads hammering acquire_nowait admit exactly the allowance."""
     lim = limiter(clock, Rate(1000, per=60), algorithm=algorithm)
     counts = [0] * 8
 
     def worker(i: int) -> None:
         for _ in range(400):
-            if lim.try_acquire("acme").allowed:
+            if lim.acquire_nowait("acme").allowed:
                 counts[i] += 1
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
@@ -327,10 +332,10 @@ async def test_default_cost_above_a_fractional_burst_is_refused(
     lim = limiter(clock, Rate(0.5), algorithm=algorithm)
     message = r"cost must be <= 0.5 \(the smallest burst of the limiter\), got 1"
     with pytest.raises(ValueError, match=message):
-        lim.try_acquire("k")
+        lim.acquire_nowait("k")
     with pytest.raises(ValueError, match=message):
         await lim.acquire("k")
-    assert lim.try_acquire("k", 0.5).allowed
+    assert lim.acquire_nowait("k", 0.5).allowed
 
 
 def test_keys_can_be_counted_while_limiters_bind_in_another_thread() -> None:
@@ -366,10 +371,10 @@ def test_keys_can_be_counted_while_limiters_bind_in_another_thread() -> None:
 def test_built_in_algorithms_take_the_compiled_fast_path(
     clock: ManualClock, algorithm: str, count: int
 ) -> None:
-    """A built-in algorithm installs a compiled try_acquire on the limiter; a user-defined one cannot."""
+    """A built-in algorithm installs a compiled acquire_nowait on the limiter; a user-defined one cannot."""
     rates = [Rate(10, per=10.0**i) for i in range(count)]
     lim = limiter(clock, *rates, algorithm=algorithm)
-    assert ("try_acquire" in vars(lim)) is (algorithm in BUILT_IN)
+    assert ("acquire_nowait" in vars(lim)) is (algorithm in BUILT_IN)
 
 
 @pytest.mark.parametrize("algorithm", list(BUILT_IN))
@@ -380,10 +385,10 @@ def test_idle_multi_rate_keys_are_swept(clock: ManualClock, algorithm: str, coun
     rates = [Rate(10, per=float(i + 1)) for i in range(count)]
     lim = RateLimiter(rates, store=store, algorithm=algorithm)
     for i in range(1000):
-        lim.try_acquire(f"k{i}")
+        lim.acquire_nowait(f"k{i}")
     clock.advance(10.0)
     for i in range(3000):
-        lim.try_acquire(f"fresh{i}")
+        lim.acquire_nowait(f"fresh{i}")
     assert store.keys() <= 3000
 
 
@@ -432,8 +437,8 @@ def test_fast_path_decides_exactly_as_the_generic_path(
     clock = ManualClock(1000.0)
     fast = RateLimiter(rates, store=MemoryStore(clock), algorithm=algorithm)
     generic = RateLimiter(rates, store=MemoryStore(clock), algorithm=algo(f"generic-{algorithm}"))
-    assert "try_acquire" in vars(fast)
-    assert "try_acquire" not in vars(generic)
+    assert "acquire_nowait" in vars(fast)
+    assert "acquire_nowait" not in vars(generic)
     shortest = min(rate.per for rate in rates)
     for op, key, gap, fraction in ops:
         clock.advance(gap * shortest)
@@ -441,10 +446,10 @@ def test_fast_path_decides_exactly_as_the_generic_path(
         if integral:
             cost = max(1.0, float(int(cost)))
         if op == "acquire":
-            assert fast.try_acquire(key, cost) == generic.try_acquire(key, cost)
+            assert fast.acquire_nowait(key, cost) == generic.acquire_nowait(key, cost)
         elif op == "peek":
-            assert fast.peek(key, cost) == generic.peek(key, cost)
+            assert fast.peek_nowait(key, cost) == generic.peek_nowait(key, cost)
         else:
-            fast.refund(key, cost)
-            generic.refund(key, cost)
-        assert fast.peek(key, fast.max_cost) == generic.peek(key, fast.max_cost)
+            fast.refund_nowait(key, cost)
+            generic.refund_nowait(key, cost)
+        assert fast.peek_nowait(key, fast.max_cost) == generic.peek_nowait(key, fast.max_cost)

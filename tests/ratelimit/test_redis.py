@@ -98,11 +98,11 @@ async def test_peek_and_refund(
     """In Redis, peek consumes nothing and a refund gives cost back for the next request."""
     async with make_store(redis_url, anyio_backend) as store:
         lim = RateLimiter(rates_for(script, Rate(3, per=3600)), store=store, algorithm=algorithm)
-        assert (await lim.apeek("k", 3)).allowed
+        assert (await lim.peek("k", 3)).allowed
         assert (await lim.acquire("k", 3)).allowed
-        assert not (await lim.apeek("k")).allowed
+        assert not (await lim.peek("k")).allowed
         assert not (await lim.acquire("k")).allowed
-        await lim.arefund("k", 2)
+        await lim.refund("k", 2)
         assert (await lim.acquire("k", 2)).allowed
         assert not (await lim.acquire("k")).allowed
 
@@ -161,7 +161,7 @@ async def test_timed_out_decision_never_answers_a_later_one(
         with anyio.fail_after(10):
             while True:
                 try:
-                    decision = await lim.apeek("k", 1)
+                    decision = await lim.peek("k", 1)
                     break
                 except StoreUnavailable:
                     await anyio.sleep(0.05)
@@ -187,7 +187,7 @@ async def test_denial_by_one_rate_consumes_nothing(
             decision = await lim.acquire("k")
             assert not decision.allowed
             assert decision.policy.name == "hourly"
-        await lim.arefund("k", 2)
+        await lim.refund("k", 2)
         decision = await lim.acquire("k", 2)
         assert decision.allowed
 
@@ -248,23 +248,23 @@ async def test_keys_are_hash_tagged_and_expire(
         assert all(0 < admin.pttl(k) <= 3_600_000 for k in keys)
 
 
-def test_sync_client_serves_try_acquire(redis_url: str) -> None:
-    """With a sync client, try_acquire, peek and refund go to Redis synchronously."""
+def test_sync_client_serves_acquire_nowait(redis_url: str) -> None:
+    """With a sync client, acquire_nowait, peek and refund go to Redis synchronously."""
     with sync_client(redis_url) as client:
         lim = RateLimiter(Rate(2, per=60), store=RedisStore(client))
-        assert lim.try_acquire("k").allowed
-        assert lim.peek("k").allowed
-        assert lim.try_acquire("k").allowed
-        assert not lim.try_acquire("k").allowed
-        lim.refund("k", 1)
-        assert lim.try_acquire("k").allowed
+        assert lim.acquire_nowait("k").allowed
+        assert lim.peek_nowait("k").allowed
+        assert lim.acquire_nowait("k").allowed
+        assert not lim.acquire_nowait("k").allowed
+        lim.refund_nowait("k", 1)
+        assert lim.acquire_nowait("k").allowed
 
 
 def test_async_only_store_refuses_sync_calls(redis_url: str) -> None:
-    """A store with only an asyncio client raises a clear RuntimeError from try_acquire."""
+    """A store with only an asyncio client raises a clear RuntimeError from acquire_nowait."""
     lim = RateLimiter(Rate(2), store=RedisStore(redis.asyncio.Redis.from_url(redis_url)))
     with pytest.raises(RuntimeError, match="only an asyncio client"):
-        lim.try_acquire("k")
+        lim.acquire_nowait("k")
 
 
 def test_bad_arguments() -> None:
@@ -374,8 +374,8 @@ async def test_concurrency_slots_in_redis(redis_url: str, anyio_backend: tuple[s
             with pytest.raises(OverCapacity):
                 await a.acquire("acme")
             assert await b.in_use("acme") == 2
-            assert await a.arelease(held)
-            assert not await a.arelease(held)
+            assert await a.release(held)
+            assert not await a.release(held)
         assert await a.in_use("acme") == 0
 
 
@@ -396,11 +396,11 @@ async def test_concurrency_leases_of_a_dead_process_expire(
 
 
 def test_concurrency_sync_slots_in_redis(redis_url: str) -> None:
-    """With a sync client, try_acquire / release work against Redis."""
+    """With a sync client, acquire_nowait / release work against Redis."""
     with sync_client(redis_url) as client:
         lim = ConcurrencyLimiter(1, store=RedisStore(client))
-        slot = lim.try_acquire("acme")
-        assert slot is not None
-        assert lim.try_acquire("acme") is None
-        assert lim.release(slot)
-        assert lim.try_acquire("acme") is not None
+        slot = lim.acquire_nowait("acme")
+        with pytest.raises(OverCapacity):
+            lim.acquire_nowait("acme")
+        assert lim.release_nowait(slot)
+        assert lim.acquire_nowait("acme") is not None

@@ -9,10 +9,9 @@ from typing import final
 import anyio
 
 from .._errors import OverCapacity
-from .._validate import count
+from .._validate import check_key, count, seconds
 from ._limiter import _check_name, _check_store
 from ._store import ConcurrencyBackend, ConcurrencySpec, Slot, Store
-from ._validate import check_key
 
 __all__ = ["ConcurrencyLimiter"]
 
@@ -26,12 +25,11 @@ class ConcurrencyLimiter:
     async with limiter.slot("acme"):      # raises OverCapacity when acme has 20 in flight
         ...
 
-    slot = limiter.try_acquire("acme")    # sync (MemoryStore): a Slot, or None when full
-    if slot is not None:
-        try:
-            ...
-        finally:
-            limiter.release(slot)
+    slot = limiter.acquire_nowait("acme")    # sync: a Slot, or OverCapacity when full
+    try:
+        ...
+    finally:
+        limiter.release_nowait(slot)
     ```
 
     On a `RedisStore` a slot is a lease that expires *lease_ttl* seconds after it was taken (or
@@ -75,23 +73,8 @@ class ConcurrencyLimiter:
         """Slots per key."""
         return self._spec.max
 
-    def try_acquire(self, key: str) -> Slot | None:
-        """Take a slot of *key* now (sync), or return None when all are in use.
-
-        Raises:
-            TypeError, ValueError: *key* is not a non-empty str.
-            RuntimeError: The store only answers asynchronously (RedisStore without sync client).
-            StoreUnavailable: The store could not answer and fails closed.
-        """
-        check_key(key)
-        return self._backend.try_acquire(key)
-
-    def release(self, slot: Slot) -> bool:
-        """Give *slot* back (sync); returns False if it was not held any more (twice, expired)."""
-        return slot._backend.release(slot)
-
     async def acquire(self, key: str) -> Slot:
-        """Take a slot of *key*; the async twin of `try_acquire`, raising instead of None.
+        """Take a slot of *key*; works with every store.
 
         Raises:
             OverCapacity: All *max* slots of *key* are in use.
@@ -99,15 +82,33 @@ class ConcurrencyLimiter:
             StoreUnavailable: The store could not answer and fails closed.
         """
         check_key(key)
-        slot = await self._backend.acquire(key)
+        return self._full(key, await self._backend.acquire(key))
+
+    def acquire_nowait(self, key: str) -> Slot:
+        """Take a slot of *key* now, synchronously; the sync twin of `acquire`.
+
+        Raises:
+            OverCapacity: All *max* slots of *key* are in use.
+            TypeError, ValueError: *key* is not a non-empty str.
+            RuntimeError: The store only answers asynchronously (RedisStore without sync client).
+            StoreUnavailable: The store could not answer and fails closed.
+        """
+        check_key(key)
+        return self._full(key, self._backend.acquire_nowait(key))
+
+    def release_nowait(self, slot: Slot) -> bool:
+        """Give *slot* back (sync); returns False if it was not held any more (twice, expired)."""
+        return slot._backend.release_nowait(slot)
+
+    def _full(self, key: str, slot: Slot | None) -> Slot:
         if slot is None:
             msg = f"all {self._spec.max} concurrency slots of {key!r} are in use"
             raise OverCapacity(msg)
         return slot
 
-    async def arelease(self, slot: Slot) -> bool:
+    async def release(self, slot: Slot) -> bool:
         """Give *slot* back; returns False if it was not held any more (twice, expired)."""
-        return await slot._backend.arelease(slot)
+        return await slot._backend.release(slot)
 
     async def in_use(self, key: str) -> int:
         """How many slots of *key* are held now."""
@@ -126,7 +127,7 @@ class ConcurrencyLimiter:
             yield held
         finally:
             with anyio.CancelScope(shield=True):
-                await self.arelease(held)
+                await self.release(held)
 
 
 def _check_int_max(value: object) -> None:
@@ -134,9 +135,4 @@ def _check_int_max(value: object) -> None:
 
 
 def _check_ttl(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"lease_ttl must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (0 < value < float("inf")):
-        msg = f"lease_ttl must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
+    seconds("lease_ttl", value)

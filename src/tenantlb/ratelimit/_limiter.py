@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import final
 
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import Algorithm, resolve_algorithm
 from ._decision import Decision
 from ._memory import MemoryStore
 from ._rate import Rate
 from ._store import RateBackend, RateSpec, Store
-from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["RateLimiter"]
 
@@ -21,7 +21,7 @@ class RateLimiter:
 
     ```python
     limiter = RateLimiter([Rate(100, per=1.0, burst=20), Rate(10_000, per=3600)])
-    decision = limiter.try_acquire("acme")           # sync, MemoryStore
+    decision = limiter.acquire_nowait("acme")           # sync, MemoryStore
     decision = await limiter.acquire("acme", cost=3)  # async, any store
     if not decision.allowed:
         ...  # answer 429 with decision.headers()
@@ -32,7 +32,7 @@ class RateLimiter:
     caller (e.g. the gateway) decides what a denial means.
 
     Cost may be any positive number (requests, LLM tokens, bytes). To charge the actual cost after
-    the fact, acquire an estimate and `refund` (or ``await arefund``) the difference; if the actual
+    the fact, acquire an estimate and `refund_nowait` (or ``await refund``) the difference; if the actual
     cost was higher, ``acquire`` the difference.
 
     Args:
@@ -47,7 +47,7 @@ class RateLimiter:
         ValueError: *rates* is empty, or *algorithm* is an unknown name.
     """
 
-    # No __slots__: a backend may install a faster ``try_acquire`` on the instance (see __init__).
+    # No __slots__: a backend may install a faster ``acquire_nowait`` on the instance (see __init__).
 
     def __init__(
         self,
@@ -67,12 +67,12 @@ class RateLimiter:
         self._unchecked = unchecked_cost(self._max_cost)
         self._backend: RateBackend = store.bind_rates(self._spec)
         # Hot path: a backend may compile a closure that checks arguments exactly as
-        # `try_acquire` does and decides without any attribute lookup (MemoryStore with a
+        # `acquire_nowait` does and decides without any attribute lookup (MemoryStore with a
         # built-in algorithm; None for a user-defined one).
         compile_fast = getattr(self._backend, "compile", None)
         fast = None if compile_fast is None else compile_fast(self._max_cost)
         if fast is not None:
-            self.try_acquire = fast  # type: ignore[method-assign]
+            self.acquire_nowait = fast  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         rates = ", ".join(repr(r) for r in self._spec.rates)
@@ -98,7 +98,7 @@ class RateLimiter:
         """The largest cost a single request may have (the smallest burst, or limit for windows)."""
         return self._max_cost
 
-    def try_acquire(self, key: str, cost: float = 1) -> Decision:
+    def acquire_nowait(self, key: str, cost: float = 1) -> Decision:
         """Decide now, synchronously: admit *cost* for *key* (and consume it) or deny.
 
         Args:
@@ -119,12 +119,12 @@ class RateLimiter:
             check_key(key)
         if cost != self._unchecked:
             check_cost(cost, self._max_cost)
-        return self._backend.try_acquire(key, cost)
+        return self._backend.acquire_nowait(key, cost)
 
     async def acquire(self, key: str, cost: float = 1) -> Decision:
         """Decide: admit *cost* for *key* (and consume it) or deny; works with every store.
 
-        Args and raises as `try_acquire` (minus the RuntimeError).
+        Args and raises as `acquire_nowait` (minus the RuntimeError).
         """
         if type(key) is not str or not key:
             check_key(key)
@@ -132,37 +132,37 @@ class RateLimiter:
             check_cost(cost, self._max_cost)
         return await self._backend.acquire(key, cost)
 
-    def peek(self, key: str, cost: float = 1) -> Decision:
-        """What `try_acquire` would answer now, without consuming anything (sync)."""
+    def peek_nowait(self, key: str, cost: float = 1) -> Decision:
+        """What `acquire_nowait` would answer now, without consuming anything (sync)."""
         check_key(key)
         check_cost(cost, self._max_cost)
-        return self._backend.peek(key, cost)
+        return self._backend.peek_nowait(key, cost)
 
-    async def apeek(self, key: str, cost: float = 1) -> Decision:
+    async def peek(self, key: str, cost: float = 1) -> Decision:
         """What `acquire` would answer now, without consuming anything."""
         check_key(key)
         check_cost(cost, self._max_cost)
-        return await self._backend.apeek(key, cost)
+        return await self._backend.peek(key, cost)
 
-    def refund(self, key: str, cost: float) -> None:
+    def refund_nowait(self, key: str, cost: float) -> None:
         """Give *cost* back to *key* under every rate (sync), e.g. when a request used less.
 
         Refunds never take a key above its full allowance. Window algorithms can only give back
         cost counted in the current window.
 
         Raises:
-            TypeError, ValueError: As for `try_acquire` (cost may exceed `max_cost` here).
-            RuntimeError: The store can only answer asynchronously: use ``await arefund(...)``.
+            TypeError, ValueError: As for `acquire_nowait` (cost may exceed `max_cost` here).
+            RuntimeError: The store can only answer asynchronously: use ``await refund(...)``.
         """
         check_key(key)
         check_cost(cost, float("inf"))
-        self._backend.refund(key, cost)
+        self._backend.refund_nowait(key, cost)
 
-    async def arefund(self, key: str, cost: float) -> None:
-        """Give *cost* back to *key* under every rate; the async twin of `refund`."""
+    async def refund(self, key: str, cost: float) -> None:
+        """Give *cost* back to *key* under every rate; the async twin of `refund_nowait`."""
         check_key(key)
         check_cost(cost, float("inf"))
-        await self._backend.arefund(key, cost)
+        await self._backend.refund(key, cost)
 
 
 def _check_rates(rates: object) -> tuple[Rate, ...]:

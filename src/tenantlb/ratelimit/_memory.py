@@ -11,14 +11,14 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast, final
+from typing import Any, ClassVar, cast, final
 
 from .._clock import Clock
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
 from ._rate import Rate
 from ._store import ConcurrencySpec, RateSpec, Slot
-from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["MemoryStore"]
 
@@ -44,6 +44,9 @@ class MemoryStore:
     """
 
     __slots__ = ("_clock", "_concurrency", "_lock", "_max_keys", "_tables")
+
+    in_process: ClassVar[bool] = True  # see Store: decides without I/O
+    supports_nowait: ClassVar[bool] = True
 
     def __init__(self, clock: Clock = time.monotonic, *, max_keys: int = 1_000_000) -> None:
         if not callable(clock):
@@ -144,7 +147,7 @@ def _expiry(spec: RateSpec) -> Callable[[Any], float]:
 class _MemoryGCRA:
     """The hot path: one rate, GCRA, state is one float (the theoretical arrival time)."""
 
-    __slots__ = ("_clock", "_interval", "_lock", "_policies", "_rate", "_table", "try_acquire")
+    __slots__ = ("_clock", "_interval", "_lock", "_policies", "_rate", "_table", "acquire_nowait")
 
     def __init__(self, spec: RateSpec, table: _Table, clock: Clock) -> None:
         (rate,) = spec.rates
@@ -154,13 +157,13 @@ class _MemoryGCRA:
         self._table = table
         self._lock = table.lock
         self._clock = clock
-        self.try_acquire = self.compile(rate.burst)
+        self.acquire_nowait = self.compile(rate.burst)
 
     def compile(self, max_cost: float) -> Callable[[str, float], Decision]:
-        """Build ``try_acquire(key, cost=1)`` as a closure, arguments checked as RateLimiter does.
+        """Build ``acquire_nowait(key, cost=1)`` as a closure, arguments checked as RateLimiter does.
 
         A closure over local cells is the cheapest thing CPython can call and run: no attribute
-        lookups on the hot path. `RateLimiter` installs it as its own ``try_acquire``.
+        lookups on the hot path. `RateLimiter` installs it as its own ``acquire_nowait``.
         """
         table, rate, policies, clock, lock = (
             self._table,
@@ -178,7 +181,7 @@ class _MemoryGCRA:
         new_decision, decision = _new_decision, Decision
         unchecked = unchecked_cost(max_cost)
 
-        def try_acquire(key: str, cost: float = 1) -> Decision:
+        def acquire_nowait(key: str, cost: float = 1) -> Decision:
             if type(key) is not str or not key:
                 check_key(key)
             if cost != unchecked:
@@ -224,12 +227,12 @@ class _MemoryGCRA:
             finally:
                 release()
 
-        return try_acquire
+        return acquire_nowait
 
     async def acquire(self, key: str, cost: float) -> Decision:
-        return self.try_acquire(key, cost)
+        return self.acquire_nowait(key, cost)
 
-    def peek(self, key: str, cost: float) -> Decision:
+    def peek_nowait(self, key: str, cost: float) -> Decision:
         with self._lock:
             now = self._clock()
             tat = self._table.states.get(key)
@@ -243,10 +246,10 @@ class _MemoryGCRA:
             self._policies,
         )
 
-    async def apeek(self, key: str, cost: float) -> Decision:
-        return self.peek(key, cost)
+    async def peek(self, key: str, cost: float) -> Decision:
+        return self.peek_nowait(key, cost)
 
-    def refund(self, key: str, cost: float) -> None:
+    def refund_nowait(self, key: str, cost: float) -> None:
         states = self._table.states
         with self._lock:
             tat = states.get(key)
@@ -257,8 +260,8 @@ class _MemoryGCRA:
                 else:
                     del states[key]
 
-    async def arefund(self, key: str, cost: float) -> None:
-        self.refund(key, cost)
+    async def refund(self, key: str, cost: float) -> None:
+        self.refund_nowait(key, cost)
 
 
 class _MemoryRates:
@@ -326,20 +329,20 @@ class _MemoryRates:
             ),
         )
 
-    def try_acquire(self, key: str, cost: float) -> Decision:
+    def acquire_nowait(self, key: str, cost: float) -> Decision:
         if self._fast is not None:
             return self._fast(key, cost)
         return self._decide(key, cost, True)
 
     async def acquire(self, key: str, cost: float) -> Decision:
-        return self.try_acquire(key, cost)
+        return self.acquire_nowait(key, cost)
 
     def compile(self, max_cost: float) -> Callable[[str, float], Decision] | None:
-        """Build ``try_acquire(key, cost=1)`` from the rates' kernels (None without kernels).
+        """Build ``acquire_nowait(key, cost=1)`` from the rates' kernels (None without kernels).
 
         The same decision as `_decide` (tests prove it), without a method call, attribute
-        lookup or `Step` per rate; `RateLimiter` installs it as its own ``try_acquire``, and
-        ``acquire`` uses it too. Arguments are checked as `RateLimiter.try_acquire` does.
+        lookup or `Step` per rate; `RateLimiter` installs it as its own ``acquire_nowait``, and
+        ``acquire`` uses it too. Arguments are checked as `RateLimiter.acquire_nowait` does.
         """
         kernels = [self._algorithm.kernel(rate) for rate in self._rates]
         if None in kernels:
@@ -353,13 +356,13 @@ class _MemoryRates:
             fast = _compile_many(steps, self._table, self._rates, self._clock, max_cost)
         return fast
 
-    def peek(self, key: str, cost: float) -> Decision:
+    def peek_nowait(self, key: str, cost: float) -> Decision:
         return self._decide(key, cost, False)
 
-    async def apeek(self, key: str, cost: float) -> Decision:
+    async def peek(self, key: str, cost: float) -> Decision:
         return self._decide(key, cost, False)
 
-    def refund(self, key: str, cost: float) -> None:
+    def refund_nowait(self, key: str, cost: float) -> None:
         table, refund, rates = self._table, self._algorithm.refund, self._rates
         with self._lock:
             old = table.states.get(key)
@@ -379,8 +382,8 @@ class _MemoryRates:
             else:
                 table.states[key] = news
 
-    async def arefund(self, key: str, cost: float) -> None:
-        self.refund(key, cost)
+    async def refund(self, key: str, cost: float) -> None:
+        self.refund_nowait(key, cost)
 
 
 def pick(steps: Sequence[tuple[Any, ...]]) -> int:
@@ -404,7 +407,7 @@ def pick(steps: Sequence[tuple[Any, ...]]) -> int:
 def _compile_one(
     step: Kernel, table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
-    """``try_acquire`` for one rate: the kernel between a lock, a dict read and a dict write."""
+    """``acquire_nowait`` for one rate: the kernel between a lock, a dict read and a dict write."""
     states = table.states
     get = states.get
     acquire, release = table.lock.acquire, table.lock.release
@@ -412,7 +415,7 @@ def _compile_one(
     new_decision, decision = _new_decision, Decision
     unchecked = unchecked_cost(max_cost)
 
-    def try_acquire(key: str, cost: float = 1) -> Decision:
+    def acquire_nowait(key: str, cost: float = 1) -> Decision:
         if type(key) is not str or not key:
             check_key(key)
         if cost != unchecked:
@@ -429,13 +432,13 @@ def _compile_one(
             release()
         return new_decision(decision, (allowed, remaining, reset_after, retry_after, rate, rates))
 
-    return try_acquire
+    return acquire_nowait
 
 
 def _compile_two(
     steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
-    """``try_acquire`` for two rates (per second + per hour, the common tenant setup), unrolled.
+    """``acquire_nowait`` for two rates (per second + per hour, the common tenant setup), unrolled.
 
     Commits both states only when both admit; the deciding rate is chosen as `pick` does.
     """
@@ -447,7 +450,7 @@ def _compile_two(
     new_decision, decision = _new_decision, Decision
     unchecked = unchecked_cost(max_cost)
 
-    def try_acquire(key: str, cost: float = 1) -> Decision:
+    def acquire_nowait(key: str, cost: float = 1) -> Decision:
         if type(key) is not str or not key:
             check_key(key)
         if cost != unchecked:
@@ -477,13 +480,13 @@ def _compile_two(
         finally:
             release()
 
-    return try_acquire
+    return acquire_nowait
 
 
 def _compile_many(
     steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
-    """``try_acquire`` for three or more rates: the kernels in a loop, the choice by `pick`."""
+    """``acquire_nowait`` for three or more rates: the kernels in a loop, the choice by `pick`."""
     states = table.states
     get = states.get
     acquire, release = table.lock.acquire, table.lock.release
@@ -491,7 +494,7 @@ def _compile_many(
     new_decision, decision = _new_decision, Decision
     unchecked = unchecked_cost(max_cost)
 
-    def try_acquire(key: str, cost: float = 1) -> Decision:
+    def acquire_nowait(key: str, cost: float = 1) -> Decision:
         if type(key) is not str or not key:
             check_key(key)
         if cost != unchecked:
@@ -514,7 +517,7 @@ def _compile_many(
             decision, (allowed, chosen[2], chosen[3], chosen[4], rates[index], rates)
         )
 
-    return try_acquire
+    return acquire_nowait
 
 
 class _MemoryConcurrency:
@@ -531,7 +534,7 @@ class _MemoryConcurrency:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def try_acquire(self, key: str) -> Slot | None:
+    def acquire_nowait(self, key: str) -> Slot | None:
         lock = self._lock
         lock.acquire()  # hot path (one per admitted request): not `with`, which costs twice as much
         try:
@@ -544,9 +547,9 @@ class _MemoryConcurrency:
         return Slot(key=key, token="", backend=self)
 
     async def acquire(self, key: str) -> Slot | None:
-        return self.try_acquire(key)
+        return self.acquire_nowait(key)
 
-    def release(self, slot: Slot) -> bool:
+    def release_nowait(self, slot: Slot) -> bool:
         lock = self._lock
         lock.acquire()
         try:
@@ -563,8 +566,8 @@ class _MemoryConcurrency:
         finally:
             lock.release()
 
-    async def arelease(self, slot: Slot) -> bool:
-        return self.release(slot)
+    async def release(self, slot: Slot) -> bool:
+        return self.release_nowait(slot)
 
     async def in_use(self, key: str) -> int:
         return self.count(key)

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, final
 
 import anyio
 import attrs
@@ -135,7 +135,7 @@ class RedisStore:
             client the store keeps the connections its decisions used (at most half of the
             pool's ``max_connections``) rather than checking one out per call; `aclose` gives
             them back.
-        sync_client: A sync ``redis.Redis`` for sync callers (``limiter.try_acquire``) when
+        sync_client: A sync ``redis.Redis`` for sync callers (``limiter.acquire_nowait``) when
             *client* is the asyncio one.
         prefix: The first part of every key.
         on_error: What to do when Redis cannot answer: ``"fail_closed"`` (default) raises
@@ -162,6 +162,8 @@ class RedisStore:
         "_sync",
         "_up",
     )
+
+    in_process: ClassVar[bool] = False  # see Store: every decision is a round trip
 
     def __init__(
         self,
@@ -221,6 +223,11 @@ class RedisStore:
         self._outages = 0
         self._errors = 0
         self._fallbacks = 0
+
+    @property
+    def supports_nowait(self) -> bool:
+        """True when the store has a sync client, so the ``*_nowait`` calls work (they block)."""
+        return self._sync is not None
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r}, on_error={self._on_error!r})"
@@ -571,19 +578,19 @@ class _RedisRates:
         rate = self._rates[0]
         return Decision(True, max(0.0, rate.burst - cost), 0.0, 0.0, rate, self._rates)
 
-    def try_acquire(self, key: str, cost: float) -> Decision:
+    def acquire_nowait(self, key: str, cost: float) -> Decision:
         return self._sync("a", key, cost)
 
-    def peek(self, key: str, cost: float) -> Decision:
+    def peek_nowait(self, key: str, cost: float) -> Decision:
         return self._sync("p", key, cost)
 
     async def acquire(self, key: str, cost: float) -> Decision:
         return await self._async("a", key, cost)
 
-    async def apeek(self, key: str, cost: float) -> Decision:
+    async def peek(self, key: str, cost: float) -> Decision:
         return await self._async("p", key, cost)
 
-    def refund(self, key: str, cost: float) -> None:
+    def refund_nowait(self, key: str, cost: float) -> None:
         keys, args = self._request(key, "r", cost)
         try:
             self._store.call_sync(self._script, keys, args)
@@ -591,16 +598,16 @@ class _RedisRates:
             if self._fallback is None and self._store._policy() == "fail_closed":
                 raise
             if self._fallback is not None:
-                self._fallback.refund(key, cost)
+                self._fallback.refund_nowait(key, cost)
 
-    async def arefund(self, key: str, cost: float) -> None:
+    async def refund(self, key: str, cost: float) -> None:
         try:
             await self._call("r", key, cost)
         except StoreUnavailable:
             if self._fallback is None and self._store._policy() == "fail_closed":
                 raise
             if self._fallback is not None:
-                await self._fallback.arefund(key, cost)
+                await self._fallback.refund(key, cost)
 
     def _sync(self, mode: str, key: str, cost: float) -> Decision:
         keys, args = self._request(key, mode, cost)
@@ -610,8 +617,8 @@ class _RedisRates:
             policy = self._store._policy()
             if self._fallback is not None:
                 if mode == "p":
-                    return self._fallback.peek(key, cost)
-                return self._fallback.try_acquire(key, cost)
+                    return self._fallback.peek_nowait(key, cost)
+                return self._fallback.acquire_nowait(key, cost)
             if policy == "fail_open":
                 return self._open(cost)
             raise
@@ -631,7 +638,7 @@ class _RedisRates:
             policy = self._store._policy()
             if self._fallback is not None:
                 if mode == "p":
-                    return await self._fallback.apeek(key, cost)
+                    return await self._fallback.peek(key, cost)
                 return await self._fallback.acquire(key, cost)
             if policy == "fail_open":
                 return self._open(cost)
@@ -664,12 +671,12 @@ class _RedisConcurrency:
     def _on_error(self, key: str) -> Slot | None:
         policy = self._store._policy()
         if self._fallback is not None:
-            return self._fallback.try_acquire(key)
+            return self._fallback.acquire_nowait(key)
         if policy == "fail_open":
             return Slot(key=key, token="fail-open", backend=_UNTRACKED)
         return None  # unreachable for fail_closed: callers re-raise first
 
-    def try_acquire(self, key: str) -> Slot | None:
+    def acquire_nowait(self, key: str) -> Slot | None:
         token = os.urandom(12).hex()
         try:
             got = self._store.call_sync(
@@ -696,13 +703,13 @@ class _RedisConcurrency:
     def _on_error_policy(self) -> str:
         return str(self._store._on_error)
 
-    def release(self, slot: Slot) -> bool:
+    def release_nowait(self, slot: Slot) -> bool:
         try:
             return bool(self._store.command_sync("ZREM", self._zkey(slot.key), slot.token))
         except StoreUnavailable:
             return False  # the lease expires by itself within lease_ttl
 
-    async def arelease(self, slot: Slot) -> bool:
+    async def release(self, slot: Slot) -> bool:
         try:
             return bool(await self._store.command("ZREM", self._zkey(slot.key), slot.token))
         except StoreUnavailable:
@@ -720,16 +727,16 @@ class _RedisConcurrency:
 class _Untracked:
     """The backend of fail-open slots: nothing to give back."""
 
-    def try_acquire(self, key: str) -> Slot | None:
+    def acquire_nowait(self, key: str) -> Slot | None:
         return Slot(key=key, token="fail-open", backend=self)
 
     async def acquire(self, key: str) -> Slot | None:
-        return self.try_acquire(key)
+        return self.acquire_nowait(key)
 
-    def release(self, slot: Slot) -> bool:
+    def release_nowait(self, slot: Slot) -> bool:
         return False
 
-    async def arelease(self, slot: Slot) -> bool:
+    async def release(self, slot: Slot) -> bool:
         return False
 
     async def in_use(self, key: str) -> int:

@@ -58,7 +58,7 @@ class ConcurrencySpec:
 
 @final
 class Slot:
-    """One held concurrency slot; give it back with `ConcurrencyLimiter.release` / ``arelease``.
+    """One held concurrency slot; give it back with `ConcurrencyLimiter.release_nowait` / ``release``.
 
     A plain slotted class rather than a frozen attrs one: one is built per admitted request, and
     a frozen attrs ``__init__`` costs more than the whole in-memory slot decision.
@@ -83,7 +83,7 @@ class Slot:
 class RateBackend(Protocol):
     """Decisions for one `RateSpec` in one store. Arguments are already validated."""
 
-    def try_acquire(self, key: str, cost: float) -> Decision:
+    def acquire_nowait(self, key: str, cost: float) -> Decision:
         """Decide synchronously (raise RuntimeError if this store cannot)."""
         ...
 
@@ -91,19 +91,19 @@ class RateBackend(Protocol):
         """Decide (consuming *cost* if allowed)."""
         ...
 
-    def refund(self, key: str, cost: float) -> None:
+    def refund_nowait(self, key: str, cost: float) -> None:
         """Give *cost* back synchronously."""
         ...
 
-    async def arefund(self, key: str, cost: float) -> None:
+    async def refund(self, key: str, cost: float) -> None:
         """Give *cost* back."""
         ...
 
-    def peek(self, key: str, cost: float) -> Decision:
-        """What `try_acquire` would answer, consuming nothing (sync)."""
+    def peek_nowait(self, key: str, cost: float) -> Decision:
+        """What `acquire_nowait` would answer, consuming nothing (sync)."""
         ...
 
-    async def apeek(self, key: str, cost: float) -> Decision:
+    async def peek(self, key: str, cost: float) -> Decision:
         """What `acquire` would answer, consuming nothing."""
         ...
 
@@ -111,7 +111,7 @@ class RateBackend(Protocol):
 class ConcurrencyBackend(Protocol):
     """Slots for one `ConcurrencySpec` in one store."""
 
-    def try_acquire(self, key: str) -> Slot | None:
+    def acquire_nowait(self, key: str) -> Slot | None:
         """Take a slot synchronously, or None when all are taken."""
         ...
 
@@ -119,11 +119,11 @@ class ConcurrencyBackend(Protocol):
         """Take a slot, or None when all are taken."""
         ...
 
-    def release(self, slot: Slot) -> bool:
+    def release_nowait(self, slot: Slot) -> bool:
         """Give *slot* back synchronously; False if it was no longer held."""
         ...
 
-    async def arelease(self, slot: Slot) -> bool:
+    async def release(self, slot: Slot) -> bool:
         """Give *slot* back; False if it was no longer held (released or expired)."""
         ...
 
@@ -134,7 +134,23 @@ class ConcurrencyBackend(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    """Where limiter state lives: `MemoryStore` (one process) or `RedisStore` (shared)."""
+    """Where limiter state lives: `MemoryStore` (one process) or `RedisStore` (shared).
+
+    A store also says how it can answer, so callers need not know its class: ``in_process``
+    when it decides in this process without I/O (async code may then call the ``*_nowait``
+    methods directly, as the gateway does), ``supports_nowait`` when the ``*_nowait`` methods work
+    at all (a `RedisStore` with a sync client: they block on the round trip).
+    """
+
+    @property
+    def in_process(self) -> bool:
+        """True if decisions need no I/O: the ``*_nowait`` methods never block."""
+        ...
+
+    @property
+    def supports_nowait(self) -> bool:
+        """True if the ``*_nowait`` methods work (False: they raise RuntimeError)."""
+        ...
 
     def bind_rates(self, spec: RateSpec) -> RateBackend:
         """Return the backend that decides for *spec*."""
