@@ -250,6 +250,7 @@ def test_bad_arguments_name_the_field(
     with pytest.raises(error) as info:
         tlb.AdaptiveConcurrency(**kwargs)  # type: ignore[arg-type]
     assert words in str(info.value)
+    assert getattr(info.value, "field", None) == words.split()[0]  # for config paths
 
 
 @pytest.mark.parametrize(

@@ -360,6 +360,7 @@ def test_bad_arguments_name_the_field(
     with pytest.raises(error) as info:
         FairScheduler(capacity, **kwargs)  # type: ignore[arg-type]
     assert words in str(info.value)
+    assert getattr(info.value, "field", None) == words.split()[0]  # for config paths
     with pytest.raises(error):
         tlb.FairQueue(capacity, **kwargs)  # type: ignore[arg-type]
 
@@ -386,6 +387,7 @@ def test_bad_requests_name_the_field(
     with pytest.raises(error) as info:
         sched.submit(flow, weight)  # type: ignore[arg-type]
     assert words in str(info.value)
+    assert getattr(info.value, "field", None) == words.split()[0]  # for config paths
     assert sched.in_flight == 0
     sched.submit("holder")
     with pytest.raises(error):

@@ -38,7 +38,7 @@ import attrs
 from .._clock import Clock, default_clock
 from .._errors import OverCapacity
 from .._events import Event, EventHandler, EventKind, emit
-from .._validate import count, percent, seconds
+from .._validate import FieldTypeError, FieldValueError, count, percent, seconds
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveConcurrencyStats"]
 
@@ -176,7 +176,7 @@ class AdaptiveConcurrency:
         self._max = count("max_limit", max_limit)
         if self._max < self._min:
             msg = f"max_limit must be >= min_limit ({self._min}), got {max_limit}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="max_limit")
         self._update_interval = seconds("update_interval", update_interval)
         self._percentile = percent("percentile", percentile) / 100.0
         self._buffer = percent("buffer", buffer) / 100.0
@@ -186,16 +186,16 @@ class AdaptiveConcurrency:
         self._fixed_min_rtt = None if min_rtt is None else seconds("min_rtt", min_rtt)
         if not callable(clock):
             msg = f"clock must be callable, got {type(clock).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="clock")
         if rng is not None and not isinstance(rng, random.Random):
             msg = f"rng must be a random.Random or None, got {type(rng).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="rng")
         if not isinstance(name, str):
             msg = f"name must be a str, got {type(name).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="name")
         if on_event is not None and not callable(on_event):
             msg = f"on_event must be callable or None, got {type(on_event).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="on_event")
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._name = name
@@ -261,7 +261,7 @@ class AdaptiveConcurrency:
         """Call *handler* with every `Event`; returns a function that unsubscribes it."""
         if not callable(handler):
             msg = f"handler must be callable, got {type(handler).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="handler")
         self._handlers.append(handler)
 
         def unsubscribe() -> None:

@@ -46,7 +46,7 @@ import attrs
 
 from .._clock import Clock, default_clock
 from .._errors import QueueFull, QueueTimeout
-from .._validate import count, seconds
+from .._validate import FieldTypeError, FieldValueError, count, seconds
 from ._hands import deal_hand
 
 __all__ = [
@@ -231,18 +231,18 @@ class FairScheduler:
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, Capacity)):
             msg = f"capacity must be an int or a Capacity (e.g. AdaptiveConcurrency), got {type(capacity).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="capacity")
         queues = count("queues", queues)
         hand_size = count("hand_size", hand_size)
         if hand_size > queues:
             msg = f"hand_size must be <= queues ({queues}), got {hand_size}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="hand_size")
         if not callable(clock):
             msg = f"clock must be callable, got {type(clock).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="clock")
         if wake is not None and not callable(wake):
             msg = f"wake must be callable or None, got {type(wake).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="wake")
         self._fixed = count("capacity", capacity) if isinstance(capacity, int) else 0
         self._capacity = None if isinstance(capacity, int) else capacity
         self._hand_size = hand_size
@@ -564,13 +564,13 @@ def check_request(flow: object, weight: object) -> None:
     """Raise TypeError / ValueError naming *flow* or *weight* if either is unusable."""
     if not isinstance(flow, str):
         msg = f"flow must be a str, got {type(flow).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="flow")
     if not flow:
         msg = "flow must be a non-empty str"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="flow")
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         msg = f"weight must be a number, got {type(weight).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="weight")
     if not 0 < weight < math.inf:
         msg = f"weight must be > 0 and finite, got {weight!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="weight")
