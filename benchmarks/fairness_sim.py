@@ -388,6 +388,7 @@ def plot(rows: dict[str, dict[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bars = ax.bar(labels, values, color=["#4c72b0", "#4c72b0", "#c44e52", "#c44e52"])
     ax.set_yscale("log")
+    ax.set_ylim(bottom=100)
     ax.set_ylabel("quiet tenants' p99 latency (ms, log)")
     ax.set_title("Nine quiet tenants and one at 10x its share, saturated upstream")
     for bar, value in zip(bars, values, strict=True):
