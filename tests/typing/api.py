@@ -266,4 +266,10 @@ async def fairness() -> None:
     limit: int = adaptive.limit
     a_stats: tlb.AdaptiveConcurrencyStats = adaptive.stats()
     min_rtt: float | None = a_stats.min_rtt
-    del depths, shared, limit, min_rtt
+    gw = tlb.Gateway(
+        registry=tlb.TenantRegistry([tlb.Tenant("acme", upstream="p", weight=2.0)]),
+        pools={"p": tlb.Pool(["http://a"])},
+        concurrency={"p": fq},
+    )
+    queue_stats: tlb.FairQueueStats = gw.stats().queues["p"]
+    del depths, shared, limit, min_rtt, queue_stats
