@@ -22,6 +22,8 @@ from ._errors import HeadersTooLarge as HeadersTooLarge
 from ._errors import MissingCredentials as MissingCredentials
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
 from ._errors import OverCapacity as OverCapacity
+from ._errors import QueueFull as QueueFull
+from ._errors import QueueTimeout as QueueTimeout
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
 from ._errors import StoreUnavailable as StoreUnavailable
@@ -62,8 +64,12 @@ from .discovery import DNSDiscovery as DNSDiscovery
 from .discovery import FileDiscovery as FileDiscovery
 
 # isort: split
-# --- gateway and config ---
+# --- config, fairness and the gateway ---
 from .config import load_config as load_config
+from .fairness import AdaptiveConcurrency as AdaptiveConcurrency
+from .fairness import AdaptiveConcurrencyStats as AdaptiveConcurrencyStats
+from .fairness import FairQueue as FairQueue
+from .fairness import FairQueueStats as FairQueueStats
 from .gateway import Admission as Admission
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
@@ -111,6 +117,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "APIKeyResolver",
+    "AdaptiveConcurrency",
+    "AdaptiveConcurrencyStats",
     "Admission",
     "Algorithm",
     "Balancer",
@@ -132,6 +140,8 @@ __all__ = [
     "EndpointNotFound",
     "EndpointStats",
     "Event",
+    "FairQueue",
+    "FairQueueStats",
     "FileDiscovery",
     "Forbidden",
     "Gateway",
@@ -158,6 +168,8 @@ __all__ = [
     "PoolStats",
     "Probe",
     "ProbeResult",
+    "QueueFull",
+    "QueueTimeout",
     "Rate",
     "RateLimited",
     "RateLimiter",

@@ -1,4 +1,5 @@
-"""Events: what a pool (and a discovery runner) reports when its state changes.
+"""Events: what a pool, the health checker, a discovery runner or an adaptive concurrency limit
+reports when its state changes.
 
 Handlers are plain callables taking an `Event`; they run synchronously, outside any lock, and must
 be quick (hand work to a queue if it is slow). An exception in a handler is logged and swallowed:
@@ -29,6 +30,9 @@ EventKind = Literal[
     "panic_left",
     "discovery_failed",
     "discovery_recovered",
+    "concurrency_limit_changed",
+    "min_rtt_measuring",
+    "min_rtt_measured",
 ]
 
 
@@ -38,8 +42,9 @@ class Event:
     """One state change.
 
     Attributes:
-        kind: What happened, e.g. ``"ejected"`` or ``"panic_entered"``.
-        pool: The name of the pool it happened in.
+        kind: What happened, e.g. ``"ejected"``, ``"panic_entered"`` or
+            ``"concurrency_limit_changed"``.
+        pool: The name of the pool it happened in (of the `AdaptiveConcurrency`, for its events).
         url: The endpoint concerned, or None for pool-wide events (panic).
         reason: A short human-readable cause (``"5 consecutive 5xx"``).
         at: The pool clock's reading when it happened.

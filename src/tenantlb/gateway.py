@@ -55,6 +55,7 @@ from ._errors import (
 )
 from ._validate import FieldTypeError, FieldValueError, optional_count
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
+from .fairness import FairQueue, FairQueueStats, Turn
 from .ratelimit import (
     Algorithm,
     ConcurrencyLimiter,
@@ -118,6 +119,9 @@ class Gateway:
             A tenant's own ``max_body_size`` applies if smaller.
         max_header_size: Largest total size of the header fields in bytes (431 beyond), or None;
             checked before authentication. A tenant's own ``max_header_size`` applies if smaller.
+        concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
+            fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
+            anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -139,6 +143,7 @@ class Gateway:
         anonymous: Tenant | None = None,
         max_body_size: int | None = None,
         max_header_size: int | None = None,
+        concurrency: Mapping[str, FairQueue] | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -189,6 +194,7 @@ class Gateway:
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
+        self._fair = _fair_queues(concurrency)
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -204,6 +210,11 @@ class Gateway:
                 for name in sorted(anonymous.upstreams)
                 if name not in self._pools
             ]
+        problems += [
+            (f"concurrency.{name}", f"pool {name!r} is not configured")
+            for name in sorted(self._fair)
+            if name not in self._pools
+        ]
         if problems:
             raise ConfigError.collect(problems)
 
@@ -353,6 +364,7 @@ class Gateway:
         return GatewayStats(
             tenants=len(self._registry),
             pools={name: pool.stats() for name, pool in self._pools.items()},
+            queues={name: fair.stats() for name, fair in self._fair.items()},
         )
 
     # -- the flow ----------------------------------------------------------------------------------
@@ -403,6 +415,8 @@ class Gateway:
         slot: Slot | None = None
         target: Pool | PoolSubset | None = None
         lease: Lease | None = None
+        fair = None if pool_name is None else self._fair.get(pool_name)
+        turn: Turn | None = None
         try:
             if tenant.max_concurrency is not None:
                 slots = self._concurrency(tenant.max_concurrency)
@@ -410,16 +424,23 @@ class Gateway:
                     slot = slots.acquire_nowait(key)  # raises OverCapacity when full
                 else:
                     slot = await slots.acquire(key)  # raises OverCapacity when full
+            if fair is not None:
+                turn = await fair.acquire(key, tenant.weight)  # QueueFull / QueueTimeout
             if pool is not None and pool_name is not None:
                 target = self._target(tenant, pool, pool_name)
                 lease = target.acquire(self._key(request, tenant))
         except BaseException:
+            if fair is not None and turn is not None:
+                fair.release(turn, record=False)  # synchronous: nothing can interrupt it
             if slots is not None and slot is not None:
                 await self._free(slots, slot)
             if limiter is not None:
                 await self._refund(limiter, key, cost)
             raise
-        return Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        if turn is not None:
+            ticket._fair, ticket._turn = fair, turn
+        return ticket
 
     def _check_size(
         self, request: RequestInfo, max_header: int | None, max_body: int | None
@@ -443,6 +464,10 @@ class Gateway:
             exc.headers.append(("WWW-Authenticate", self._challenge))
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
+        turn, fair = ticket._turn, ticket._fair
+        if turn is not None and fair is not None:
+            ticket._turn = None
+            fair.release(turn, record=exc is None)  # first, and without awaiting
         lease = ticket.lease
         try:
             if lease is not None and not lease.released:
@@ -546,6 +571,19 @@ def _challenge(registry: TenantRegistry) -> str:
     return 'ApiKey realm="tenantlb"'
 
 
+def _fair_queues(value: object) -> dict[str, FairQueue]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        msg = f"concurrency must be a mapping of pool name -> FairQueue, got {type(value).__name__}"
+        raise FieldTypeError(msg, field="concurrency")
+    for name, fair in value.items():
+        if not isinstance(name, str) or not isinstance(fair, FairQueue):
+            msg = f"concurrency[{name!r}] must be a FairQueue, got {type(fair).__name__}"
+            raise FieldTypeError(msg, field="concurrency")
+    return dict(value)
+
+
 def _network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(value, str):
         msg = f"{where} must be an IP or CIDR string, got {type(value).__name__}"
@@ -608,10 +646,12 @@ class Ticket:
     """
 
     __slots__ = (
+        "_fair",
         "_slot",
         "_slots",
         "_target",
         "_tried",
+        "_turn",
         "decision",
         "lease",
         "max_body_size",
@@ -640,6 +680,8 @@ class Ticket:
         self._target = target
         self._slots = slots
         self._slot = slot
+        self._fair: FairQueue | None = None
+        self._turn: Turn | None = None
         self._tried: list[str] = [] if lease is None else [lease.url]
 
     def __repr__(self) -> str:
@@ -704,7 +746,8 @@ class Ticket:
 @final
 @attrs.define(frozen=True, kw_only=True)
 class GatewayStats:
-    """A snapshot of a gateway: tenant count and each pool's stats."""
+    """A snapshot of a gateway: tenant count, each pool's stats and each fair queue's stats."""
 
     tenants: int
     pools: Mapping[str, PoolStats]
+    queues: Mapping[str, FairQueueStats] = attrs.field(factory=dict)

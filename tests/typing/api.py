@@ -283,3 +283,38 @@ async def discovery() -> None:
     except tlb.TenantLBError:
         pass
     del stats
+
+
+async def fairness() -> None:
+    clock = ManualClock()
+    fq = tlb.FairQueue(64, queues=64, hand_size=8, queue_length=50, timeout=5.0, clock=clock)
+    try:
+        async with fq.acquire("acme", weight=2.0) as turn:
+            flow: str = turn.flow
+            del flow
+    except (tlb.QueueFull, tlb.QueueTimeout) as exc:
+        status: int = exc.status
+        headers: list[tuple[str, str]] = exc.headers
+        retry_after: float = exc.retry_after
+        del status, headers, retry_after
+    held = fq.acquire_nowait("acme")
+    fq.release(held, record=False)
+    stats: tlb.FairQueueStats = fq.stats(top=5)
+    depths: tuple[tuple[str, int], ...] = stats.deepest_flows
+    adaptive = tlb.AdaptiveConcurrency(min_limit=3, max_limit=1000, clock=clock)
+    shared = tlb.FairQueue(adaptive)
+    async with adaptive.acquire():
+        pass
+    with adaptive.acquire_nowait():
+        pass
+    adaptive.record(0.25)
+    limit: int = adaptive.limit
+    a_stats: tlb.AdaptiveConcurrencyStats = adaptive.stats()
+    min_rtt: float | None = a_stats.min_rtt
+    gw = tlb.Gateway(
+        registry=tlb.TenantRegistry([tlb.Tenant("acme", upstream="p", weight=2.0)]),
+        pools={"p": tlb.Pool(["http://a"])},
+        concurrency={"p": fq},
+    )
+    queue_stats: tlb.FairQueueStats = gw.stats().queues["p"]
+    del depths, shared, limit, min_rtt, queue_stats
