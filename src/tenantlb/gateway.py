@@ -26,19 +26,26 @@ import contextlib
 import ipaddress
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, final
 
 import anyio
 import attrs
 from cachetools import LRUCache
 
+from ._clock import default_clock
 from ._errors import (
     ConfigError,
     Forbidden,
     NoHealthyEndpoint,
+    OverCapacity,
     RateLimited,
+    RequestRejected,
+    StoreUnavailable,
+    Unauthenticated,
+    UnknownTenant,
 )
+from ._events import PER_REQUEST_KINDS, Event, EventHandler, emit
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
 from .ratelimit import ConcurrencyLimiter, Decision, MemoryStore, Rate, RateLimiter, Slot
 from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
@@ -46,7 +53,7 @@ from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
 if TYPE_CHECKING:
     from .ratelimit import Store
 
-__all__ = ["Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -79,6 +86,8 @@ class Gateway:
         trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
         owns_store: Close the store (its Redis clients) when the gateway is closed; set by
             `from_config`, which builds the store itself.
+        on_event: A handler called with the gateway's state changes (more, and per-request
+            events, with `subscribe`).
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -96,6 +105,7 @@ class Gateway:
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
+        on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -128,6 +138,17 @@ class Gateway:
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
+        # Observability: state-change subscribers, per-request subscribers (hot paths test this
+        # list and build no event while it is empty), and per-tenant counters for stats().
+        self._clock = default_clock
+        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._traffic: list[EventHandler] = []
+        self._counters: dict[str, _TenantCounters] = {}
+        self._refusals: dict[str, int] = {}
+        store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
+        self._store_unsubscribe: Callable[[], None] | None = (
+            store_subscribe(self._relay) if callable(store_subscribe) else None
+        )
         # Fail fast on a bad algorithm name rather than at the first rate-limited request.
         RateLimiter(Rate(1, per=1.0), store=MemoryStore(), algorithm=algorithm)
         problems = [
@@ -256,16 +277,109 @@ class Gateway:
         return Admission(self, request, cost)
 
     def stats(self) -> GatewayStats:
-        """A snapshot of every pool and the number of tenants."""
+        """A snapshot of every pool, the number of tenants and the per-tenant counters."""
+        with self._lock:
+            by_tenant = {
+                tenant_id: TenantStats(
+                    tenant=tenant_id,
+                    admitted=c.admitted,
+                    in_flight=c.in_flight,
+                    refused=MappingProxyType(dict(c.refused)),
+                )
+                for tenant_id, c in self._counters.items()
+            }
+            refused = dict(self._refusals)
         return GatewayStats(
             tenants=len(self._registry),
-            pools={name: pool.stats() for name, pool in self._pools.items()},
+            pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
+            admitted=sum(t.admitted for t in by_tenant.values()),
+            in_flight=sum(t.in_flight for t in by_tenant.values()),
+            refused=MappingProxyType(refused),
+            by_tenant=MappingProxyType(by_tenant),
         )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
+
+        The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
+        ``store_recovered``, from a store that reports them, such as `RedisStore`). Pools have their
+        own `Pool.subscribe`; an exporter subscribes to both.
+
+        Args:
+            handler: Called synchronously with each `Event`; keep it quick.
+            per_request: Also deliver the per-request events ``admitted``, ``refused``,
+                ``rate_limit`` and ``retry``. Without such a subscriber the gateway builds none.
+        """
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        with self._lock:  # copy-on-write: emitters iterate the list they read, never a mutating one
+            self._handlers = [*self._handlers, handler]
+            if per_request:
+                self._traffic = [*self._traffic, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+                self._traffic = [h for h in self._traffic if h is not handler]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this gateway's subscribers (for adapters: ``retry`` events).
+
+        Per-request kinds go only to subscribers that asked for them; see `Pool.emit`.
+        """
+        if not isinstance(event, Event):
+            msg = f"event must be an Event, got {type(event).__name__}"
+            raise TypeError(msg)
+        handlers = self._traffic if event.kind in PER_REQUEST_KINDS else self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _relay(self, event: Event) -> None:
+        # The store's own events (outage, recovery) reach the gateway's state subscribers.
+        if self._handlers:
+            emit(self._handlers, (event,))
+
+    def _refused(self, exc: RequestRejected, tenant: Tenant | None, pool: str) -> None:
+        reason = _reason(exc)
+        with self._lock:
+            self._refusals[reason] = self._refusals.get(reason, 0) + 1
+            if tenant is not None:
+                counters = self._counters.get(tenant.id)
+                if counters is None:
+                    counters = self._counters[tenant.id] = _TenantCounters()
+                counters.refused[reason] = counters.refused.get(reason, 0) + 1
+        traffic = self._traffic
+        if traffic:
+            event = Event(
+                kind="refused",
+                pool=pool,
+                tenant=None if tenant is None else tenant.id,
+                reason=reason,
+                status=exc.status,
+                at=self._clock(),
+            )
+            emit(traffic, (event,))
 
     # -- the flow ----------------------------------------------------------------------------------
 
     async def _admit(self, request: RequestInfo, cost: float) -> Ticket:
-        tenant = self._registry.resolve(request)
+        try:
+            tenant = self._registry.resolve(request)
+        except RequestRejected as exc:
+            self._refused(exc, None, "")
+            raise
+        try:
+            return await self._admit_tenant(request, tenant, cost)
+        except RequestRejected as exc:
+            self._refused(exc, tenant, tenant.upstream_for(request.path) or "")
+            raise
+
+    async def _admit_tenant(self, request: RequestInfo, tenant: Tenant, cost: float) -> Ticket:
         path = request.path
         pool_name = tenant.upstream_for(path)
         if pool_name is None:
@@ -283,6 +397,8 @@ class Gateway:
                 decision = limiter.acquire_nowait(tenant.id, cost)
             else:
                 decision = await limiter.acquire(tenant.id, cost)
+            if self._traffic:
+                self._emit_decision(tenant, pool_name, decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
@@ -304,9 +420,45 @@ class Gateway:
             if limiter is not None:
                 await self._refund(limiter, tenant.id, cost)
             raise
-        return Ticket(tenant, lease, target, pool_name, decision, slots, slot)
+        with self._lock:
+            counters = self._counters.get(tenant.id)
+            if counters is None:
+                counters = self._counters[tenant.id] = _TenantCounters()
+            counters.admitted += 1
+            counters.in_flight += 1
+        lease.tenant = tenant.id  # the pool's outcome event names the tenant
+        if self._traffic:
+            self._emit_admitted(tenant, pool_name, target, lease)
+        return Ticket(tenant, lease, target, pool_name, decision, slots, slot, self, counters)
+
+    def _emit_decision(self, tenant: Tenant, pool: str, decision: Decision) -> None:
+        event = Event(
+            kind="rate_limit",
+            pool=pool,
+            tenant=tenant.id,
+            allowed=decision.allowed,
+            remaining=decision.remaining,
+            retry_after=decision.retry_after,
+            at=self._clock(),
+        )
+        emit(self._traffic, (event,))
+
+    def _emit_admitted(
+        self, tenant: Tenant, pool: str, target: Pool | PoolSubset, lease: Lease
+    ) -> None:
+        event = Event(
+            kind="admitted",
+            pool=pool,
+            url=lease.url,
+            tenant=tenant.id,
+            panic=target.panic,
+            at=lease.started,
+        )
+        emit(self._traffic, (event,))
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
+        with self._lock:
+            ticket._counters.in_flight -= 1
         lease = ticket.lease
         if not lease.released:
             if isinstance(exc, Exception):
@@ -442,6 +594,8 @@ class Ticket:
     """
 
     __slots__ = (
+        "_counters",
+        "_gateway",
         "_slot",
         "_slots",
         "_target",
@@ -461,6 +615,8 @@ class Ticket:
         decision: Decision | None,
         slots: ConcurrencyLimiter | None,
         slot: Slot | None,
+        gateway: Gateway,
+        counters: _TenantCounters,
     ) -> None:
         self.tenant = tenant
         self.lease = lease
@@ -469,6 +625,8 @@ class Ticket:
         self._target = target
         self._slots = slots
         self._slot = slot
+        self._gateway = gateway
+        self._counters = counters
         self._tried: list[str] = [lease.url]
 
     def __repr__(self) -> str:
@@ -503,13 +661,26 @@ class Ticket:
         Raises:
             NoHealthyEndpoint: Every endpoint of the tenant's upstream (or shard) was tried.
         """
-        if not self.lease.released:
-            self.lease.record(error=error)
+        failed = self.lease
+        if not failed.released:
+            failed.record(error=error)
+        traffic = self._gateway._traffic
+        if traffic:
+            event = Event(
+                kind="retry",
+                pool=self.upstream,
+                url=failed.url,
+                tenant=self.tenant.id,
+                reason=type(error).__name__,
+                at=self._gateway._clock(),
+            )
+            emit(traffic, (event,))
         try:
             lease = self._target.acquire(exclude=self._tried)
         except NoHealthyEndpoint as exc:
             msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
+        lease.tenant = self.tenant.id
         self.lease = lease
         self._tried.append(lease.url)
         return lease.endpoint
@@ -523,7 +694,74 @@ class Ticket:
 @final
 @attrs.define(frozen=True, kw_only=True)
 class GatewayStats:
-    """A snapshot of a gateway: tenant count and each pool's stats."""
+    """A snapshot of a gateway: its pools, and what it admitted and refused.
+
+    Attributes:
+        tenants: The number of tenants in the registry.
+        pools: Each pool's `PoolStats` by name.
+        admitted: Requests admitted since the gateway was built.
+        in_flight: Admitted requests not finished yet.
+        refused: Refusals by reason code (``"rate_limited"``, ``"unauthenticated"``, ...; see
+            `TenantStats.refused`), including those of requests that matched no tenant.
+        by_tenant: Per-tenant counters by tenant id, for every tenant that was admitted or
+            refused at least once.
+    """
 
     tenants: int
     pools: Mapping[str, PoolStats]
+    admitted: int = 0
+    in_flight: int = 0
+    refused: Mapping[str, int] = attrs.field(factory=lambda: MappingProxyType({}))
+    by_tenant: Mapping[str, TenantStats] = attrs.field(factory=lambda: MappingProxyType({}))
+
+
+@final
+@attrs.define(frozen=True, kw_only=True)
+class TenantStats:
+    """A snapshot of one tenant's admissions.
+
+    Attributes:
+        tenant: The tenant id.
+        admitted: Requests admitted.
+        in_flight: Admitted requests not finished yet.
+        refused: Refusals by reason code: ``"forbidden"``, ``"rate_limited"``,
+            ``"over_capacity"``, ``"no_healthy_endpoint"``, ``"store_unavailable"`` (refusals
+            before the tenant is known, ``"unauthenticated"`` and ``"unknown_tenant"``, are
+            counted in `GatewayStats.refused` only).
+    """
+
+    tenant: str
+    admitted: int
+    in_flight: int
+    refused: Mapping[str, int]
+
+
+class _TenantCounters:
+    """The live counters behind `TenantStats` (mutated under the gateway's lock)."""
+
+    __slots__ = ("admitted", "in_flight", "refused")
+
+    def __init__(self) -> None:
+        self.admitted = 0
+        self.in_flight = 0
+        self.refused: dict[str, int] = {}
+
+
+_REASONS: dict[type[RequestRejected], str] = {
+    UnknownTenant: "unknown_tenant",
+    Unauthenticated: "unauthenticated",
+    Forbidden: "forbidden",
+    RateLimited: "rate_limited",
+    OverCapacity: "over_capacity",
+    NoHealthyEndpoint: "no_healthy_endpoint",
+    StoreUnavailable: "store_unavailable",
+}
+
+
+def _reason(exc: RequestRejected) -> str:
+    """The refusal's reason code (a fixed word, never the message: messages name tenants)."""
+    for cls in type(exc).__mro__:
+        reason = _REASONS.get(cls)
+        if reason is not None:
+            return reason
+    return "rejected"
