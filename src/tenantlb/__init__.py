@@ -12,6 +12,8 @@ with pool.acquire() as lease:
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
 from ._errors import EndpointNotFound as EndpointNotFound
@@ -85,6 +87,10 @@ from .tenants import hash_api_key as hash_api_key
 from .tenants import shuffle_shard as shuffle_shard
 
 __version__ = "0.1.0.dev0"
+
+# A library stays quiet unless the application configures logging (state changes are logged under
+# "tenantlb"; without this, Python's last-resort handler would print warnings to stderr).
+_logging.getLogger("tenantlb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "APIKeyResolver",
