@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from .support import KEYS, Recorder, make_gateway, request
 
 
 @pytest.fixture
-def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every Event constructed and every emit() call while the test runs, by kind."""
     kinds: list[str] = []
     original = Event.__init__
@@ -31,7 +30,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(Event, "__init__", counting_init)
     monkeypatch.setattr(_pool, "emit", counting_emit)
-    yield kinds
+    return kinds
 
 
 def test_the_fixture_counts(built: list[str], clock: Any) -> None:
