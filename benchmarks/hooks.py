@@ -61,10 +61,14 @@ class StripHooks(ast.NodeTransformer):
 
     def visit_Assign(self, node: ast.Assign) -> ast.AST | None:
         target = node.targets[0]
-        if len(node.targets) == 1 and isinstance(target, ast.Name) and target.id in HOOK_LISTS:
-            if _names_a_hook_list(node.value):  # traffic = self._traffic
-                self.removed += 1
-                return None
+        if (
+            len(node.targets) == 1
+            and isinstance(target, ast.Name)
+            and target.id in HOOK_LISTS
+            and _names_a_hook_list(node.value)  # traffic = self._traffic
+        ):
+            self.removed += 1
+            return None
         if isinstance(target, ast.Attribute) and target.attr == "tenant":
             owner = target.value
             if isinstance(owner, ast.Name) and owner.id == "lease":  # lease.tenant = ...

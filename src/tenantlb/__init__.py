@@ -50,6 +50,7 @@ from .balancing import WeightedRandom as WeightedRandom
 from .config import load_config as load_config
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
+from .gateway import TenantStats as TenantStats
 from .gateway import Ticket as Ticket
 
 # --- health ---
@@ -147,6 +148,7 @@ __all__ = [
     "TenantLBError",
     "TenantRegistry",
     "TenantResolver",
+    "TenantStats",
     "Ticket",
     "Unauthenticated",
     "UnknownTenant",
