@@ -289,6 +289,7 @@ class Gateway:
                 for tenant_id, c in self._counters.items()
             }
             refused = dict(self._refusals)
+        store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
             pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
@@ -296,6 +297,7 @@ class Gateway:
             in_flight=sum(t.in_flight for t in by_tenant.values()),
             refused=MappingProxyType(refused),
             by_tenant=MappingProxyType(by_tenant),
+            store=store_stats() if callable(store_stats) else None,
         )
 
     # -- events ------------------------------------------------------------------------------------
@@ -705,6 +707,8 @@ class GatewayStats:
             `TenantStats.refused`), including those of requests that matched no tenant.
         by_tenant: Per-tenant counters by tenant id, for every tenant that was admitted or
             refused at least once.
+        store: The store's own stats snapshot if it keeps one (a `RedisStore` gives
+            ``RedisStoreStats``: availability, outages, errors, fallback decisions), else None.
     """
 
     tenants: int
@@ -713,6 +717,7 @@ class GatewayStats:
     in_flight: int = 0
     refused: Mapping[str, int] = attrs.field(factory=lambda: MappingProxyType({}))
     by_tenant: Mapping[str, TenantStats] = attrs.field(factory=lambda: MappingProxyType({}))
+    store: object | None = None
 
 
 @final

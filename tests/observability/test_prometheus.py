@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
+import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import RedisServer
 
 import tenantlb as tlb
 from tenantlb.observability.prometheus import PrometheusMetrics
@@ -143,3 +148,32 @@ def test_bad_arguments(clock: ManualClock) -> None:
         PrometheusMetrics(registry=None, namespace="")
     with pytest.raises(ValueError, match="buckets"):
         PrometheusMetrics(registry=None, buckets=())
+
+
+@pytest.mark.anyio
+async def test_store_outage_metrics(own_redis: RedisServer, anyio_backend: tuple[str, Any]) -> None:
+    """A Redis outage shows as store_available 0 while it lasts and one counted outage."""
+    client = redis.Redis.from_url(own_redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    gateway = make_gateway(
+        limits=[tlb.Rate(100, per=60.0)], store=tlb.RedisStore(client, on_error="fail_open")
+    )
+    registry = CollectorRegistry()
+    PrometheusMetrics(gateway, registry=registry)
+    with contextlib.closing(client):
+        async with gateway.admit(request(KEYS["acme"])):
+            pass
+        assert scrape(registry)[1]["tenantlb_store_available"] == [({}, 1.0)]
+        own_redis.stop()
+        async with gateway.admit(request(KEYS["acme"])):
+            pass
+        down = scrape(registry)[1]
+        own_redis.start()
+        async with gateway.admit(request(KEYS["acme"])):
+            pass
+        up = scrape(registry)[1]
+    assert down["tenantlb_store_available"] == [({}, 0.0)]
+    assert up["tenantlb_store_available"] == [({}, 1.0)]
+    assert up["tenantlb_store_outages_total"] == [({}, 1.0)]
+    stats = gateway.stats().store
+    assert isinstance(stats, tlb.ratelimit.RedisStoreStats)
+    assert (stats.available, stats.outages) == (True, 1)

@@ -95,6 +95,16 @@ class Sources:
         for gateway in gateways:
             yield gateway.stats()
 
+    def store_available(self) -> float | None:
+        """1.0 while every watched gateway's store answers, 0.0 if one does not; None if no
+        store reports availability (a `MemoryStore` is always there)."""
+        found: float | None = None
+        for stats in self.gateway_stats():
+            available = getattr(stats.store, "available", None)
+            if isinstance(available, bool):
+                found = min(found if found is not None else 1.0, float(available))
+        return found
+
     def gateway_in_flight(self, by_tenant: bool) -> dict[tuple[str, ...], int]:
         """Admitted requests in flight, summed over the watched gateways (per tenant id, or all)."""
         totals: dict[tuple[str, ...], int] = {}

@@ -127,6 +127,12 @@ class OTelMetrics:
             "{request}",
             "Admitted requests not finished yet.",
         )
+        meter.create_observable_gauge(
+            "tenantlb.store.available",
+            [self._observe_store],
+            "1",
+            "1 while the rate-limit store answers (stores that report it, e.g. Redis).",
+        )
         self._on: dict[str, Callable[[Event], None]] = {
             "outcome": self._outcome,
             "admitted": self._admitted,
@@ -226,3 +232,7 @@ class OTelMetrics:
             metrics.Observation(value, {"tenant": labels[0]} if labels else {})
             for labels, value in self._sources.gateway_in_flight(self._tenant_label).items()
         ]
+
+    def _observe_store(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        up = self._sources.store_available()
+        return [] if up is None else [metrics.Observation(int(up))]

@@ -33,6 +33,7 @@ they are exact whenever Prometheus looks. Every metric is named ``<namespace>_..
 | ``endpoint_ejected`` / ``endpoint_healthy`` | gauge (0/1) | pool, endpoint |
 | ``pool_panic`` / ``pool_available_endpoints`` | gauge | pool |
 | ``gateway_in_flight`` | gauge | (tenant) |
+| ``store_available`` | gauge (0/1) | (only for stores that report it: ``RedisStore``) |
 
 With ``tenant_label=True`` the request, admission, refusal, rate-limit and retry metrics (and
 ``gateway_in_flight``) also carry a ``tenant`` label: the tenant id, "" when no tenant matched.
@@ -287,4 +288,13 @@ class PrometheusMetrics(Collector):
                 available.add_metric([stats.name], stats.available)
             for labels, value in self._sources.gateway_in_flight(self._tenant_label).items():
                 gateway.add_metric(list(labels), value)
-        yield from (in_flight, ejected, healthy, panic, available, gateway)
+        store = GaugeMetricFamily(
+            f"{ns}_store_available",
+            "1 while the rate-limit store answers (stores that report it, e.g. Redis).",
+            labels=[],
+        )
+        if sample:
+            up = self._sources.store_available()
+            if up is not None:
+                store.add_metric([], up)
+        yield from (in_flight, ejected, healthy, panic, available, gateway, store)
