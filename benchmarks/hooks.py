@@ -12,7 +12,12 @@ and PeakEWMA with an OutlierDetector attached (a state-change subscriber, which 
 per-request events on); acquire + release; and a gateway round trip (key auth + GCRA + lease +
 record) as in ``benchmarks/gateway.py``. Target (issue 11): hooks / no hooks <= 1.05x.
 
-Run: python benchmarks/hooks.py [--rounds N] [-n CALLS]
+Timings on a shared machine swing with its load, so ``--instructions`` also counts CPU instructions
+per call with valgrind's callgrind (repeatable whatever the load): each case runs under callgrind
+twice per build, with N and 3N calls, and the difference divided by 2N is the per-call count
+(start-up and warm-up cancel out).
+
+Run: python benchmarks/hooks.py [--rounds N] [-n CALLS] [--instructions]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import gc
 import importlib
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -193,11 +199,53 @@ def cases(tlb: Any) -> dict[str, Callable[[int], float]]:
     }
 
 
+def instructions(root: Path, build: str, case: str, n: int) -> int:
+    """Instructions callgrind counts for a fresh process running *case* *n* times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--child",
+                build,
+                case,
+                str(n),
+                str(root),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise SystemExit("callgrind wrote no instruction count")
+
+
+def child(build: str, case: str, n: int, root: str) -> None:
+    """Run one case *n* times in this process (under callgrind)."""
+    if build == "hooks":
+        tlb: ModuleType = tenantlb
+    else:
+        sys.path.insert(0, root)
+        tlb = importlib.import_module("tenantlb_nohooks")
+    cases(tlb)[case](n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("-n", type=int, default=2_000)
+    parser.add_argument("--instructions", action="store_true", help="also count with callgrind")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        build, case, n, root = args.child
+        child(build, case, int(n), root)
+        return
 
     nohooks, removed = build_without_hooks()
     print("hooks compiled out of the 'no hooks' build:")
@@ -242,6 +290,25 @@ def main() -> None:
     print()
     print("ratio: best hooks / best no hooks; paired: median of the per-round ratios")
     print(f"worst ratio: {worst:.3f}x (target <= 1.05x): {verdict}")
+
+    if args.instructions:
+        root = Path(nohooks.__file__).parent.parent
+        n = 1_000
+        print()
+        print(f"instructions per call (callgrind, ({3 * n} - {n} calls) / {2 * n}):")
+        print(f"{'case':56} {'hooks':>7} {'no hooks':>9} {'ratio':>7}")
+        worst = 0.0
+        for name in builds["hooks"]:
+            counts = {}
+            for build in builds:
+                many = instructions(root, build, name, 3 * n)
+                few = instructions(root, build, name, n)
+                counts[build] = (many - few) / (2 * n)
+            ratio = counts["hooks"] / counts["no hooks"]
+            worst = max(worst, ratio)
+            print(f"{name:56} {counts['hooks']:7.0f} {counts['no hooks']:9.0f} {ratio:6.3f}x")
+        verdict = "ok" if worst <= 1.05 else "OVER TARGET"
+        print(f"worst instruction ratio: {worst:.3f}x (target <= 1.05x): {verdict}")
 
 
 if __name__ == "__main__":
