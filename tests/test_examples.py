@@ -27,14 +27,15 @@ def test_example_runs(script: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_demo_command(backend: str) -> None:
-    """`python -m tenantlb demo` balances a burst, starves the broken backend and leaks nothing."""
+def test_simulated_demo_command(backend: str) -> None:
+    """`python -m tenantlb demo --simulate` balances a burst, starves the broken backend and leaks nothing."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "tenantlb",
             "demo",
+            "--simulate",
             "--requests",
             "20",
             "--clients",

@@ -16,8 +16,11 @@ import logging as _logging
 
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
+from ._errors import ContentTooLarge as ContentTooLarge
 from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
+from ._errors import HeadersTooLarge as HeadersTooLarge
+from ._errors import MissingCredentials as MissingCredentials
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
 from ._errors import OverCapacity as OverCapacity
 from ._errors import RateLimited as RateLimited
@@ -99,6 +102,7 @@ __all__ = [
     "Clock",
     "ConcurrencyLimiter",
     "ConfigError",
+    "ContentTooLarge",
     "Decision",
     "Endpoint",
     "EndpointHealth",
@@ -110,6 +114,7 @@ __all__ = [
     "GatewayStats",
     "HTTPProbe",
     "HeaderResolver",
+    "HeadersTooLarge",
     "HealthChecker",
     "HealthCheckerStats",
     "HostResolver",
@@ -117,6 +122,7 @@ __all__ = [
     "LeastRequest",
     "Maglev",
     "MemoryStore",
+    "MissingCredentials",
     "NoHealthyEndpoint",
     "OutlierDetector",
     "OutlierDetectorStats",

@@ -78,7 +78,9 @@ REFUSAL_REASONS: Final[frozenset[str]] = frozenset(
         "over_capacity",
         "no_healthy_endpoint",
         "store_unavailable",
-        "rejected",  # a RequestRejected subclass the gateway does not know by name
+        "content_too_large",
+        "headers_too_large",
+        "rejected",  # a RequestRejected the gateway does not know by name (a bad Content-Length)
     }
 )
 """The ``reason`` codes of ``refused`` events (one per `RequestRejected` subclass)."""

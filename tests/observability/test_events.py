@@ -8,11 +8,11 @@ from typing import Any
 import attrs
 import pytest
 import redis
-from tests.conftest import RedisServer
 
 import tenantlb as tlb
 from tenantlb.observability import EVENT_KINDS, PER_REQUEST_KINDS, REFUSAL_REASONS, Event
 from tenantlb.testing import ManualClock
+from tests.conftest import RedisServer
 
 from .support import KEYS, URLS, Recorder, make_gateway, request
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import redis
-from tests.conftest import RedisServer
 
 import tenantlb as tlb
 from tenantlb.testing import ManualClock
+from tests.conftest import RedisServer
 
 from .support import KEYS, URLS, make_gateway, request
 

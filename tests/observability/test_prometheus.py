@@ -9,11 +9,11 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import RedisServer
 
 import tenantlb as tlb
 from tenantlb.observability.prometheus import PrometheusMetrics
 from tenantlb.testing import ManualClock
+from tests.conftest import RedisServer
 
 from .support import KEYS, URLS, make_gateway, request
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 import tenantlb as tlb
-from tenantlb import _events
-from tenantlb.balancing import _pool
+from tenantlb import _events, gateway
+from tenantlb.balancing import _balanced, _lease, _pool
 from tenantlb.observability import Event
 
 from .support import KEYS, Recorder, make_gateway, request
@@ -29,7 +29,8 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         _events.emit(handlers, events)
 
     monkeypatch.setattr(Event, "__init__", counting_init)
-    monkeypatch.setattr(_pool, "emit", counting_emit)
+    for module in (_balanced, _lease, _pool, gateway):
+        monkeypatch.setattr(module, "emit", counting_emit)
     return kinds
 
 

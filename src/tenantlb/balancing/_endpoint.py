@@ -68,6 +68,15 @@ def _check_weight(_: Any, attribute: attrs.Attribute[float], value: object) -> N
         raise ValueError(msg)
 
 
+def _check_priority(_: Any, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"priority must be an int, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not 0 <= value <= 127:
+        msg = f"priority must be between 0 and 127, got {value}"
+        raise ValueError(msg)
+
+
 def _freeze_metadata(value: object) -> Mapping[str, str]:
     if value is None:
         return types.MappingProxyType({})
@@ -84,6 +93,7 @@ class Endpoint:
 
     ```python
     Endpoint("http://10.0.0.2:8000", weight=2, zone="eu-west-1a")
+    Endpoint("http://backup:8000", priority=1)   # used as tier 0 fails (Envoy's priority levels)
     ```
 
     Attributes:
@@ -91,6 +101,9 @@ class Endpoint:
         weight: Relative share of traffic (> 0). Weighted balancers honour it; see each strategy.
         zone: Optional locality label, carried for your own use and for stats.
         metadata: Optional read-only labels.
+        priority: The failover tier, 0 (the default) the highest. Traffic goes to tier 0 while
+            enough of it is available and spills over to tier 1, 2, ... as it fails (see
+            `Pool`); NGINX's and HAProxy's ``backup`` servers are priority 1.
         host: The host part (IPv6 without brackets).
         port: The port, the scheme's default filled in when known, else None.
     """
@@ -101,6 +114,7 @@ class Endpoint:
     metadata: Mapping[str, str] = attrs.field(
         default=None, kw_only=True, converter=_freeze_metadata, eq=False, repr=False
     )
+    priority: int = attrs.field(default=0, kw_only=True, validator=_check_priority)
     host: str = attrs.field(init=False, eq=False, repr=False)
     port: int | None = attrs.field(init=False, eq=False, repr=False)
 
