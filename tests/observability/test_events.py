@@ -360,3 +360,13 @@ async def test_store_outage_and_recovery(
             pass
     assert seen.kinds() == ["store_unavailable", "store_recovered"]
     assert seen.events[0].reason.endswith("on_error=fail_open")
+
+
+def test_subsets_emit_through_their_pool(clock: ManualClock) -> None:
+    """A retry reported on a shuffle-shard subset reaches the pool's per-request subscribers."""
+    pool = make_pool(clock)
+    seen = Recorder()
+    pool.subscribe(seen, per_request=True)
+    retry = Event(kind="retry", pool="api", url=URLS[1], reason="ReadError")
+    pool.subset([URLS[1]]).emit(retry)
+    assert seen.events == [retry]
