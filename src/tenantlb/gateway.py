@@ -34,13 +34,14 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, final
 
 import anyio
 import attrs
 from cachetools import LRUCache
 
+from ._clock import default_clock
 from ._errors import (
     ConfigError,
     ContentTooLarge,
@@ -48,11 +49,14 @@ from ._errors import (
     HeadersTooLarge,
     MissingCredentials,
     NoHealthyEndpoint,
+    OverCapacity,
     RateLimited,
     RequestRejected,
+    StoreUnavailable,
     Unauthenticated,
     UnknownTenant,
 )
+from ._events import PER_REQUEST_KINDS, Event, EventHandler, emit
 from ._validate import FieldTypeError, FieldValueError, optional_count
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
 from .fairness import FairQueue, FairQueueStats, Turn
@@ -71,7 +75,7 @@ from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffl
 
 logger = logging.getLogger("tenantlb")
 
-__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -122,6 +126,8 @@ class Gateway:
         concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
             fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
             anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
+        on_event: A handler called with the gateway's state changes (more, and per-request
+            events, with `subscribe`).
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -144,6 +150,7 @@ class Gateway:
         max_body_size: int | None = None,
         max_header_size: int | None = None,
         concurrency: Mapping[str, FairQueue] | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -195,6 +202,17 @@ class Gateway:
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
         self._fair = _fair_queues(concurrency)
+        # Observability: state-change subscribers, per-request subscribers (hot paths test this
+        # list and build no event while it is empty), and per-tenant counters for stats().
+        self._clock = default_clock
+        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._traffic: list[EventHandler] = []
+        self._counters: dict[str, _TenantCounters] = {}
+        self._refusals: dict[str, int] = {}
+        store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
+        self._store_unsubscribe: Callable[[], None] | None = (
+            store_subscribe(self._relay) if callable(store_subscribe) else None
+        )
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -360,30 +378,163 @@ class Gateway:
         return Admission(self, request, cost, lease)
 
     def stats(self) -> GatewayStats:
-        """A snapshot of every pool and the number of tenants."""
+        """A snapshot of every pool, the number of tenants and the per-tenant counters."""
+        with self._lock:
+            by_tenant = {
+                tenant_id: TenantStats(
+                    tenant=tenant_id,
+                    admitted=c.admitted,
+                    in_flight=c.in_flight,
+                    refused=MappingProxyType(dict(c.refused)),
+                )
+                for tenant_id, c in self._counters.items()
+            }
+            refused = dict(self._refusals)
+        store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
-            pools={name: pool.stats() for name, pool in self._pools.items()},
-            queues={name: fair.stats() for name, fair in self._fair.items()},
+            pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
+            queues=MappingProxyType({name: fair.stats() for name, fair in self._fair.items()}),
+            admitted=sum(t.admitted for t in by_tenant.values()),
+            in_flight=sum(t.in_flight for t in by_tenant.values()),
+            refused=MappingProxyType(refused),
+            by_tenant=MappingProxyType(by_tenant),
+            store=store_stats() if callable(store_stats) else None,
         )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
+
+        The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
+        ``store_recovered``, from a store that reports them, such as `RedisStore`). Pools have their
+        own `Pool.subscribe`; an exporter subscribes to both.
+
+        Args:
+            handler: Called synchronously with each `Event`; keep it quick.
+            per_request: Also deliver the per-request events ``admitted``, ``refused``,
+                ``rate_limit`` and ``retry``. Without such a subscriber the gateway builds none.
+
+        Raises:
+            TypeError: *handler* is not callable.
+        """
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        with self._lock:  # copy-on-write: emitters iterate the list they read, never a mutating one
+            self._handlers = [*self._handlers, handler]
+            if per_request:
+                self._traffic = [*self._traffic, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+                self._traffic = [h for h in self._traffic if h is not handler]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this gateway's subscribers, as if the gateway had emitted it.
+
+        For adapters: a proxy whose `RetryBudget` refuses a retry emits
+        ``Event(kind="retry_budget_exhausted", pool=ticket.upstream, tenant=ticket.tenant.id)``
+        (`Ticket.reroute` emits ``retry`` itself). Per-request kinds reach only subscribers that
+        asked for them.
+
+        Raises:
+            TypeError: *event* is not an `Event`.
+        """
+        if not isinstance(event, Event):
+            msg = f"event must be an Event, got {type(event).__name__}"
+            raise TypeError(msg)
+        handlers = self._traffic if event.kind in PER_REQUEST_KINDS else self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _relay(self, event: Event) -> None:
+        # The store's own events (outage, recovery) reach the gateway's state subscribers.
+        handlers = self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _refused(self, exc: RequestRejected, tenant: Tenant | None, pool: str) -> None:
+        reason = _reason(exc)
+        with self._lock:
+            self._refusals[reason] = self._refusals.get(reason, 0) + 1
+            if tenant is not None:
+                counters = self._counters.get(tenant.id)
+                if counters is None:
+                    counters = self._counters[tenant.id] = _TenantCounters()
+                counters.refused[reason] = counters.refused.get(reason, 0) + 1
+        traffic = self._traffic
+        if traffic:
+            event = Event(
+                kind="refused",
+                pool=pool,
+                tenant=None if tenant is None else tenant.id,
+                reason=reason,
+                status=exc.status,
+                at=self._clock(),
+            )
+            emit(traffic, (event,))
+
+    def _emit_decision(self, tenant: Tenant, pool: str, decision: Decision) -> None:
+        event = Event(
+            kind="rate_limit",
+            pool=pool,
+            tenant=tenant.id,
+            allowed=decision.allowed,
+            remaining=decision.remaining,
+            retry_after=decision.retry_after,
+            at=self._clock(),
+        )
+        emit(self._traffic, (event,))
+
+    def _emit_admitted(
+        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
+    ) -> None:
+        event = Event(
+            kind="admitted",
+            pool=pool,
+            url=None if lease is None else lease.url,
+            tenant=tenant.id,
+            panic=False if target is None else target.panic,
+            at=self._clock() if lease is None else lease.started,
+        )
+        emit(self._traffic, (event,))
 
     # -- the flow ----------------------------------------------------------------------------------
 
     async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
-        if self._max_header_size is not None or self._max_body_size is not None:
-            self._check_size(request, self._max_header_size, self._max_body_size)
         try:
-            tenant = self._registry.resolve(request)
-            key = tenant.id
-        except MissingCredentials as exc:
-            if self._anonymous is None:
+            if self._max_header_size is not None or self._max_body_size is not None:
+                self._check_size(request, self._max_header_size, self._max_body_size)
+            try:
+                tenant = self._registry.resolve(request)
+                key = tenant.id
+            except MissingCredentials as exc:
+                if self._anonymous is None:
+                    self._add_challenge(exc)
+                    raise
+                tenant = self._anonymous
+                key = f"{tenant.id}@{request.client_ip or 'unknown'}"  # limits per client IP
+            except (Unauthenticated, UnknownTenant) as exc:
                 self._add_challenge(exc)
                 raise
-            tenant = self._anonymous
-            key = f"{tenant.id}@{request.client_ip or 'unknown'}"  # limits per client IP
-        except (Unauthenticated, UnknownTenant) as exc:
-            self._add_challenge(exc)
+        except RequestRejected as exc:
+            self._refused(exc, None, "")
             raise
+        try:
+            return await self._admit_tenant(request, tenant, key, cost, want)
+        except RequestRejected as exc:
+            pool = None if want is False else tenant.upstream_for(request.path)
+            self._refused(exc, tenant, pool or "")
+            raise
+
+    async def _admit_tenant(
+        self, request: RequestInfo, tenant: Tenant, key: str, cost: float, want: bool | None
+    ) -> Ticket:
         max_body = self._max_body_size
         if tenant.max_header_size is not None or tenant.max_body_size is not None:
             max_body = _smaller(max_body, tenant.max_body_size)
@@ -408,6 +559,8 @@ class Gateway:
                 decision = limiter.acquire_nowait(key, cost)
             else:
                 decision = await limiter.acquire(key, cost)
+            if self._traffic:
+                self._emit_decision(tenant, pool_name or "", decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
@@ -437,7 +590,19 @@ class Gateway:
             if limiter is not None:
                 await self._refund(limiter, key, cost)
             raise
+        with self._lock:
+            counters = self._counters.get(tenant.id)
+            if counters is None:
+                counters = self._counters[tenant.id] = _TenantCounters()
+            counters.admitted += 1
+            counters.in_flight += 1
+        if lease is not None:
+            lease.tenant = tenant.id  # the pool's outcome event names the tenant
+        if self._traffic:
+            self._emit_admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        ticket._gateway = self
+        ticket._counters = counters
         if turn is not None:
             ticket._fair, ticket._turn = fair, turn
         return ticket
@@ -468,6 +633,10 @@ class Gateway:
         if turn is not None and fair is not None:
             ticket._turn = None
             fair.release(turn, record=exc is None)  # first, and without awaiting
+        counters = ticket._counters
+        if counters is not None:
+            with self._lock:
+                counters.in_flight -= 1
         lease = ticket.lease
         try:
             if lease is not None and not lease.released:
@@ -646,7 +815,9 @@ class Ticket:
     """
 
     __slots__ = (
+        "_counters",
         "_fair",
+        "_gateway",
         "_slot",
         "_slots",
         "_target",
@@ -683,6 +854,8 @@ class Ticket:
         self._fair: FairQueue | None = None
         self._turn: Turn | None = None
         self._tried: list[str] = [] if lease is None else [lease.url]
+        self._gateway: Gateway | None = None  # set by the gateway that admitted it
+        self._counters: _TenantCounters | None = None
 
     def __repr__(self) -> str:
         where = None if self.lease is None else self.lease.url
@@ -726,13 +899,26 @@ class Ticket:
         if self._target is None or self.lease is None:
             msg = "a ticket admitted without an upstream cannot be rerouted"
             raise RuntimeError(msg)
-        if not self.lease.released:
-            self.lease.record(error=error)
+        failed = self.lease
+        if not failed.released:
+            failed.record(error=error)
+        gateway = self._gateway
+        if gateway is not None and gateway._traffic:
+            event = Event(
+                kind="retry",
+                pool=self.upstream or "",
+                url=failed.url,
+                tenant=self.tenant.id,
+                reason=type(error).__name__,
+                at=gateway._clock(),
+            )
+            emit(gateway._traffic, (event,))
         try:
             lease = self._target.acquire(exclude=self._tried)
         except NoHealthyEndpoint as exc:
             msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
+        lease.tenant = self.tenant.id
         self.lease = lease
         self._tried.append(lease.url)
         return lease.endpoint
@@ -746,8 +932,82 @@ class Ticket:
 @final
 @attrs.define(frozen=True, kw_only=True)
 class GatewayStats:
-    """A snapshot of a gateway: tenant count, each pool's stats and each fair queue's stats."""
+    """A snapshot of a gateway: its pools and fair queues, and what it admitted and refused.
+
+    Attributes:
+        tenants: The number of tenants in the registry.
+        pools: Each pool's `PoolStats` by name.
+        queues: Each fair queue's `FairQueueStats` by pool name (see ``concurrency=``).
+        admitted: Requests admitted since the gateway was built.
+        in_flight: Admitted requests not finished yet.
+        refused: Refusals by reason code (``"rate_limited"``, ``"unauthenticated"``, ...; see
+            `TenantStats.refused`), including those of requests that matched no tenant.
+        by_tenant: Per-tenant counters by tenant id, for every tenant that was admitted or
+            refused at least once (the ``anonymous`` tenant's under its id).
+        store: The store's own stats snapshot if it keeps one (a `RedisStore` gives
+            ``RedisStoreStats``: availability, outages, errors, fallback decisions), else None.
+    """
 
     tenants: int
     pools: Mapping[str, PoolStats]
-    queues: Mapping[str, FairQueueStats] = attrs.field(factory=dict)
+    queues: Mapping[str, FairQueueStats] = attrs.field(factory=lambda: MappingProxyType({}))
+    admitted: int = 0
+    in_flight: int = 0
+    refused: Mapping[str, int] = attrs.field(factory=lambda: MappingProxyType({}))
+    by_tenant: Mapping[str, TenantStats] = attrs.field(factory=lambda: MappingProxyType({}))
+    store: object | None = None
+
+
+@final
+@attrs.define(frozen=True, kw_only=True)
+class TenantStats:
+    """A snapshot of one tenant's admissions.
+
+    Attributes:
+        tenant: The tenant id.
+        admitted: Requests admitted.
+        in_flight: Admitted requests not finished yet.
+        refused: Refusals by reason code: ``"forbidden"``, ``"rate_limited"``,
+            ``"over_capacity"``, ``"no_healthy_endpoint"``, ``"store_unavailable"``,
+            ``"content_too_large"``, ``"headers_too_large"`` (refusals before the tenant is known,
+            such as ``"unauthenticated"`` and ``"unknown_tenant"``, are counted in
+            `GatewayStats.refused` only).
+    """
+
+    tenant: str
+    admitted: int
+    in_flight: int
+    refused: Mapping[str, int]
+
+
+class _TenantCounters:
+    """The live counters behind `TenantStats` (mutated under the gateway's lock)."""
+
+    __slots__ = ("admitted", "in_flight", "refused")
+
+    def __init__(self) -> None:
+        self.admitted = 0
+        self.in_flight = 0
+        self.refused: dict[str, int] = {}
+
+
+_REASONS: dict[type[RequestRejected], str] = {
+    UnknownTenant: "unknown_tenant",
+    Unauthenticated: "unauthenticated",
+    Forbidden: "forbidden",
+    RateLimited: "rate_limited",
+    OverCapacity: "over_capacity",
+    NoHealthyEndpoint: "no_healthy_endpoint",
+    StoreUnavailable: "store_unavailable",
+    ContentTooLarge: "content_too_large",
+    HeadersTooLarge: "headers_too_large",
+}
+
+
+def _reason(exc: RequestRejected) -> str:
+    """The refusal's reason code (a fixed word, never the message: messages name tenants)."""
+    for cls in type(exc).__mro__:
+        reason = _REASONS.get(cls)
+        if reason is not None:
+            return reason
+    return "rejected"

@@ -104,6 +104,10 @@ async def gateway() -> None:
         retry_after: float = exc.decision.retry_after
         status: int = exc.status
         del retry_after, status
+    stats: tlb.GatewayStats = gw.stats()
+    per_tenant: tlb.TenantStats = stats.by_tenant["acme"]
+    refused: int = per_tenant.refused.get("rate_limited", 0) + stats.refused.get("forbidden", 0)
+    del per_tenant, refused
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
     edge = tlb.Gateway(
         registry=registry,
@@ -318,3 +322,32 @@ async def fairness() -> None:
     )
     queue_stats: tlb.FairQueueStats = gw.stats().queues["p"]
     del depths, shared, limit, min_rtt, queue_stats
+
+
+def observability() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tenantlb.observability import Event, EventHandler
+    from tenantlb.observability.otel import OTelMetrics
+    from tenantlb.observability.prometheus import PrometheusMetrics
+
+    pool = tlb.Pool(["http://a"], name="api")
+    gateway = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={"api": pool})
+
+    def on_event(event: Event) -> None:
+        tenant: str | None = event.tenant
+        latency: float | None = event.latency
+        del tenant, latency
+
+    handler: EventHandler = on_event
+    unsubscribe = pool.subscribe(handler, per_request=True)
+    unsubscribe()
+    gateway.subscribe(on_event, per_request=True)()
+    pool.emit(Event(kind="retry", pool="api", url="http://a", reason="ConnectError"))
+    with pool.acquire() as lease:
+        lease.tenant = "acme"
+        lease.record(status=200)
+    metrics = PrometheusMetrics(gateway, registry=CollectorRegistry(), tenant_label=True)
+    metrics.watch(tlb.Pool(["http://b"]))
+    metrics.close()
+    OTelMetrics(gateway, tenant_label=False).close()
