@@ -77,6 +77,11 @@ class _GatewayTimeout(RequestRejected):
     title = "Gateway Timeout"
 
 
+class _Busy(RequestRejected):
+    status = 503
+    title = "Service Unavailable"
+
+
 class _RequestTimeout(RequestRejected):
     status = 408
     title = "Request Timeout"
@@ -103,9 +108,10 @@ class ProxyApp:
       forwarding headers from a peer outside the gateway's ``trusted_proxies`` are dropped, not
       believed. The tenant id goes upstream in *tenant_header* (a client's own value is dropped).
     - An endpoint that cannot be reached answers 502, one that times out 504. A connect failure is
-      retried on another endpoint for any method (the request never left), a reset before the
-      response or a status in *retry_statuses* only for idempotent methods without a body, and
-      only while *retry_budget* allows.
+      retried on another endpoint for any method (the request never left); a reset or a read
+      timeout before the response, or a status in *retry_statuses*, only for idempotent methods
+      whose body can be replayed; all only while *retry_budget* allows. A full upstream connection
+      pool (*pool_timeout*) answers 503 and counts against no endpoint: it is back-pressure.
     - Every attempt's outcome (status or error, latency) is recorded on its lease. A client that
       disconnects mid-stream releases the lease, the concurrency slot and the upstream connection.
     - A body over *max_body_size* (or the tenant's / gateway's limit) answers 413, also when it is
@@ -478,7 +484,17 @@ class _Exchange:
                     raise _GatewayTimeout(msg) from exc
                 msg = f"upstream {ticket.upstream!r} could not be reached"
                 raise _BadGateway(msg) from exc
+            except httpcore.PoolTimeout as exc:
+                # Our own connection pool was busy: back-pressure, not the endpoint's failure.
+                self._release()
+                msg = f"no free upstream connection for {ticket.upstream!r}"
+                raise _Busy(msg, headers=[("retry-after", "1")]) from exc
             except httpcore.TimeoutException as exc:
+                # A read or write timeout before any response: for an idempotent request that can
+                # be replayed, try another endpoint (Envoy retries per-try timeouts the same way).
+                if retries_left and idempotent and replayable and self._retry(exc):
+                    retries_left -= 1
+                    continue
                 self._record_error(exc)
                 msg = f"upstream {ticket.upstream!r} timed out"
                 raise _GatewayTimeout(msg) from exc
