@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
+from ._errors import ContentTooLarge as ContentTooLarge
 from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
+from ._errors import HeadersTooLarge as HeadersTooLarge
+from ._errors import MissingCredentials as MissingCredentials
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
 from ._errors import OverCapacity as OverCapacity
 from ._errors import RateLimited as RateLimited
@@ -40,6 +43,8 @@ from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
 from .balancing import Rendezvous as Rendezvous
+from .balancing import RetryBudget as RetryBudget
+from .balancing import RetryBudgetStats as RetryBudgetStats
 from .balancing import RingHash as RingHash
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
@@ -103,6 +108,7 @@ __all__ = [
     "Clock",
     "ConcurrencyLimiter",
     "ConfigError",
+    "ContentTooLarge",
     "Decision",
     "Endpoint",
     "EndpointHealth",
@@ -114,6 +120,7 @@ __all__ = [
     "GatewayStats",
     "HTTPProbe",
     "HeaderResolver",
+    "HeadersTooLarge",
     "HealthChecker",
     "HealthCheckerStats",
     "HostResolver",
@@ -121,6 +128,7 @@ __all__ = [
     "LeastRequest",
     "Maglev",
     "MemoryStore",
+    "MissingCredentials",
     "NoHealthyEndpoint",
     "OutlierDetector",
     "OutlierDetectorStats",
@@ -140,6 +148,8 @@ __all__ = [
     "Rendezvous",
     "RequestInfo",
     "RequestRejected",
+    "RetryBudget",
+    "RetryBudgetStats",
     "RingHash",
     "RoundRobin",
     "SlowStart",

@@ -119,7 +119,27 @@ def build_gateway(config: Mapping[str, Any]) -> Gateway:
 # -- the builder ---------------------------------------------------------------------------------
 
 _TOP = {"gateway", "pools", "tenants"}
-_GATEWAY = {"algorithm", "hash_on", "secret", "secret_env", "trusted_proxies", "resolvers", "store"}
+_GATEWAY = {
+    "algorithm",
+    "hash_on",
+    "secret",
+    "secret_env",
+    "trusted_proxies",
+    "resolvers",
+    "store",
+    "anonymous",
+    "max_body_size",
+    "max_header_size",
+}
+_ANONYMOUS = {
+    "id",
+    "upstream",
+    "routes",
+    "limits",
+    "max_concurrency",
+    "max_body_size",
+    "max_header_size",
+}
 _POOL = {
     "endpoints",
     "balancer",
@@ -128,7 +148,7 @@ _POOL = {
     "outlier_detection",
     "health_check",
 }
-_ENDPOINT = {"url", "weight", "zone", "metadata"}
+_ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {
     "id",
     "display_name",
@@ -141,6 +161,8 @@ _TENANT = {
     "shard_size",
     "enabled",
     "metadata",
+    "max_body_size",
+    "max_header_size",
 }
 _RATE = {"limit", "per", "burst", "name"}
 
@@ -251,6 +273,8 @@ class _Builder:
             self.error(
                 "gateway.trusted_proxies", f"must be a list of CIDR strings, got {trusted!r}"
             )
+        anonymous = self.anonymous(gw.get("anonymous"), pools)
+        sizes = {k: gw[k] for k in ("max_body_size", "max_header_size") if k in gw}
         if self.errors:
             return None
         registry = self.attempt(
@@ -265,7 +289,7 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            {"trusted_proxies", "hash_on", "algorithm"},
+            {"trusted_proxies", "hash_on", "algorithm", "max_body_size", "max_header_size"},
             Gateway,
             registry=registry,
             pools=pools,
@@ -275,6 +299,8 @@ class _Builder:
             services=services,
             trusted_proxies=tuple(trusted),
             owns_store=True,
+            anonymous=anonymous,
+            **sizes,
         )
 
     def pools(self, value: object) -> tuple[dict[str, Pool], list[Any]]:
@@ -326,6 +352,10 @@ class _Builder:
         if not isinstance(value, list):
             self.error(path, f"must be a list of URLs or endpoint tables, got {_type(value)}")
             return None
+        if not value:
+            # A pool with nothing in it refuses every request: almost always a mistake in a file.
+            self.error(path, "must list at least one endpoint")
+            return None
         out: list[Endpoint] = []
         seen: set[str] = set()
         for i, item in enumerate(value):
@@ -347,6 +377,7 @@ class _Builder:
                     weight=table.get("weight", 1.0),
                     zone=table.get("zone"),
                     metadata=table.get("metadata"),
+                    priority=table.get("priority", 0),
                 )
             if endpoint is None:
                 continue
@@ -361,7 +392,11 @@ class _Builder:
         return self.make(path, BALANCERS, value, Balancer, nested="inner")
 
     def outlier(self, path: str, value: object) -> Any:
-        if value is None:
+        # Absent or true: Envoy's defaults (pools avoid failing endpoints out of the box);
+        # false: off; a table: those settings.
+        if value is None or value is True:
+            return "default"
+        if value is False:
             return None
         from . import health
 
@@ -450,6 +485,30 @@ class _Builder:
                     )
             out.append(tenant)
         return out
+
+    def anonymous(self, value: object, pools: Mapping[str, Pool]) -> Tenant | None:
+        """``[gateway.anonymous]``: the tenant requests without credentials are admitted as."""
+        if value is None:
+            return None
+        path = "gateway.anonymous"
+        table = self.table(path, value, _ANONYMOUS)
+        if table is None:
+            return None
+        limits = self.limits(f"{path}.limits", table.get("limits", []))
+        if limits is None:
+            return None
+        kwargs = {k: v for k, v in table.items() if k not in ("id", "limits")}
+        tenant = self.attempt(
+            path, _ANONYMOUS, Tenant, table.get("id", "anonymous"), limits=limits, **kwargs
+        )
+        if tenant is not None:
+            for name in sorted(tenant.upstreams):
+                if pools and name not in pools:
+                    field = "upstream" if name == tenant.upstream else "routes"
+                    self.error(
+                        f"{path}.{field}", f"unknown pool {name!r}; pools are {sorted(pools)}"
+                    )
+        return tenant
 
     def limits(self, path: str, value: object) -> list[Rate] | None:
         if not isinstance(value, list):

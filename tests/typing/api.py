@@ -93,7 +93,8 @@ async def gateway() -> None:
     info = tlb.RequestInfo("GET", "/v1/chat", [("x-api-key", "sk-…")], client=("203.0.113.9", 5555))
     async with gw.admit(info) as ticket:
         tenant: tlb.Tenant = ticket.tenant
-        endpoint: tlb.Endpoint = ticket.endpoint
+        endpoint: tlb.Endpoint | None = ticket.endpoint
+        limit: int | None = ticket.max_body_size
         response_headers: list[tuple[str, str]] = ticket.headers
         ticket.record(status=200)
     try:
@@ -104,7 +105,85 @@ async def gateway() -> None:
         status: int = exc.status
         del retry_after, status
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
-    del tenant, endpoint, response_headers, loaded
+    edge = tlb.Gateway(
+        registry=registry,
+        pools={},
+        anonymous=tlb.Tenant("anonymous", limits=[tlb.Rate(10, per=1.0)]),
+        max_body_size=1 << 20,
+        max_header_size=16384,
+    )
+    try:
+        async with edge.admit(info, lease=False) as bare:
+            no_lease: tlb.Lease | None = bare.lease
+            del no_lease
+    except (tlb.ContentTooLarge, tlb.HeadersTooLarge) as too_big:
+        size_limit: int = too_big.limit
+        del size_limit
+    except tlb.MissingCredentials as missing:
+        challenge: list[tuple[str, str]] = missing.headers
+        del challenge
+    del tenant, endpoint, limit, response_headers, loaded
+
+
+def retry_budget() -> None:
+    budget = tlb.RetryBudget(ratio=0.2, ttl=10.0, min_retries_per_second=10, clock=ManualClock())
+    budget.deposit()
+    allowed: bool = budget.try_withdraw()
+    stats: tlb.RetryBudgetStats = budget.stats()
+    counts: tuple[int, int, int, int] = (
+        stats.requests,
+        stats.retries,
+        stats.exhausted,
+        stats.available,
+    )
+    del allowed, counts
+
+
+def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
+    checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
+    return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
+
+
+async def httpx_adapter() -> None:
+    import httpx
+
+    from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    checker = tlb.HealthChecker(users, probe=tlb.HTTPProbe("/healthz"), interval=5.0, timeout=1.0)
+    transport = AsyncBalancingTransport(
+        {"users": users},
+        transport=httpx.AsyncHTTPTransport(),
+        retries=2,
+        retry_statuses=(502, 503, 504),
+        key="x-user-id",
+        retry_budget=tlb.RetryBudget(),
+        health=checker,
+        host_header="logical",
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
+        response: httpx.Response = await client.get("/")
+        del response
+    budget: tlb.RetryBudgetStats = transport.retry_budget.stats()
+    sync = BalancingTransport(users, key=lambda request: request.headers.get("x-user-id"))
+    with httpx.Client(transport=sync) as sync_client:
+        sync_client.get("http://users/")  # noqa: ASYNC212 (only type-checked, never run)
+    del budget
+
+
+async def aiohttp_client_adapter() -> None:
+    import aiohttp
+
+    from tenantlb.adapters._aiohttp_client import balancing_middleware
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    middleware = balancing_middleware(users, retries=1, key="x-user-id")
+    async with (
+        aiohttp.ClientSession(middlewares=[middleware]) as session,
+        session.get("http://users/") as response,
+    ):
+        status: int = response.status
+        del status
 
 
 def extension_points() -> None:

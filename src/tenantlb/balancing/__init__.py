@@ -12,9 +12,14 @@ from ._balancer import OutcomeObserver as OutcomeObserver
 from ._endpoint import Endpoint as Endpoint
 from ._endpoint import normalize_url as normalize_url
 from ._lease import Lease as Lease
+from ._outlier import OutlierDetector as OutlierDetector
+from ._outlier import OutlierDetectorStats as OutlierDetectorStats
+from ._outlier import OutlierEndpointStats as OutlierEndpointStats
 from ._pool import Pool as Pool
 from ._registry import BALANCERS as BALANCERS
 from ._registry import register_balancer as register_balancer
+from ._retry_budget import RetryBudget as RetryBudget
+from ._retry_budget import RetryBudgetStats as RetryBudgetStats
 from ._round_robin import RoundRobin as RoundRobin
 from ._slow_start import SlowStart as SlowStart
 from ._subset import PoolSubset as PoolSubset
@@ -41,11 +46,16 @@ __all__ = [
     "LeastRequest",
     "Maglev",
     "OutcomeObserver",
+    "OutlierDetector",
+    "OutlierDetectorStats",
+    "OutlierEndpointStats",
     "PeakEWMA",
     "Pool",
     "PoolStats",
     "PoolSubset",
     "Rendezvous",
+    "RetryBudget",
+    "RetryBudgetStats",
     "RingHash",
     "RoundRobin",
     "SlowStart",

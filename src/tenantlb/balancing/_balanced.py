@@ -20,6 +20,7 @@ from .._events import Event, EventKind
 from ._balancer import Balancer, BalancerBase, EndpointState, OutcomeObserver
 from ._endpoint import Endpoint, normalize_url
 from ._lease import Lease, LeaseOwner
+from ._priority import Tiers
 
 __all__ = ["EndpointStats", "PoolCore", "PoolStats"]
 
@@ -39,6 +40,7 @@ class EndpointStats:
     healthy: bool
     ejected: bool
     slow_start: bool
+    priority: int = 0
 
 
 @final
@@ -53,6 +55,8 @@ class PoolStats:
     available: int
     in_flight: int
     panic: bool
+    priority_loads: tuple[tuple[int, float], ...] = ()
+    """Each priority tier's share of traffic as ``(priority, share)``; empty with one tier."""
 
 
 @final
@@ -97,15 +101,24 @@ class _Balanced:
         self._members = members
         self._candidates: Sequence[EndpointState] = ()
         self._balancer = balancer
+        self._tiers: Tiers | None = None  # None: one priority level, the common case
+        self._tier_balancers: dict[int, Balancer] = {}
         # Most strategies inherit BalancerBase's no-op hooks; skipping those saves a call a request.
         cls: Any = type(balancer)  # Any: mypy sees BalancerBase's functions as other types
         base = BalancerBase
-        self._on_acquire = None if cls.acquired is base.acquired else balancer.acquired
+        # In-flight hooks (BoundedLoad's running total) go through _acquired/_released, which
+        # route them to the balancer of the endpoint's priority tier.
+        hooks = getattr(cls, "acquired", base.acquired) is not base.acquired or (
+            getattr(cls, "released", base.released) is not base.released
+        )
+        self._on_acquire: Callable[[EndpointState], None] | None = self._acquired if hooks else None
         self._lease_owner = LeaseOwner(
             lock=core.lock,
             clock=core.clock,
-            observe=None if cls.observe is base.observe else balancer.observe,
-            on_release=None if cls.released is base.released else balancer.released,
+            observe=None
+            if getattr(cls, "observe", base.observe) is base.observe
+            else balancer.observe,
+            on_release=self._released if hooks else None,
             observer=core.observer,
         )
         self._recompute(now, [])
@@ -145,7 +158,8 @@ class _Balanced:
         lock = self._lock
         lock.acquire()  # not `with`: this is the hot path, and acquire/release is half the cost
         try:
-            state = self._balancer.pick(key)
+            tiers = self._tiers
+            state = self._balancer.pick(key) if tiers is None else tiers.pick(key)
             if state is None or exclude:
                 state = self._pick_excluding(state, exclude)
             state.in_flight += 1
@@ -183,14 +197,40 @@ class _Balanced:
         # Caller holds the lock. Envoy: panic when the available share drops below the threshold.
         members = self._members
         available = [s for s in members if s.healthy and not s.ejected_until]
-        panic = bool(members) and len(available) < self._core.panic_threshold * len(members)
+        threshold = self._core.panic_threshold
+        tiers: Tiers | None = None
+        if members and any(s.endpoint.priority != members[0].endpoint.priority for s in members):
+            tiers = Tiers(
+                members, threshold, self._tier_balancers, self._balancer.clone, self._clock
+            )
+            panic = tiers.panic
+            self._candidates = tiers.candidates
+        else:
+            self._tier_balancers.clear()
+            panic = bool(members) and len(available) < threshold * len(members)
+            self._candidates = members if panic else available
+        self._tiers = tiers
         if panic != self._panic:
             self._panic = panic
             kind: EventKind = "panic_entered" if panic else "panic_left"
             reason = f"{len(available)}/{len(members)} endpoints available"
             events.append(Event(kind=kind, pool=self._name, reason=reason, at=now))
-        self._candidates = members if panic else available
         self._balancer.rebuild(self._candidates)
+
+    def _acquired(self, state: EndpointState) -> None:
+        # In-flight hooks (BoundedLoad's running total) go to the balancer that picked *state*.
+        tiers = self._tiers
+        balancer = self._balancer if tiers is None else tiers.balancer_of(state)
+        hook = getattr(balancer, "acquired", None)
+        if hook is not None:
+            hook(state)
+
+    def _released(self, state: EndpointState) -> None:
+        tiers = self._tiers
+        balancer = self._balancer if tiers is None else tiers.balancer_of(state)
+        hook = getattr(balancer, "released", None)
+        if hook is not None:
+            hook(state)
 
     def stats(self) -> PoolStats:
         """A frozen snapshot of every endpoint's live state and the pool's panic status."""
@@ -207,10 +247,13 @@ class _Balanced:
                     healthy=s.healthy,
                     ejected=s.ejected_until > 0.0,
                     slow_start=s.slow_start_from is not None,
+                    priority=s.endpoint.priority,
                 )
                 for s in self._members
             )
             panic = self._panic
+            tiers = self._tiers
+            loads = () if tiers is None else tuple(zip(tiers.priorities, tiers.loads, strict=True))
             available = sum(1 for s in self._members if s.healthy and not s.ejected_until)
         return PoolStats(
             name=self._name,
@@ -220,6 +263,7 @@ class _Balanced:
             available=available,
             in_flight=sum(e.in_flight for e in endpoints),
             panic=panic,
+            priority_loads=loads,
         )
 
     @property

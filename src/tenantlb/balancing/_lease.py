@@ -8,6 +8,7 @@ release hooks, and the outcome observer.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
@@ -17,6 +18,8 @@ from ._balancer import EndpointState, OutcomeObserver
 
 if TYPE_CHECKING:
     from typing import Self
+
+logger = logging.getLogger("tenantlb")
 
 __all__ = ["Lease", "LeaseOwner"]
 
@@ -150,7 +153,10 @@ class Lease:
             or state.watched
             or now >= observer.wake_at
         ):
-            observer.observe(state, status, error, now)
+            try:
+                observer.observe(state, status, error, now)
+            except Exception:  # a detector's failure must not fail the request it observed
+                logger.exception("tenantlb outcome observer %r failed on %s", observer, state.url)
 
     def release(self) -> None:
         """Release without an outcome (idempotent; the context manager calls it for you)."""

@@ -24,7 +24,7 @@ import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import final
+from typing import Literal, final
 
 import attrs
 from cachetools import LRUCache
@@ -56,7 +56,10 @@ class Pool(_Balanced):
         panic_threshold: Fraction (0-1) of endpoints that must be available before the pool stops
             balancing across all of them; 0 disables panic mode. Default 0.5 as in Envoy.
         slow_start: Ramp new endpoints up with `SlowStart`; None (default) disables it.
-        outlier_detector: Something implementing `OutcomeObserver` (``tenantlb.OutlierDetector``).
+        outlier_detector: Passive outlier detection: ``"default"`` (the default) gives the pool an
+            `OutlierDetector` with Envoy's defaults, so a pool avoids failing endpoints out of the
+            box (as Linkerd's failure accrual does); pass your own `OutlierDetector` (or any
+            `OutcomeObserver`) to tune it, or None to turn it off.
         on_event: A handler called with each `Event` (more with `subscribe`).
 
     Raises:
@@ -74,7 +77,7 @@ class Pool(_Balanced):
         clock: Clock = default_clock,
         panic_threshold: float = 0.5,
         slow_start: SlowStart | None = None,
-        outlier_detector: OutcomeObserver | None = None,
+        outlier_detector: OutcomeObserver | Literal["default"] | None = "default",
         on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -110,6 +113,17 @@ class Pool(_Balanced):
                 msg = f"duplicate endpoint {endpoint.url!r} in pool {name!r}"
                 raise ValueError(msg)
             self._states[endpoint.url] = EndpointState(endpoint, now)
+        if outlier_detector == "default":
+            from ._outlier import OutlierDetector
+
+            outlier_detector = OutlierDetector()
+        elif outlier_detector is not None and not hasattr(outlier_detector, "attach"):
+            msg = (
+                "outlier_detector must be an OutlierDetector (an OutcomeObserver), 'default' or "
+                f"None, got {outlier_detector!r}"
+            )
+            raise TypeError(msg)
+        self._outlier_detector = outlier_detector
         core = PoolCore(
             name=name,
             clock=clock,
@@ -121,6 +135,11 @@ class Pool(_Balanced):
         super().__init__(core, balancer, list(self._states.values()), now)
         if outlier_detector is not None:
             outlier_detector.attach(self)
+
+    @property
+    def outlier_detector(self) -> OutcomeObserver | None:
+        """The pool's passive outlier detector (an `OutlierDetector` unless turned off)."""
+        return self._outlier_detector
 
     def __repr__(self) -> str:
         return f"<Pool {self._name!r} endpoints={len(self._members)} balancer={type(self._balancer).__name__}>"

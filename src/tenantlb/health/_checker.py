@@ -345,6 +345,10 @@ class HealthChecker:
                 if self.jitter:
                     await anyio.sleep(self._rng.uniform(0.0, self.jitter))
                 while True:
+                    # A cancel is delivered at the next checkpoint, and calling the probe is none:
+                    # a loop woken just before its endpoint was removed must not probe it again.
+                    if self._checks.get(check.state.url) is not check:
+                        return
                     # Fixed cadence: the next check is due `interval` after this one started
                     # (timeout < interval guarantees the check is over by then).
                     started = anyio.current_time()

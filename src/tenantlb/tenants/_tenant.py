@@ -114,6 +114,14 @@ def _to_shard_size(value: object) -> int | None:
     return optional_count("shard_size", value)
 
 
+def _to_max_body_size(value: object) -> int | None:
+    return optional_count("max_body_size", value)
+
+
+def _to_max_header_size(value: object) -> int | None:
+    return optional_count("max_header_size", value)
+
+
 def _to_weight(value: object) -> float:
     return positive("weight", value)
 
@@ -186,6 +194,10 @@ class Tenant:
         shard_size: Shuffle-shard size: the tenant uses only this many endpoints of a shared
             pool (see `shuffle_shard`), or None for all of them.
         enabled: A disabled tenant is authenticated but refused with `Forbidden`.
+        max_body_size: Largest request body in bytes (413 `ContentTooLarge` beyond), or None
+            for the gateway's limit. The smaller of the two applies.
+        max_header_size: Largest total size of the request's header fields in bytes (431
+            `HeadersTooLarge` beyond), or None for the gateway's limit.
         display_name: Human-readable name, for dashboards.
         metadata: Free-form data for your own code (stored read-only).
 
@@ -209,6 +221,10 @@ class Tenant:
     weight: float = attrs.field(default=1.0, kw_only=True, converter=_to_weight)
     shard_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_shard_size)
     enabled: bool = attrs.field(default=True, kw_only=True, converter=_to_enabled)
+    max_body_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_max_body_size)
+    max_header_size: int | None = attrs.field(
+        default=None, kw_only=True, converter=_to_max_header_size
+    )
     display_name: str | None = attrs.field(default=None, kw_only=True, converter=_to_display_name)
     metadata: Mapping[str, Any] = attrs.field(
         factory=dict, kw_only=True, converter=_to_metadata, hash=False

@@ -23,7 +23,8 @@ from .._events import Event
 from .._validate import FieldTypeError, count, optional_count, percent, seconds
 
 if TYPE_CHECKING:
-    from ..balancing import EndpointState, Pool
+    from ._balancer import EndpointState
+    from ._pool import Pool
 
 __all__ = ["OutlierDetector", "OutlierDetectorStats", "OutlierEndpointStats"]
 
