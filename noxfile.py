@@ -18,6 +18,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The long runs left out of `tests`: 100 MB streams through ProxyApp with bounded memory."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "soak", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")

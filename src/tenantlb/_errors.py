@@ -12,11 +12,14 @@ TenantLBError
 └── RequestRejected             a request cannot be served; .status is the HTTP status to answer
     ├── UnknownTenant           no tenant matched the request (401)
     ├── Unauthenticated         missing or wrong credentials (401)
+    │   └── MissingCredentials  the request carries no credentials at all (401)
     ├── Forbidden               the tenant is disabled or may not use that upstream (403)
     ├── RateLimited             a rate limit said no; .decision tells when to retry (429)
     ├── OverCapacity            the tenant's concurrency slots are all taken (503)
     ├── NoHealthyEndpoint       a pool had nothing to pick from (503)
-    └── StoreUnavailable        a rate-limit store (Redis) could not answer; fail_closed (503)
+    ├── StoreUnavailable        a rate-limit store (Redis) could not answer; fail_closed (503)
+    ├── ContentTooLarge         the request body is over the size limit (413)
+    └── HeadersTooLarge         the request's header fields are over the size limit (431)
 ```
 
 An adapter needs one ``except RequestRejected``: every refusal carries its `status`, a short
@@ -30,13 +33,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._redact import redact
+
 if TYPE_CHECKING:
     from .ratelimit import Decision
 
 __all__ = [
     "ConfigError",
+    "ContentTooLarge",
     "EndpointNotFound",
     "Forbidden",
+    "HeadersTooLarge",
+    "MissingCredentials",
     "NoHealthyEndpoint",
     "OverCapacity",
     "RateLimited",
@@ -61,9 +69,14 @@ class ConfigError(TenantLBError, ValueError):
     """
 
     def __init__(self, path: str, message: str, *, errors: Sequence[tuple[str, str]] = ()) -> None:
+        # A config value may carry credentials (a Redis URL with a password, a URL with
+        # ?token=...): every message is redacted before anything can print it.
+        message = redact(message)
         self.path = path
         self.message = message
-        self.errors: tuple[tuple[str, str], ...] = tuple(errors) or ((path, message),)
+        self.errors: tuple[tuple[str, str], ...] = tuple((p, redact(m)) for p, m in errors) or (
+            (path, message),
+        )
         if len(self.errors) == 1:
             text = f"{path}: {message}" if path else message
         else:
@@ -115,6 +128,13 @@ class Unauthenticated(RequestRejected):
     title = "Unauthenticated"
 
 
+class MissingCredentials(Unauthenticated):
+    """The request carries none of the credentials the resolver chain looks for.
+
+    A `Gateway` with an ``anonymous`` tenant admits such requests instead of refusing them.
+    """
+
+
 class Forbidden(RequestRejected):
     """The tenant is known but may not do this (disabled, or an upstream it is not assigned)."""
 
@@ -158,3 +178,40 @@ class StoreUnavailable(RequestRejected):
 
     status = 503
     title = "Service unavailable"
+
+
+class ContentTooLarge(RequestRejected):
+    """The request body is larger than the gateway's or the tenant's ``max_body_size``.
+
+    Raised at admission for a declared ``Content-Length`` over the limit, and by adapters while
+    streaming a body (chunked, or lying about its length) that grows past it.
+
+    Attributes:
+        limit: The limit in bytes that was exceeded.
+    """
+
+    status = 413
+    title = "Content Too Large"
+
+    def __init__(
+        self, message: str, *, limit: int, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.limit = limit
+
+
+class HeadersTooLarge(RequestRejected):
+    """The request's header fields are larger than ``max_header_size`` (RFC 6585's 431).
+
+    Attributes:
+        limit: The limit in bytes that was exceeded.
+    """
+
+    status = 431
+    title = "Request Header Fields Too Large"
+
+    def __init__(
+        self, message: str, *, limit: int, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.limit = limit

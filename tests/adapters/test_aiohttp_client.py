@@ -11,10 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 import tenantlb as tlb
 from tenantlb.adapters._aiohttp_client import BalancingMiddleware, balancing_middleware
+from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -6,10 +6,10 @@ import asyncio
 
 import aiohttp
 import pytest
-from tests.support.backends import start_backends
-from tests.support.kill_run import TOTAL, KillRun, make_pool
 
 from tenantlb.adapters._aiohttp_client import balancing_middleware
+from tests.support.backends import start_backends
+from tests.support.kill_run import TOTAL, KillRun, make_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

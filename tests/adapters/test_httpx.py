@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 import tenantlb as tlb
 from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
+from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import httpx
 import pytest
-from tests.support.backends import start_backends
-from tests.support.kill_run import TOTAL, KillRun, make_pool
 
 from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
+from tests.support.backends import start_backends
+from tests.support.kill_run import TOTAL, KillRun, make_pool
 
 pytestmark = pytest.mark.slow
 

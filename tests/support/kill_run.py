@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from tests.support.backends import BackendProcess
-
 import tenantlb as tlb
+from tests.support.backends import BackendProcess
 
 TOTAL = 2000
 KILL_AT = 500  # completed requests before the SIGKILL

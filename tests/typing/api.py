@@ -93,7 +93,8 @@ async def gateway() -> None:
     info = tlb.RequestInfo("GET", "/v1/chat", [("x-api-key", "sk-…")], client=("203.0.113.9", 5555))
     async with gw.admit(info) as ticket:
         tenant: tlb.Tenant = ticket.tenant
-        endpoint: tlb.Endpoint = ticket.endpoint
+        endpoint: tlb.Endpoint | None = ticket.endpoint
+        limit: int | None = ticket.max_body_size
         response_headers: list[tuple[str, str]] = ticket.headers
         ticket.record(status=200)
     try:
@@ -104,7 +105,24 @@ async def gateway() -> None:
         status: int = exc.status
         del retry_after, status
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
-    del tenant, endpoint, response_headers, loaded
+    edge = tlb.Gateway(
+        registry=registry,
+        pools={},
+        anonymous=tlb.Tenant("anonymous", limits=[tlb.Rate(10, per=1.0)]),
+        max_body_size=1 << 20,
+        max_header_size=16384,
+    )
+    try:
+        async with edge.admit(info, lease=False) as bare:
+            no_lease: tlb.Lease | None = bare.lease
+            del no_lease
+    except (tlb.ContentTooLarge, tlb.HeadersTooLarge) as too_big:
+        size_limit: int = too_big.limit
+        del size_limit
+    except tlb.MissingCredentials as missing:
+        challenge: list[tuple[str, str]] = missing.headers
+        del challenge
+    del tenant, endpoint, limit, response_headers, loaded
 
 
 def retry_budget() -> None:
@@ -112,8 +130,18 @@ def retry_budget() -> None:
     budget.deposit()
     allowed: bool = budget.try_withdraw()
     stats: tlb.RetryBudgetStats = budget.stats()
-    counts: tuple[int, int, int, int] = (stats.requests, stats.retries, stats.exhausted, stats.available)
+    counts: tuple[int, int, int, int] = (
+        stats.requests,
+        stats.retries,
+        stats.exhausted,
+        stats.available,
+    )
     del allowed, counts
+
+
+def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
+    checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
+    return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
 
 
 async def httpx_adapter() -> None:
@@ -139,7 +167,7 @@ async def httpx_adapter() -> None:
     budget: tlb.RetryBudgetStats = transport.retry_budget.stats()
     sync = BalancingTransport(users, key=lambda request: request.headers.get("x-user-id"))
     with httpx.Client(transport=sync) as sync_client:
-        sync_client.get("http://users/")
+        sync_client.get("http://users/")  # noqa: ASYNC212 (only type-checked, never run)
     del budget
 
 
@@ -150,7 +178,63 @@ async def aiohttp_client_adapter() -> None:
 
     users = tlb.Pool(["http://10.0.0.1:8000"])
     middleware = balancing_middleware(users, retries=1, key="x-user-id")
-    async with aiohttp.ClientSession(middlewares=[middleware]) as session:
-        async with session.get("http://users/") as response:
-            status: int = response.status
-            del status
+    async with (
+        aiohttp.ClientSession(middlewares=[middleware]) as session,
+        session.get("http://users/") as response,
+    ):
+        status: int = response.status
+        del status
+
+
+def extension_points() -> None:
+    from collections.abc import Sequence
+
+    from tenantlb.balancing import BALANCERS, EndpointState
+    from tenantlb.ratelimit import ALGORITHMS, EPSILON, STORES, Kernel, State, Step
+
+    @tlb.register_balancer("first")
+    class First(tlb.BalancerBase):
+        def __init__(self) -> None:
+            self._first: EndpointState | None = None
+
+        def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+            self._first = candidates[0] if candidates else None
+
+        def pick(self, key: bytes | None) -> EndpointState | None:
+            return self._first
+
+        def clone(self) -> First:
+            return First()
+
+    balancer: tlb.Balancer = First()
+    tlb.register_balancer("first_again", First, replace=True)
+    factory = BALANCERS.get("first")
+    names: list[str] = BALANCERS.names() + ALGORITHMS.names() + STORES.names()
+
+    class Doubled(tlb.Algorithm):
+        name = "doubled"
+        lua = ""
+
+        def step(self, state: State | None, rate: tlb.Rate, now: float, cost: float) -> Step:
+            return Step(cost <= 2 * rate.burst + EPSILON, state, 0.0, 0.0, 0.0)
+
+        def kernel(self, rate: tlb.Rate) -> Kernel | None:
+            return None
+
+        def refund(
+            self, state: State | None, rate: tlb.Rate, now: float, cost: float
+        ) -> State | None:
+            return state
+
+        def expires(self, state: State, rate: tlb.Rate) -> float:
+            return 0.0
+
+    tlb.register_algorithm("doubled", Doubled)
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm=Doubled())
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm="doubled")
+    store: tlb.Store = tlb.MemoryStore()
+    in_process: bool = store.in_process and store.supports_nowait
+    admission: tlb.Admission = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}).admit(
+        tlb.RequestInfo("GET", "/", [])
+    )
+    del balancer, factory, names, in_process, admission
