@@ -176,29 +176,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument(
-        "--only",
-        choices=["plain", "balancing"],
-        help="run one asyncio round of one side and print nothing (to count instructions:"
-        " valgrind --tool=callgrind python benchmarks/httpx_transport.py --only plain"
-        " --requests N, for two N, and take the difference)",
-    )
     args = parser.parse_args()
     n, c = args.requests, args.concurrency
     proc, url = start_server()
-    if args.only is not None:
-        try:
-            if args.only == "plain":
-                anyio.run(async_round, httpx.AsyncHTTPTransport(limits=limits(c)), url, n, c)
-            else:
-                transport = AsyncBalancingTransport(
-                    tlb.Pool([url]), transport=httpx.AsyncHTTPTransport(limits=limits(c))
-                )
-                anyio.run(async_round, transport, "http://service", n, c)
-        finally:
-            proc.kill()
-            proc.wait()
-        return
     try:
         rows = []
         for backend in ("asyncio", "trio"):
