@@ -178,7 +178,7 @@ async def httpx_adapter() -> None:
 async def aiohttp_client_adapter() -> None:
     import aiohttp
 
-    from tenantlb.adapters._aiohttp_client import balancing_middleware
+    from tenantlb.adapters.aiohttp import balancing_middleware
 
     users = tlb.Pool(["http://10.0.0.1:8000"])
     middleware = balancing_middleware(users, retries=1, key="x-user-id")

@@ -30,7 +30,8 @@ from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
 from ..ratelimit import MemoryStore  # noqa: E402
 from ..tenants import Tenant  # noqa: E402
-from ._aiohttp_client import BalancingMiddleware, balancing_middleware  # noqa: E402
+from ._aiohttp_client import BalancingMiddleware as BalancingMiddleware  # noqa: E402
+from ._aiohttp_client import balancing_middleware as balancing_middleware  # noqa: E402
 from ._cleanup import finish  # noqa: E402
 from ._problem import problem  # noqa: E402
 
