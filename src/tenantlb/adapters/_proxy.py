@@ -15,7 +15,7 @@ from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from .._validate import count, optional_count, seconds
 from ..gateway import Gateway, Ticket
 from ..ratelimit import MemoryStore
-from ._asgi import Receive, Scope, Send, encode_headers, request_info, send_problem
+from ._asgi import Receive, Scope, Send, ratelimit_headers, request_info, send_problem
 from ._cleanup import finish
 
 __all__ = ["ProxyApp", "ProxyStats"]
@@ -549,9 +549,8 @@ class _Exchange:
         ticket = self.ticket
         send = self._send
         out = _response_headers(response.headers)
-        extra = ticket.headers
-        if extra:
-            out.extend(encode_headers(extra))
+        if ticket.decision is not None:
+            out.extend(ratelimit_headers(ticket.decision))
         completed = False
         try:
             length = _small_length(response.headers)

@@ -27,7 +27,7 @@ from ._asgi import (
     Receive,
     Scope,
     Send,
-    encode_headers,
+    ratelimit_headers,
     request_info,
     send_problem,
 )
@@ -97,7 +97,22 @@ class TenantMiddleware:
             if state is None:
                 scope["state"] = state = {}
             state["tenant"] = ticket.tenant
-            if kind == "http":
+            if kind == "http" and ticket.max_body_size is None:
+                # The common case, kept to one closure: no body cap to enforce.
+                decision = ticket.decision
+
+                async def send_through(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        ticket.record(status=message["status"])
+                        if decision is not None:
+                            message["headers"] = [
+                                *message.get("headers", ()),
+                                *ratelimit_headers(decision),
+                            ]
+                    await send(message)
+
+                await self._app(scope, receive, send_through)
+            elif kind == "http":
                 await _Exchange(self._app, scope, receive, send, ticket).run()
             else:
                 await _WebSocket(self._app, scope, receive, send, ticket).run()
@@ -156,12 +171,13 @@ class _Exchange:
             if self._started:
                 return  # we answered 413 already: drop the app's answer
             self._started = True
-            status = message["status"]
-            self.ticket.record(status=status)
-            extra = self.ticket.headers
-            if extra:
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *encode_headers(extra)]
+            ticket = self.ticket
+            ticket.record(status=message["status"])
+            if ticket.decision is not None:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *ratelimit_headers(ticket.decision),
+                ]
         elif self._limit is not None and self._received > self._limit:
             return
         await self._send(message)
@@ -188,10 +204,11 @@ class _WebSocket:
         kind = message["type"]
         if kind == "websocket.accept":
             self.ticket.record(status=101)
-            extra = self.ticket.headers
-            if extra:
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *encode_headers(extra)]
+            if self.ticket.decision is not None:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *ratelimit_headers(self.ticket.decision),
+                ]
         elif kind == "websocket.close" and self.ticket.status is None:
             self.ticket.record(status=403)  # closed before it was accepted: the server denies it
         elif kind == "websocket.http.response.start":
