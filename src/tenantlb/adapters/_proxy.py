@@ -11,12 +11,13 @@ import anyio
 import attrs
 import httpcore
 
-from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
+from .._errors import ContentTooLarge, NoHealthyEndpoint, OverCapacity, RequestRejected
 from .._validate import count, optional_count, seconds
 from ..gateway import Gateway, Ticket
 from ..ratelimit import MemoryStore
 from ._asgi import Receive, Scope, Send, ratelimit_headers, request_info, send_problem
 from ._cleanup import finish
+from ._upstream import UpstreamPool
 
 __all__ = ["ProxyApp", "ProxyStats"]
 
@@ -176,19 +177,20 @@ class ProxyApp:
         self._preserve_host = bool(preserve_host)
         self._tenant_header = None if tenant_header is None else _header_name(tenant_header)
         self._manage = bool(manage_gateway)
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = UpstreamPool(
             max_connections=count("max_connections", max_connections),
             max_keepalive_connections=count(
                 "max_keepalive_connections", max_keepalive_connections, minimum=0
             ),
             keepalive_expiry=seconds("keepalive_expiry", keepalive_expiry),
+            pool_timeout=self._timeouts["pool"],
         )
         self._sync = isinstance(gateway.store, MemoryStore)
         self._trusted = tuple(
             ipaddress.ip_network(p, strict=False) for p in gateway.trusted_proxies
         )
         self._peers: dict[str, bool] = {}
-        self._targets: dict[str, tuple[bytes, bytes, int | None, bytes]] = {}
+        self._targets: dict[str, tuple[httpcore.Origin, bytes]] = {}
         self._entered = False
 
     def __repr__(self) -> str:
@@ -196,9 +198,8 @@ class ProxyApp:
 
     def stats(self) -> ProxyStats:
         """A snapshot of the upstream connection pool."""
-        connections = self._pool.connections
-        active = sum(1 for c in connections if not c.is_idle() and not c.is_closed())
-        return ProxyStats(connections=len(connections), active=active)
+        pool = self._pool
+        return ProxyStats(connections=pool.active + pool.idle, active=pool.active)
 
     async def aclose(self) -> None:
         """Close every pooled upstream connection (lifespan shutdown does this)."""
@@ -265,12 +266,13 @@ class ProxyApp:
             # client has finished sending a body we will never read.
             await send_problem(scope, send, refusal)
 
-    def _target(self, url: str) -> tuple[bytes, bytes, int | None, bytes]:
+    def _target(self, url: str) -> tuple[httpcore.Origin, bytes]:
+        """The origin of an endpoint URL and its Host header value (cached)."""
         found = self._targets.get(url)
         if found is None:
             parsed = httpcore.URL(url)
             netloc = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
-            found = (parsed.scheme, parsed.host, parsed.port, netloc)
+            found = (parsed.origin, netloc)
             if len(self._targets) >= 4096:
                 self._targets.clear()
             self._targets[url] = found
@@ -453,21 +455,35 @@ class _Exchange:
         if budget is not None:
             budget.deposit()
         retries_left = app._retries
+        fresh_retry = True  # one retry on a new connection when a reused one turns out stale
+        pool = app._pool
         while True:
             endpoint = ticket.endpoint
             assert endpoint is not None  # admitted with lease=True
-            scheme, host, port, netloc = app._target(endpoint.url)
+            origin, netloc = app._target(endpoint.url)
             host_header = client_host if app._preserve_host and client_host else netloc
             request = httpcore.Request(
                 method,
-                httpcore.URL(scheme=scheme, host=host, port=port, target=target),
+                httpcore.URL(
+                    scheme=origin.scheme, host=origin.host, port=origin.port, target=target
+                ),
                 headers=[(b"host", host_header), *headers],
                 content=body,
                 extensions=app._extensions,
             )
             replayable = body is None or not body.started
             try:
-                response = await app._pool.handle_async_request(request)
+                try:
+                    connection, reused = await pool.acquire(endpoint.url, origin)
+                except httpcore.PoolTimeout:
+                    self._release()
+                    msg = "every upstream connection is busy"
+                    raise OverCapacity(msg) from None
+                try:
+                    response = await connection.handle_async_request(request)
+                except BaseException:
+                    await pool.release(endpoint.url, connection)
+                    raise
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 if retries_left and (body is None or not body.started) and self._retry(exc):
                     retries_left -= 1
@@ -487,6 +503,9 @@ class _Exchange:
                 msg = "the request cannot be forwarded as sent"
                 raise RequestRejected(msg) from exc
             except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+                if reused and fresh_retry and (body is None or not body.started):
+                    fresh_retry = False  # the server closed an idle keep-alive connection
+                    continue
                 if retries_left and idempotent and replayable and self._retry(exc):
                     retries_left -= 1
                     continue
@@ -507,9 +526,12 @@ class _Exchange:
                 and self._retry_status(status)
             ):
                 retries_left -= 1
-                await response.aclose()
+                try:
+                    await response.aclose()
+                finally:
+                    await pool.release(endpoint.url, connection)
                 continue
-            await self._stream(response, status)
+            await self._stream(response, status, endpoint.url, connection)
             return
 
     def _retry(self, exc: BaseException) -> bool:
@@ -544,7 +566,13 @@ class _Exchange:
         if lease is not None and not lease.released:
             self.ticket.record(error=exc)
 
-    async def _stream(self, response: httpcore.Response, status: int) -> None:
+    async def _stream(
+        self,
+        response: httpcore.Response,
+        status: int,
+        key: str,
+        connection: httpcore.AsyncHTTPConnection,
+    ) -> None:
         """Send the response back; records the outcome and closes the upstream stream always."""
         ticket = self.ticket
         send = self._send
@@ -573,11 +601,14 @@ class _Exchange:
             msg = f"upstream {ticket.upstream!r} failed mid-body"
             raise _BadGateway(msg) from exc
         finally:
-            if completed:
-                await response.aclose()
-                ticket.record(status=status)
-            else:  # cancelled, disconnected or failed: the connection must not go back half-read
-                await finish(response.aclose)
+            try:
+                if completed:
+                    await response.aclose()
+                    ticket.record(status=status)
+                else:  # cancelled, disconnected or failed: never back to the pool half-read
+                    await finish(response.aclose)
+            finally:
+                await self._app._pool.release(key, connection)
 
     async def _stream_long(self, chunks: AsyncIterator[bytes]) -> None:
         """Stream a body of many chunks, stopping when the client disconnects."""
