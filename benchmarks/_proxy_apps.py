@@ -1,7 +1,8 @@
 """The ASGI apps benchmarks/proxy.py runs under uvicorn, each in its own process.
 
 - ``backend``: answers every request with a small body (the upstream).
-- ``tenantlb_proxy``: `ProxyApp` with key auth, one GCRA limit and a RoundRobin pool of ``UPSTREAMS``.
+- ``tenantlb_proxy``: `ProxyApp` with key auth, one GCRA limit and a RoundRobin pool of ``UPSTREAMS``;
+  ``tenantlb_proxy_aiohttp``: the same with ``client="aiohttp"``.
 - ``asgiproxy_app``: asgiproxy's simple proxy to the first of ``UPSTREAMS`` (no auth or limits).
 """
 
@@ -32,7 +33,7 @@ def _upstreams() -> list[str]:
     return os.environ.get("UPSTREAMS", "http://127.0.0.1:9").split(",")
 
 
-def _tenantlb() -> Any:
+def _tenantlb(client: str = "httpcore") -> Any:
     import tenantlb as tlb
     from tenantlb.adapters.asgi import ProxyApp
 
@@ -44,7 +45,7 @@ def _tenantlb() -> Any:
     )
     pool = tlb.Pool(_upstreams(), tlb.RoundRobin())
     gateway = tlb.Gateway(registry=tlb.TenantRegistry([tenant]), pools={"backends": pool})
-    return ProxyApp(gateway, max_keepalive_connections=256)
+    return ProxyApp(gateway, max_keepalive_connections=256, client=client)  # type: ignore[arg-type]
 
 
 def _asgiproxy() -> Any:
@@ -64,6 +65,8 @@ def _asgiproxy() -> Any:
 def __getattr__(name: str) -> Any:  # built lazily: each process imports only what it serves
     if name == "tenantlb_proxy":
         return _tenantlb()
+    if name == "tenantlb_proxy_aiohttp":
+        return _tenantlb("aiohttp")
     if name == "asgiproxy_app":
         return _asgiproxy()
     raise AttributeError(name)

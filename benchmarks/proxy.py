@@ -2,7 +2,7 @@
 
 One uvicorn backend process answers a small JSON body. In front of it, each in its own process:
 ``ProxyApp`` (key auth, one GCRA limit, a RoundRobin pool, X-Forwarded-*, pooled keep-alive httpcore
-connections) under uvicorn; asgiproxy (aiohttp's client, no auth/limits/balancing) under uvicorn;
+connections) under uvicorn, and the same with ``client="aiohttp"`` ("ProxyApp+aio"); asgiproxy (aiohttp's client, no auth/limits/balancing) under uvicorn;
 nginx ``proxy_pass`` with upstream keep-alive (one worker); and the backend called directly.
 wrk drives each with 32 connections; requests/s and p99 latency are printed with their ratios to
 asgiproxy and to the direct call. Rounds are interleaved and the best kept.
@@ -132,7 +132,11 @@ def main() -> None:
         env = {"UPSTREAMS": upstream, "BENCH_KEY": KEY}
         targets: dict[str, int] = {"direct": backend_port}
         pids: dict[str, int] = {"direct": procs[0].pid}
-        for name, app in (("ProxyApp", "tenantlb_proxy"), ("asgiproxy", "asgiproxy_app")):
+        for name, app in (
+            ("ProxyApp", "tenantlb_proxy"),
+            ("ProxyApp+aio", "tenantlb_proxy_aiohttp"),
+            ("asgiproxy", "asgiproxy_app"),
+        ):
             port = free_port()
             procs.append(uvicorn(app, port, env))
             targets[name] = port

@@ -69,7 +69,10 @@ def test_asgi_ratelimit_headers_match_the_decisions_own() -> None:
     """The adapters' cached RateLimit bytes are exactly what Decision.headers() says, for one and two policies."""
     from tenantlb.adapters._asgi import encode_headers, ratelimit_headers
 
-    for rates in ([tlb.Rate(5, per=1.0)], [tlb.Rate(5, per=1.0, name='a"b'), tlb.Rate(100, per=60.0)]):
+    for rates in (
+        [tlb.Rate(5, per=1.0)],
+        [tlb.Rate(5, per=1.0, name='a"b'), tlb.Rate(100, per=60.0)],
+    ):
         limiter = tlb.RateLimiter(rates, store=tlb.MemoryStore())
         for _ in range(7):
             decision = limiter.acquire_nowait("k")
