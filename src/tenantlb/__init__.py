@@ -28,8 +28,11 @@ from ._errors import TenantLBError as TenantLBError
 from ._errors import Unauthenticated as Unauthenticated
 from ._errors import UnknownTenant as UnknownTenant
 from ._events import Event as Event
+from ._registry import publish as _publish
 
 # --- balancing ---
+from .balancing import Balancer as Balancer
+from .balancing import BalancerBase as BalancerBase
 from .balancing import BoundedLoad as BoundedLoad
 from .balancing import Endpoint as Endpoint
 from .balancing import EndpointStats as EndpointStats
@@ -40,13 +43,17 @@ from .balancing import PeakEWMA as PeakEWMA
 from .balancing import Pool as Pool
 from .balancing import PoolStats as PoolStats
 from .balancing import Rendezvous as Rendezvous
+from .balancing import RetryBudget as RetryBudget
+from .balancing import RetryBudgetStats as RetryBudgetStats
 from .balancing import RingHash as RingHash
 from .balancing import RoundRobin as RoundRobin
 from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
+from .balancing import register_balancer as register_balancer
 
 # --- gateway and config ---
 from .config import load_config as load_config
+from .gateway import Admission as Admission
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
 from .gateway import Ticket as Ticket
@@ -64,6 +71,7 @@ from .health import ProbeResult as ProbeResult
 from .health import TCPProbe as TCPProbe
 
 # --- ratelimit ---
+from .ratelimit import Algorithm as Algorithm
 from .ratelimit import ConcurrencyLimiter as ConcurrencyLimiter
 from .ratelimit import Decision as Decision
 from .ratelimit import MemoryStore as MemoryStore
@@ -71,6 +79,8 @@ from .ratelimit import Rate as Rate
 from .ratelimit import RateLimiter as RateLimiter
 from .ratelimit import RedisStore as RedisStore
 from .ratelimit import Store as Store
+from .ratelimit import register_algorithm as register_algorithm
+from .ratelimit import register_store as register_store
 
 # --- tenants ---
 from .tenants import APIKeyResolver as APIKeyResolver
@@ -83,12 +93,17 @@ from .tenants import Tenant as Tenant
 from .tenants import TenantRegistry as TenantRegistry
 from .tenants import TenantResolver as TenantResolver
 from .tenants import hash_api_key as hash_api_key
+from .tenants import register_resolver as register_resolver
 from .tenants import shuffle_shard as shuffle_shard
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "APIKeyResolver",
+    "Admission",
+    "Algorithm",
+    "Balancer",
+    "BalancerBase",
     "BoundedLoad",
     "Clock",
     "ConcurrencyLimiter",
@@ -133,6 +148,8 @@ __all__ = [
     "Rendezvous",
     "RequestInfo",
     "RequestRejected",
+    "RetryBudget",
+    "RetryBudgetStats",
     "RingHash",
     "RoundRobin",
     "SlowStart",
@@ -149,6 +166,14 @@ __all__ = [
     "WeightedRandom",
     "hash_api_key",
     "load_config",
+    "register_algorithm",
+    "register_balancer",
+    "register_resolver",
+    "register_store",
     "shuffle_shard",
     "__version__",
 ]
+
+# Public classes and functions show where users import them from (``tenantlb.Pool``, not
+# ``tenantlb.balancing._pool.Pool``) in reprs, tracebacks and docs, as httpx and anyio do.
+_publish(globals(), __all__, __name__)

@@ -34,7 +34,7 @@ import ipaddress
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+from typing import Any, Literal, Protocol, final
 
 import anyio
 import attrs
@@ -52,15 +52,22 @@ from ._errors import (
     Unauthenticated,
     UnknownTenant,
 )
-from ._validate import optional_count
+from ._validate import FieldTypeError, FieldValueError, optional_count
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
-from .ratelimit import ConcurrencyLimiter, Decision, MemoryStore, Rate, RateLimiter, Slot
+from .ratelimit import (
+    Algorithm,
+    ConcurrencyLimiter,
+    Decision,
+    MemoryStore,
+    Rate,
+    RateLimiter,
+    Slot,
+    Store,
+    resolve_algorithm,
+)
 from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffle_shard
 
-if TYPE_CHECKING:
-    from .ratelimit import Store
-
-__all__ = ["Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -72,7 +79,13 @@ class _Service(Protocol):
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, *exc_info: object) -> Any: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 @final
@@ -84,7 +97,8 @@ class Gateway:
         pools: Upstream pools by name; a tenant's ``upstream`` / ``routes`` name them.
         store: Where rate-limit and concurrency state lives: a `MemoryStore` (default, this process)
             or a `RedisStore` (shared by every process using the same Redis).
-        algorithm: The rate-limit algorithm for tenant limits (default ``"gcra"``).
+        algorithm: The rate-limit algorithm for tenant limits: a registered name (default
+            ``"gcra"``; see `tenantlb.ratelimit.ALGORITHMS`) or an `Algorithm` instance.
         hash_on: The key hashing balancers use: ``"client_ip"`` (IP hash, honouring the request's
             trusted proxies), ``"tenant"`` (stickiness per tenant), a callable
             ``(request, tenant) -> key``, or None (default; no key).
@@ -114,7 +128,7 @@ class Gateway:
         registry: TenantRegistry,
         pools: Mapping[str, Pool],
         store: Store | None = None,
-        algorithm: str = "gcra",
+        algorithm: str | Algorithm = "gcra",
         hash_on: HashOn = None,
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
@@ -135,12 +149,19 @@ class Gateway:
                 raise TypeError(msg)
         if hash_on not in (None, "client_ip", "tenant") and not callable(hash_on):
             msg = f"hash_on must be 'client_ip', 'tenant', a callable or None, got {hash_on!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="hash_on")
+        if store is not None and not isinstance(store, Store):
+            msg = (
+                "store must implement the Store protocol (bind_rates, bind_concurrency,"
+                f" in_process, supports_nowait), got {type(store).__name__}"
+            )
+            raise FieldTypeError(msg, field="store")
         self._registry = registry
         self._pools = dict(pools)
         self._store: Store = MemoryStore() if store is None else store
-        self._sync_store = isinstance(self._store, MemoryStore)
-        self._algorithm = algorithm
+        # An in-process store decides without I/O: call its sync twins, skip a coroutine a step.
+        self._sync_store = self._store.in_process
+        self._algorithm = resolve_algorithm(algorithm)  # fails fast on an unknown name
         self._hash_on = hash_on
         self._services = tuple(services)
         self._owns_store = owns_store
@@ -165,8 +186,6 @@ class Gateway:
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
-        # Fail fast on a bad algorithm name rather than at the first rate-limited request.
-        RateLimiter(Rate(1, per=1.0), store=MemoryStore(), algorithm=algorithm)
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -520,12 +539,12 @@ def _challenge(registry: TenantRegistry) -> str:
 def _network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(value, str):
         msg = f"{where} must be an IP or CIDR string, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="trusted_proxies")
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
         msg = f"{where} must be an IP address or CIDR, got {value!r}"
-        raise ValueError(msg) from None
+        raise FieldValueError(msg, field="trusted_proxies") from None
 
 
 @final

@@ -64,6 +64,51 @@ def test_one_hot_key_spreads_when_its_home_is_full() -> None:
         lease.release()
 
 
+def test_capacity_scales_with_weight() -> None:
+    """A heavy endpoint's cap is its weighted share (Envoy), not the same cap as a light one's."""
+    endpoints = [tlb.Endpoint(URLS[0], weight=4)] + [tlb.Endpoint(u) for u in URLS[1:4]]
+    inner = tlb.RingHash()
+    pool = tlb.Pool(endpoints, tlb.BoundedLoad(inner, 1.25), clock=ManualClock())
+    heavy = pool.state(URLS[0])
+    key = next(f"k{i}" for i in range(1000) if inner.pick(f"k{i}".encode()) is heavy)
+    leases = [pool.acquire(key=key) for _ in range(70)]
+    # The heavy endpoint holds 4/7 of the weight: room for ceil(1.25 * 70 * 4 / 7) = 50 at the
+    # end; an unweighted cap would have stopped it at ceil(1.25 * 70 / 4) = 22.
+    assert heavy.in_flight > math.ceil(1.25 * 70 / 4)
+    assert heavy.in_flight <= math.ceil(1.25 * 70 * 4 / 7)
+    for lease in leases:
+        lease.release()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["ring", "maglev", "hrw"]),
+    weights=st.lists(st.integers(min_value=1, max_value=10), min_size=1, max_size=8),
+    factor=st.sampled_from([1.05, 1.25, 2.0]),
+    steps=st.lists(st.integers(min_value=-3, max_value=5), min_size=1, max_size=150),
+)
+def test_weighted_bound(kind: str, weights: list[int], factor: float, steps: list[int]) -> None:
+    """A picked endpoint never holds more than max(1, ceil(factor x its weighted share))."""
+    endpoints = [tlb.Endpoint(u, weight=w) for u, w in zip(URLS, weights, strict=False)]
+    pool = tlb.Pool(endpoints, tlb.BoundedLoad(inner_for(kind), factor), clock=ManualClock())
+    total_weight = sum(weights)
+    held: list[tlb.Lease] = []
+    for step in steps:
+        if step < 0:
+            if held:
+                held.pop(step % len(held)).release()
+            continue
+        lease = pool.acquire(key=None if step == 0 else f"key-{step}")
+        held.append(lease)
+        total = pool.stats().in_flight
+        state = pool.state(lease.url)
+        share = factor * total * state.weight / total_weight
+        assert state.in_flight <= max(1, math.ceil(share - 1e-9))
+    for lease in held:
+        lease.release()
+    assert pool.stats().in_flight == 0
+
+
 def test_idle_pool_keeps_affinity() -> None:
     """With nothing in flight, every key goes to its inner balancer's choice."""
     inner = tlb.Maglev()

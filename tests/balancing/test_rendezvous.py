@@ -128,3 +128,10 @@ def test_bad_cache_size(size: object, error: type[Exception], match: str) -> Non
     """A negative or non-int cache size is refused with the value named."""
     with pytest.raises(error, match=match):
         tlb.Rendezvous(cache_size=size)  # type: ignore[arg-type]
+
+
+def test_docstring_states_the_uncached_cost() -> None:
+    """The docstring warns that an uncached key is O(n) and what that costs at 1,000 endpoints."""
+    doc = " ".join((tlb.Rendezvous.__doc__ or "").split())
+    assert "O(n) per uncached key" in doc
+    assert "1,000 endpoints" in doc

@@ -123,3 +123,118 @@ async def gateway() -> None:
         challenge: list[tuple[str, str]] = missing.headers
         del challenge
     del tenant, endpoint, limit, response_headers, loaded
+
+
+def retry_budget() -> None:
+    budget = tlb.RetryBudget(ratio=0.2, ttl=10.0, min_retries_per_second=10, clock=ManualClock())
+    budget.deposit()
+    allowed: bool = budget.try_withdraw()
+    stats: tlb.RetryBudgetStats = budget.stats()
+    counts: tuple[int, int, int, int] = (
+        stats.requests,
+        stats.retries,
+        stats.exhausted,
+        stats.available,
+    )
+    del allowed, counts
+
+
+def gateway_services(pool: tlb.Pool, registry: tlb.TenantRegistry) -> tlb.Gateway:
+    checker = tlb.HealthChecker(pool, probe=tlb.TCPProbe(), interval=5.0, timeout=1.0)
+    return tlb.Gateway(registry=registry, pools={"shared": pool}, services=[checker])
+
+
+async def httpx_adapter() -> None:
+    import httpx
+
+    from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    checker = tlb.HealthChecker(users, probe=tlb.HTTPProbe("/healthz"), interval=5.0, timeout=1.0)
+    transport = AsyncBalancingTransport(
+        {"users": users},
+        transport=httpx.AsyncHTTPTransport(),
+        retries=2,
+        retry_statuses=(502, 503, 504),
+        key="x-user-id",
+        retry_budget=tlb.RetryBudget(),
+        health=checker,
+        host_header="logical",
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
+        response: httpx.Response = await client.get("/")
+        del response
+    budget: tlb.RetryBudgetStats = transport.retry_budget.stats()
+    sync = BalancingTransport(users, key=lambda request: request.headers.get("x-user-id"))
+    with httpx.Client(transport=sync) as sync_client:
+        sync_client.get("http://users/")  # noqa: ASYNC212 (only type-checked, never run)
+    del budget
+
+
+async def aiohttp_client_adapter() -> None:
+    import aiohttp
+
+    from tenantlb.adapters._aiohttp_client import balancing_middleware
+
+    users = tlb.Pool(["http://10.0.0.1:8000"])
+    middleware = balancing_middleware(users, retries=1, key="x-user-id")
+    async with (
+        aiohttp.ClientSession(middlewares=[middleware]) as session,
+        session.get("http://users/") as response,
+    ):
+        status: int = response.status
+        del status
+
+
+def extension_points() -> None:
+    from collections.abc import Sequence
+
+    from tenantlb.balancing import BALANCERS, EndpointState
+    from tenantlb.ratelimit import ALGORITHMS, EPSILON, STORES, Kernel, State, Step
+
+    @tlb.register_balancer("first")
+    class First(tlb.BalancerBase):
+        def __init__(self) -> None:
+            self._first: EndpointState | None = None
+
+        def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+            self._first = candidates[0] if candidates else None
+
+        def pick(self, key: bytes | None) -> EndpointState | None:
+            return self._first
+
+        def clone(self) -> First:
+            return First()
+
+    balancer: tlb.Balancer = First()
+    tlb.register_balancer("first_again", First, replace=True)
+    factory = BALANCERS.get("first")
+    names: list[str] = BALANCERS.names() + ALGORITHMS.names() + STORES.names()
+
+    class Doubled(tlb.Algorithm):
+        name = "doubled"
+        lua = ""
+
+        def step(self, state: State | None, rate: tlb.Rate, now: float, cost: float) -> Step:
+            return Step(cost <= 2 * rate.burst + EPSILON, state, 0.0, 0.0, 0.0)
+
+        def kernel(self, rate: tlb.Rate) -> Kernel | None:
+            return None
+
+        def refund(
+            self, state: State | None, rate: tlb.Rate, now: float, cost: float
+        ) -> State | None:
+            return state
+
+        def expires(self, state: State, rate: tlb.Rate) -> float:
+            return 0.0
+
+    tlb.register_algorithm("doubled", Doubled)
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm=Doubled())
+    tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}, algorithm="doubled")
+    store: tlb.Store = tlb.MemoryStore()
+    in_process: bool = store.in_process and store.supports_nowait
+    admission: tlb.Admission = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}).admit(
+        tlb.RequestInfo("GET", "/", [])
+    )
+    del balancer, factory, names, in_process, admission

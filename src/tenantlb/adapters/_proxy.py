@@ -699,7 +699,7 @@ def _statuses(values: Iterable[int]) -> list[int]:
 
 def _default_budget() -> Any:
     try:
-        from ..balancing import RetryBudget  # type: ignore[attr-defined]
+        from ..balancing import RetryBudget
     except ImportError:  # until the core's RetryBudget lands: unbounded (retries still capped)
         return None
     return RetryBudget()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import final
 
 from .._clock import Clock
+from .._validate import positive
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64
 from ._maglev import Maglev
@@ -22,11 +23,18 @@ class BoundedLoad(BalancerBase):
 
     The "consistent hashing with bounded loads" of Google Research, as used by Vimeo and Envoy's
     ``hash_balance_factor``: a key goes to the endpoint the *inner* hashing balancer picks unless
-    that endpoint already holds its capacity, ``ceil(balance_factor * (total_in_flight + 1) / n)``
-    requests; then it walks on in the inner balancer's order (clockwise on the ring, onwards in
-    the Maglev table, down the rendezvous bids) to the first endpoint with room. So at the moment
-    it is picked, no endpoint holds more than ``ceil(balance_factor * mean in-flight)`` requests,
-    and keys move away from their home only while it is overloaded.
+    that endpoint already holds its capacity; then it walks on in the inner balancer's order
+    (clockwise on the ring, onwards in the Maglev table, down the rendezvous bids) to the first
+    endpoint with room. Keys move away from their home only while it is overloaded.
+
+    Capacity is scaled by weight, as in Envoy (``slots = ceil(total_slots * weight / sum of
+    weights)``): an endpoint of weight w may hold
+    ``max(1, ceil(balance_factor * (total_in_flight + 1) * w / total_weight))`` requests, so
+    a heavier endpoint, which the inner hash already sends more keys, also gets more room. With
+    equal weights this is ``ceil(balance_factor * (total_in_flight + 1) / n)``: at the moment it is
+    picked, no endpoint holds more than ``ceil(balance_factor * mean in-flight)`` requests (more
+    generally, more than ``ceil(balance_factor * its weighted share of the in-flight total)``).
+    Weights are the effective ones, so an endpoint in slow start gets less room.
 
     Cost: the inner pick (O(1) for Maglev, O(log n) for RingHash), plus, when the key's home is
     full, a walk that is short while the bound is loose (about ``1 / (balance_factor - 1)`` steps on
@@ -58,18 +66,14 @@ class BoundedLoad(BalancerBase):
         if not isinstance(checked, RingHash | Maglev | Rendezvous):
             msg = f"inner must be a RingHash, Maglev or Rendezvous, got {type(inner).__name__}"
             raise TypeError(msg)
-        factor: object = balance_factor
-        if isinstance(factor, bool) or not isinstance(factor, int | float):
-            msg = f"balance_factor must be a number, got {type(factor).__name__}"
-            raise TypeError(msg)
-        if not (factor > 1.0 and math.isfinite(factor)):
-            msg = f"balance_factor must be > 1 and finite, got {factor!r}"
-            raise ValueError(msg)
+        factor = positive("balance_factor", balance_factor, above=1.0)
         self.inner = inner
         self.balance_factor = float(factor)
         self._candidates: tuple[EndpointState, ...] = ()
         self._members: set[int] = set()  # ids of the candidates, for O(1) membership
         self._total = 0  # requests in flight on the candidates, kept by acquired/released
+        self._total_weight = 0.0
+        self._uniform = True  # equal weights: the unweighted formula, exact in floating point
 
     def __repr__(self) -> str:
         return f"BoundedLoad({self.inner!r}, balance_factor={self.balance_factor!r})"
@@ -85,6 +89,8 @@ class BoundedLoad(BalancerBase):
         self._candidates = tuple(candidates)
         self._members = {id(state) for state in candidates}
         self._total = sum(state.in_flight for state in candidates)
+        self._total_weight = sum(state.weight for state in candidates)
+        self._uniform = len({state.weight for state in candidates}) <= 1
         self.inner.rebuild(candidates)
 
     def acquired(self, state: EndpointState) -> None:
@@ -105,17 +111,30 @@ class BoundedLoad(BalancerBase):
         if home is not None and home.in_flight == 0:
             return home  # capacity is always >= 1: the common, O(1) case
         key_hash = inner.random_hash() if key is None else hash64(key)
-        capacity = math.ceil(self.balance_factor * (self._total + 1) / n)
-        if home is not None and home.in_flight < capacity:
-            return home
-        seen: set[int] = set()
-        for state in inner.walk(key_hash):
-            if state.in_flight < capacity:
-                return state
-            seen.add(id(state))
-            if len(seen) == n:
-                break
-        # Unreachable in theory (some endpoint is at or below the mean); kept for safety.
+        if self._uniform:
+            capacity = math.ceil(self.balance_factor * (self._total + 1) / n)
+            if home is not None and home.in_flight < capacity:
+                return home
+            seen: set[int] = set()
+            for state in inner.walk(key_hash):
+                if state.in_flight < capacity:
+                    return state
+                seen.add(id(state))
+                if len(seen) == n:
+                    break
+        else:
+            # Envoy's weighted slots: ceil(total slots * weight / total weight), at least 1.
+            slots = self.balance_factor * (self._total + 1) / self._total_weight
+            if home is not None and home.in_flight < max(1, math.ceil(slots * home.weight)):
+                return home
+            seen = set()
+            for state in inner.walk(key_hash):
+                if state.in_flight < max(1, math.ceil(slots * state.weight)):
+                    return state
+                seen.add(id(state))
+                if len(seen) == n:
+                    break
+        # Unreachable in theory (capacities sum to more than the total in flight); kept for safety.
         return min(candidates, key=_in_flight)
 
 

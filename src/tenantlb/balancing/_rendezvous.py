@@ -31,10 +31,13 @@ class Rendezvous(BalancerBase):
     and changing one endpoint's weight moves keys only to or from it: bids of the others do not
     change. The mapping needs no table and does not depend on the order of endpoints.
 
-    Finding the highest bid is O(n) by nature: this is a FULL_SCAN strategy. An LRU cache of
-    ``cache_size`` recent keys (cleared on every rebuild) makes a repeated key O(1), which suits
-    sticky sessions and IP hash with a bounded set of clients; for many distinct keys over many
-    endpoints prefer `Maglev` (O(1)) or `RingHash` (O(log n)).
+    Finding the highest bid is O(n) per uncached key by nature: this is a FULL_SCAN strategy.
+    Each key not in the cache scores every candidate, about 0.13-0.25 us per endpoint with equal
+    weights and twice that with unequal weights (CPython 3.11): some 130-250 us a pick at 1,000
+    endpoints, held under the pool's lock. An LRU cache of ``cache_size`` recent keys (cleared on
+    every rebuild, so after each membership, health or slow-start change) makes a repeated key
+    O(1), which suits sticky sessions and IP hash with a bounded set of clients. For many distinct
+    keys over more than a few dozen endpoints prefer `Maglev` (O(1)) or `RingHash` (O(log n)).
 
     With ``key=None`` the pick is weighted random, O(log n).
     IP hash: pass the client address as the key, ``pool.acquire(key=client_ip)``.

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import final
 
 import attrs
 
+from .._validate import FieldTypeError, FieldValueError, positive
+
 __all__ = ["Rate"]
 
 
-def _positive(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{field} must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"{field} must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
 def _check_limit(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    _positive(attribute.name, value)
+    positive(attribute.name, value)
 
 
 def _check_burst(_: object, attribute: attrs.Attribute[float], value: float | None) -> None:
     if value is not None:
-        _positive(attribute.name, value)
+        positive(attribute.name, value)
 
 
 def _check_name(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
@@ -35,11 +26,11 @@ def _check_name(_: object, attribute: attrs.Attribute[str | None], value: object
         return
     if not isinstance(value, str):
         msg = f"name must be a str, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="name")
     # The name goes into a structured-field string (RateLimit headers): printable ASCII only.
     if not value or not all(" " <= ch <= "~" for ch in value):
         msg = f"name must be non-empty printable ASCII, got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="name")
 
 
 @final

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, final
 
 import anyio
 import attrs
@@ -163,6 +163,8 @@ class RedisStore:
         "_up",
     )
 
+    in_process: ClassVar[bool] = False  # see Store: every decision is a round trip
+
     def __init__(
         self,
         client: redis.asyncio.Redis | redis.Redis,
@@ -221,6 +223,11 @@ class RedisStore:
         self._outages = 0
         self._errors = 0
         self._fallbacks = 0
+
+    @property
+    def supports_nowait(self) -> bool:
+        """True when the store has a sync client, so the ``*_nowait`` calls work (they block)."""
+        return self._sync is not None
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r}, on_error={self._on_error!r})"

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import final
 
 from .._errors import Forbidden, MissingCredentials, Unauthenticated, UnknownTenant
-from ._checks import require_type
+from .._validate import FieldTypeError, FieldValueError, require_type
 from ._keys import check_presented_key, digest_scheme, hash_presented_key, normalize_secret
 from ._request import RequestInfo
 from ._resolvers import APIKeyResolver, TenantResolver, default_resolvers
@@ -151,7 +151,7 @@ class TenantRegistry:
         chain = default_resolvers() if resolvers is None else tuple(resolvers)
         if not chain:
             msg = "resolvers must not be empty (pass None for the default chain)"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="resolvers")
         for resolver in chain:
             _check_resolver(resolver)
         self._resolvers = chain
@@ -300,7 +300,7 @@ class TenantRegistry:
 def _check_resolver(resolver: object) -> None:
     if not callable(resolver):
         msg = f"resolvers must be callables (request, registry) -> Tenant | None, got {resolver!r}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="resolvers")
 
 
 def _bad_result(resolver: object, result: object) -> None:

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, final
 
-from ._checks import require_type
+from .._validate import require_type
 
 __all__ = ["RequestInfo"]
 
