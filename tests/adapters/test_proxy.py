@@ -297,3 +297,16 @@ def test_problem_bodies_never_hold_the_key(backends: list[BackendProcess], serve
         assert response.status_code == 401
         assert wrong not in response.text
         assert wrong not in json.dumps(dict(response.headers))
+
+
+def test_the_retry_budget_caps_retries(backends: list[BackendProcess], server: str) -> None:
+    """With an empty retry budget a dead endpoint is not retried elsewhere: 502, not a second try."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = make_gateway([dead, backends[0].url])
+    budget = tlb.RetryBudget(ratio=0.0, min_retries_per_second=0.0)
+    with serve(make_proxy(server, gateway, retry_budget=budget), host(server)) as url:
+        statuses = {httpx.get(url + "/", headers=AUTH).status_code for _ in range(4)}
+    assert statuses == {200, 502}  # round robin: every other request meets the dead one
+    assert budget.stats().exhausted >= 1
+    with pytest.raises(TypeError, match="retry_budget"):
+        ProxyApp(gateway, retry_budget=0.2)  # type: ignore[arg-type]

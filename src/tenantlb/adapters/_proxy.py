@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Final, Literal, Protocol, final
+from typing import Final, Literal, final
 
 import anyio
 import attrs
@@ -13,6 +13,7 @@ import httpcore
 
 from .._errors import ContentTooLarge, NoHealthyEndpoint, OverCapacity, RequestRejected
 from .._validate import count, optional_count, seconds
+from ..balancing import RetryBudget
 from ..gateway import Gateway, Ticket
 from ..ratelimit import MemoryStore
 from ._asgi import Receive, Scope, Send, ratelimit_headers, request_info, send_problem
@@ -64,14 +65,6 @@ class ProxyStats:
 
     connections: int
     active: int
-
-
-class RetryBudgetLike(Protocol):
-    """What `ProxyApp` needs of a retry budget (`tenantlb.RetryBudget`)."""
-
-    def deposit(self) -> None: ...
-
-    def try_withdraw(self) -> bool: ...
 
 
 class _BadGateway(RequestRejected):
@@ -158,7 +151,7 @@ class ProxyApp:
         client_body_timeout: float = 60.0,
         retries: int = 2,
         retry_statuses: Iterable[int] = (502, 503, 504),
-        retry_budget: RetryBudgetLike | None = None,
+        retry_budget: RetryBudget | None = None,
         max_connections: int = 1000,
         max_keepalive_connections: int = 100,
         keepalive_expiry: float = 30.0,
@@ -181,7 +174,10 @@ class ProxyApp:
         self._body_timeout = seconds("client_body_timeout", client_body_timeout)
         self._retries = count("retries", retries, minimum=0)
         self._retry_statuses = frozenset(_statuses(retry_statuses))
-        self._budget = retry_budget if retry_budget is not None else _default_budget()
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            msg = f"retry_budget must be a tenantlb.RetryBudget, got {type(retry_budget).__name__}"
+            raise TypeError(msg)
+        self._budget = RetryBudget() if retry_budget is None else retry_budget
         self._max_body_size = optional_count("max_body_size", max_body_size)
         self._preserve_host = bool(preserve_host)
         self._tenant_header = None if tenant_header is None else _header_name(tenant_header)
@@ -483,9 +479,7 @@ class _Exchange:
         if query:
             target = target + b"?" + query
         idempotent = method in IDEMPOTENT
-        budget = app._budget
-        if budget is not None:
-            budget.deposit()
+        app._budget.deposit()
         retries_left = app._retries
         fresh_retry = True  # one retry on a new connection when a reused one turns out stale
         transport = app._transport
@@ -548,8 +542,7 @@ class _Exchange:
             return
 
     def _retry(self, exc: BaseException) -> bool:
-        budget = self._app._budget
-        if budget is not None and not budget.try_withdraw():
+        if not self._app._budget.try_withdraw():
             return False
         try:
             self.ticket.reroute(exc)
@@ -558,8 +551,7 @@ class _Exchange:
         return True
 
     def _retry_status(self, status: int) -> bool:
-        budget = self._app._budget
-        if budget is not None and not budget.try_withdraw():
+        if not self._app._budget.try_withdraw():
             return False
         ticket = self.ticket
         ticket.record(status=status)
@@ -695,11 +687,3 @@ def _statuses(values: Iterable[int]) -> list[int]:
             raise ValueError(msg)
         out.append(value)
     return out
-
-
-def _default_budget() -> Any:
-    try:
-        from ..balancing import RetryBudget
-    except ImportError:  # until the core's RetryBudget lands: unbounded (retries still capped)
-        return None
-    return RetryBudget()

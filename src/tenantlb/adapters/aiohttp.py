@@ -30,13 +30,20 @@ from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
 from ..ratelimit import MemoryStore  # noqa: E402
 from ..tenants import Tenant  # noqa: E402
+from ._aiohttp_client import BalancingMiddleware, balancing_middleware  # noqa: E402
 from ._cleanup import finish  # noqa: E402
 from ._problem import problem  # noqa: E402
 
 if TYPE_CHECKING:
     from ..tenants import RequestInfo
 
-__all__ = ["TENANT_KEY", "problem_response", "tenant_middleware"]
+__all__ = [
+    "TENANT_KEY",
+    "BalancingMiddleware",
+    "balancing_middleware",
+    "problem_response",
+    "tenant_middleware",
+]
 
 TENANT_KEY: Any = web.RequestKey("tenant", Tenant) if hasattr(web, "RequestKey") else "tenant"
 """Where `tenant_middleware` stores the admitted `Tenant` on the request."""
