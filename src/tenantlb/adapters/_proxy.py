@@ -15,7 +15,6 @@ from .._errors import ContentTooLarge, NoHealthyEndpoint, OverCapacity, RequestR
 from .._validate import count, optional_count, seconds
 from ..balancing import RetryBudget
 from ..gateway import Gateway, Ticket
-from ..ratelimit import MemoryStore
 from ._asgi import Receive, Scope, Send, ratelimit_headers, request_info, send_problem
 from ._cleanup import finish
 from ._transport import (
@@ -194,7 +193,7 @@ class ProxyApp:
             ),
             keepalive_expiry=seconds("keepalive_expiry", keepalive_expiry),
         )
-        self._sync = isinstance(gateway.store, MemoryStore)
+        self._sync = bool(gateway.store.in_process)
         self._trusted = tuple(
             ipaddress.ip_network(p, strict=False) for p in gateway.trusted_proxies
         )

@@ -28,7 +28,6 @@ from aiohttp import web  # noqa: E402
 
 from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
-from ..ratelimit import MemoryStore  # noqa: E402
 from ..tenants import Tenant  # noqa: E402
 from ._aiohttp_client import BalancingMiddleware, balancing_middleware  # noqa: E402
 from ._cleanup import finish  # noqa: E402
@@ -79,7 +78,7 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
     if not isinstance(gateway, Gateway):
         msg = f"gateway must be a tenantlb.Gateway, got {type(gateway).__name__}"
         raise TypeError(msg)
-    sync = isinstance(gateway.store, MemoryStore)
+    sync = bool(gateway.store.in_process)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

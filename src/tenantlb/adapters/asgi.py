@@ -20,7 +20,6 @@ from typing import final
 
 from .._errors import ContentTooLarge, RequestRejected
 from ..gateway import Gateway, Ticket
-from ..ratelimit import MemoryStore
 from ._asgi import (
     ASGIApp,
     Message,
@@ -77,8 +76,8 @@ class TenantMiddleware:
             raise TypeError(msg)
         self._app = app
         self._gateway = gateway
-        # With the in-memory store, leaving an admission never suspends: no cleanup task needed.
-        self._sync = isinstance(gateway.store, MemoryStore)
+        # An in-process store: leaving an admission never suspends, so no cleanup task is needed.
+        self._sync = bool(gateway.store.in_process)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
