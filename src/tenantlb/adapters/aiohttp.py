@@ -25,6 +25,7 @@ from . import require
 require("aiohttp", "aiohttp")
 
 from aiohttp import web  # noqa: E402
+from aiohttp.typedefs import Middleware  # noqa: E402
 
 from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
@@ -48,7 +49,6 @@ TENANT_KEY: Any = web.RequestKey("tenant", Tenant) if hasattr(web, "RequestKey")
 """Where `tenant_middleware` stores the admitted `Tenant` on the request."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
