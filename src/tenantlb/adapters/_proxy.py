@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from typing import Final, Literal, final
 
 import anyio
@@ -581,14 +582,16 @@ class _Exchange:
         try:
             length = _small_length(response.headers)
             if length is not None:  # a small body: read it whole, send it in one message
-                body = b"".join([chunk async for chunk in response.stream()])
+                async with aclosing(response.stream()) as chunks:
+                    body = b"".join([chunk async for chunk in chunks])
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": body})
             else:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
-                await self._stream_long(response.stream())
+                async with aclosing(response.stream()) as chunks:
+                    await self._stream_long(chunks)
             completed = True
         except UpstreamFailure as failure:
             self._record_error(failure.cause)

@@ -9,13 +9,13 @@ the CPU per request of httpcore's pure-Python h11 (see benchmarks/README.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any, Literal, Protocol, final
+from collections.abc import AsyncGenerator, AsyncIterable
+from typing import Any, Literal, Protocol, cast, final
 
 import httpcore
 
 from ._cleanup import finish
-from ._upstream import UpstreamPool
+from ._upstream import Connection, UpstreamPool
 
 __all__ = [
     "AiohttpTransport",
@@ -52,7 +52,7 @@ class UpstreamResponse(Protocol):
     status: int
     headers: list[tuple[bytes, bytes]]
 
-    def stream(self) -> AsyncIterator[bytes]:
+    def stream(self) -> AsyncGenerator[bytes, None]:
         """The body chunks; raises `UpstreamFailure`."""
         ...
 
@@ -121,6 +121,7 @@ class HttpcoreTransport:
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=keepalive_expiry,
             pool_timeout=timeouts["pool"],
+            connect_timeout=timeouts["connect"],
         )
         self._extensions = {"timeout": timeouts}
         self._origins: dict[str, httpcore.Origin] = {}
@@ -157,8 +158,11 @@ class HttpcoreTransport:
         pool = self._pool
         try:
             connection, reused = await pool.acquire(url, origin)
-        except httpcore.PoolTimeout as exc:
-            raise UpstreamFailure(exc, kind="busy") from None
+        except Exception as exc:
+            failure = _httpcore_failure(exc, reused=False)
+            if failure is None:
+                raise
+            raise failure from exc
         try:
             response = await connection.handle_async_request(request)
         except BaseException as exc:
@@ -178,7 +182,7 @@ class _HttpcoreResponse:
         self,
         pool: UpstreamPool,
         url: str,
-        connection: httpcore.AsyncHTTPConnection,
+        connection: Connection,
         response: httpcore.Response,
     ) -> None:
         self._pool = pool
@@ -188,15 +192,18 @@ class _HttpcoreResponse:
         self.status = response.status
         self.headers = response.headers
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        chunks = cast(AsyncGenerator[bytes, None], self._response.aiter_stream())  # a generator
         try:
-            async for chunk in self._response.aiter_stream():
+            async for chunk in chunks:
                 yield chunk
         except Exception as exc:
             failure = _httpcore_failure(exc, reused=False)
             if failure is None:
                 raise
             raise failure from exc
+        finally:
+            await chunks.aclose()  # closed now, not by the garbage collector (trio warns)
 
     async def aclose(self, *, complete: bool) -> None:
         try:
@@ -315,7 +322,7 @@ class _AiohttpResponse:
         self.status: int = response.status
         self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         aiohttp = self._transport._aiohttp
         try:
             async for chunk in self._response.content.iter_any():

@@ -3,9 +3,12 @@
 httpcore's ``AsyncConnectionPool`` re-examines every pooled connection on each request and each
 response close (an O(connections) scan, with a readability ``poll()`` syscall per idle
 connection); at 32 concurrent requests that scan, not the network, capped a proxy at a few hundred
-requests a second. This pool keeps a LIFO stack of idle `httpcore.AsyncHTTPConnection` objects
-per origin: taking one checks only that one (expired, or closed by the server meanwhile), giving
-one back is an append. The HTTP/1.1 work stays httpcore's.
+requests a second. This pool keeps a LIFO stack of idle connections per
+origin: taking one checks only that one (expired, or closed by the server meanwhile), giving one
+back is an append. The HTTP/1.1 work stays httpcore's: a plain-HTTP endpoint gets an
+`httpcore.AsyncHTTP11Connection` on a socket this pool opens (skipping ``AsyncHTTPConnection``'s
+per-request lock, an event-loop round trip); an ``https`` one an ``AsyncHTTPConnection``, which
+does the TLS handshake.
 
 All bookkeeping is synchronous, so a cancelled request can never leave it half-updated; only
 closing a connection awaits.
@@ -20,7 +23,9 @@ import httpcore
 
 from ._cleanup import finish
 
-__all__ = ["UpstreamPool"]
+__all__ = ["Connection", "UpstreamPool"]
+
+Connection = httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTPConnection
 
 
 @final
@@ -36,6 +41,8 @@ class UpstreamPool:
 
     __slots__ = (
         "_active",
+        "_backend",
+        "_connect_timeout",
         "_expiry",
         "_idle",
         "_keep",
@@ -51,12 +58,15 @@ class UpstreamPool:
         max_keepalive_connections: int,
         keepalive_expiry: float,
         pool_timeout: float,
+        connect_timeout: float,
     ) -> None:
         self._limit = max_connections
         self._keep = max_keepalive_connections
         self._expiry = keepalive_expiry
         self._pool_timeout = pool_timeout
-        self._idle: dict[str, list[httpcore.AsyncHTTPConnection]] = {}  # by endpoint URL
+        self._connect_timeout = connect_timeout
+        self._backend = httpcore.AnyIOBackend()  # anyio: asyncio and trio alike
+        self._idle: dict[str, list[Connection]] = {}  # by endpoint URL
         self._active = 0
         self._slots: anyio.Semaphore | None = None  # made in the server's event loop, on first use
 
@@ -70,13 +80,13 @@ class UpstreamPool:
         """Idle keep-alive connections."""
         return sum(len(stack) for stack in self._idle.values())
 
-    async def acquire(
-        self, key: str, origin: httpcore.Origin
-    ) -> tuple[httpcore.AsyncHTTPConnection, bool]:
+    async def acquire(self, key: str, origin: httpcore.Origin) -> tuple[Connection, bool]:
         """A connection to *origin* (named *key*, its URL) and whether it was reused.
 
         Raises:
             httpcore.PoolTimeout: *max_connections* stayed in use for *pool_timeout* seconds.
+            httpcore.ConnectError: A new connection could not be opened.
+            httpcore.ConnectTimeout: Opening one took longer than *connect_timeout*.
         """
         slots = self._slots
         if slots is None:
@@ -97,13 +107,19 @@ class UpstreamPool:
                 if connection.is_idle() and not connection.has_expired():
                     return connection, True
                 await finish(connection.aclose)  # expired, or the server closed it meanwhile
+            if origin.scheme != b"http":
+                return httpcore.AsyncHTTPConnection(origin, keepalive_expiry=self._expiry), False
+            stream = await self._backend.connect_tcp(
+                origin.host.decode("ascii"), origin.port, timeout=self._connect_timeout
+            )
         except BaseException:
             self._active -= 1
             slots.release()
             raise
-        return httpcore.AsyncHTTPConnection(origin, keepalive_expiry=self._expiry), False
+        fresh = httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry=self._expiry)
+        return fresh, False
 
-    async def release(self, key: str, connection: httpcore.AsyncHTTPConnection) -> None:
+    async def release(self, key: str, connection: Connection) -> None:
         """Take *connection* back after its response was closed: kept if reusable, else closed.
 
         Call it exactly once per `acquire`, also after errors and cancellation.
