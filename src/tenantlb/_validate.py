@@ -50,7 +50,11 @@ def number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{name} must be a number, got {type(value).__name__}"
         raise FieldTypeError(msg, field=name)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a float's range (10**400): a bad value, not a crash
+        msg = f"{name} must be a finite number, got an integer of {len(str(abs(value)))} digits"
+        raise FieldValueError(msg, field=name) from None
 
 
 def positive(name: str, value: object, *, above: float = 0.0, allow_equal: bool = False) -> float:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ConfigError
 from ._registry import Registry
-from ._validate import FieldError
+from ._validate import FieldError, count
 from .balancing import BALANCERS, Balancer, Endpoint, Pool, SlowStart
 from .ratelimit import ALGORITHMS, STORES, Algorithm, Rate, Store
 from .tenants import RESOLVERS, Tenant, TenantRegistry, TenantResolver
@@ -147,6 +147,18 @@ _POOL = {
     "slow_start",
     "outlier_detection",
     "health_check",
+    "concurrency",
+}
+# A pool's shared concurrency budget: { limit = 64 } or { adaptive = true } (or a table of
+# AdaptiveConcurrency settings), plus the FairQueue's queueing settings.
+_CONCURRENCY = {
+    "limit",
+    "adaptive",
+    "queues",
+    "hand_size",
+    "queue_length",
+    "timeout",
+    "idle_credit",
 }
 _ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {
@@ -172,6 +184,7 @@ class _Builder:
 
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
+        self.fair_queues: dict[str, Any] = {}  # pool name -> FairQueue
 
     def error(self, path: str, message: str) -> None:
         self.errors.append((path, message))
@@ -300,6 +313,7 @@ class _Builder:
             trusted_proxies=tuple(trusted),
             owns_store=True,
             anonymous=anonymous,
+            concurrency=self.fair_queues,
             **sizes,
         )
 
@@ -341,6 +355,10 @@ class _Builder:
             if pool is None:
                 continue
             pools[str(name)] = pool
+            if "concurrency" in table:
+                fair = self.concurrency(f"{path}.concurrency", table["concurrency"])
+                if fair is not None:
+                    self.fair_queues[str(name)] = fair
             check = table.get("health_check")
             if check is not None:
                 checker = self.health_check(f"{path}.health_check", pool, check)
@@ -351,6 +369,10 @@ class _Builder:
     def endpoints(self, path: str, value: object) -> list[Endpoint] | None:
         if not isinstance(value, list):
             self.error(path, f"must be a list of URLs or endpoint tables, got {_type(value)}")
+            return None
+        if not value:
+            # A pool with nothing in it refuses every request: almost always a mistake in a file.
+            self.error(path, "must list at least one endpoint")
             return None
         out: list[Endpoint] = []
         seen: set[str] = set()
@@ -428,6 +450,30 @@ class _Builder:
         if probe is None:
             return None
         return self.attempt(path, set(kwargs), health.HealthChecker, pool, probe=probe, **kwargs)
+
+    def concurrency(self, path: str, value: object) -> Any:
+        from .fairness import AdaptiveConcurrency, FairQueue
+
+        table = self.table(path, value, _CONCURRENCY)
+        if table is None:
+            return None
+        limit, adaptive = table.get("limit"), table.get("adaptive", False)
+        if (limit is None) == (adaptive is False):
+            self.error(path, "needs either limit = <slots> or adaptive = true (or a table)")
+            return None
+        capacity: Any = None
+        if limit is not None:
+            capacity = self.attempt(path, {"limit"}, count, "limit", limit)
+        else:
+            settings = {} if adaptive is True else self.kwargs(f"{path}.adaptive", adaptive)
+            if settings is not None:
+                capacity = self.attempt(
+                    f"{path}.adaptive", None, AdaptiveConcurrency, **settings, name=path
+                )
+        if capacity is None:
+            return None
+        options = {k: v for k, v in table.items() if k not in ("limit", "adaptive")}
+        return self.attempt(path, set(options), FairQueue, capacity, **options)
 
     def kwargs(self, path: str, value: object) -> dict[str, Any] | None:
         """A table's items as keyword arguments; None (and an error) if it is not a table."""

@@ -12,7 +12,7 @@ import anyio
 import attrs
 import httpcore
 
-from .._errors import ContentTooLarge, NoHealthyEndpoint, OverCapacity, RequestRejected
+from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from .._validate import count, optional_count, seconds
 from ..balancing import RetryBudget
 from ..gateway import Gateway, Ticket
@@ -77,6 +77,11 @@ class _GatewayTimeout(RequestRejected):
     title = "Gateway Timeout"
 
 
+class _Busy(RequestRejected):
+    status = 503
+    title = "Service Unavailable"
+
+
 class _RequestTimeout(RequestRejected):
     status = 408
     title = "Request Timeout"
@@ -103,9 +108,10 @@ class ProxyApp:
       forwarding headers from a peer outside the gateway's ``trusted_proxies`` are dropped, not
       believed. The tenant id goes upstream in *tenant_header* (a client's own value is dropped).
     - An endpoint that cannot be reached answers 502, one that times out 504. A connect failure is
-      retried on another endpoint for any method (the request never left), a reset before the
-      response or a status in *retry_statuses* only for idempotent methods without a body, and
-      only while *retry_budget* allows.
+      retried on another endpoint for any method (the request never left); a reset or a read
+      timeout before the response, or a status in *retry_statuses*, only for idempotent methods
+      whose body can be replayed; all only while *retry_budget* allows. A full upstream connection
+      pool (*pool_timeout*) answers 503 and counts against no endpoint: it is back-pressure.
     - Every attempt's outcome (status or error, latency) is recorded on its lease. A client that
       disconnects mid-stream releases the lease, the concurrency slot and the upstream connection.
     - A body over *max_body_size* (or the tenant's / gateway's limit) answers 413, also when it is
@@ -505,9 +511,10 @@ class _Exchange:
                 unsent = body is None or not body.started
                 kind = failure.kind
                 if kind == "busy":
+                    # Our own connection pool was busy: back-pressure, not the endpoint's failure.
                     self._release()
-                    msg = "every upstream connection is busy"
-                    raise OverCapacity(msg) from None
+                    msg = f"no free upstream connection for {ticket.upstream!r}"
+                    raise _Busy(msg, headers=[("retry-after", "1")]) from None
                 if kind == "local":  # what the client sent cannot be forwarded
                     self._release()
                     msg = "the request cannot be forwarded as sent"
@@ -515,8 +522,10 @@ class _Exchange:
                 if kind == "reset" and failure.stale and fresh_retry and unsent:
                     fresh_retry = False  # the endpoint closed an idle keep-alive connection
                     continue
+                # A read or write timeout before any response is retried like a reset: for an
+                # idempotent request that can be replayed (Envoy retries per-try timeouts so).
                 retryable = (kind in ("connect", "connect_timeout") and unsent) or (
-                    kind == "reset" and idempotent and replayable
+                    kind in ("reset", "timeout") and idempotent and replayable
                 )
                 if retries_left and retryable and self._retry(failure.cause):
                     retries_left -= 1

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .._redact import redact
 from .._validate import FieldTypeError, positive
 
 __all__ = ["Endpoint", "normalize_url"]
@@ -34,7 +35,7 @@ def normalize_url(url: object) -> str:
         msg = f"endpoint url must be a str, got {type(url).__name__}"
         raise TypeError(msg)
     if not url or len(url) > _MAX_URL or not url.isprintable() or any(c.isspace() for c in url):
-        msg = f"endpoint url must be 1..{_MAX_URL} printable characters without spaces, got {url[:80]!r}"
+        msg = f"endpoint url must be 1..{_MAX_URL} printable characters without spaces, got {redact(url[:80])!r}"
         raise ValueError(msg)
     try:
         parts = urlsplit(url)
@@ -45,13 +46,13 @@ def normalize_url(url: object) -> str:
     scheme = parts.scheme.lower()
     host = parts.hostname
     if not _SCHEME.match(scheme) or not host or not parts.netloc:
-        msg = f"endpoint url must look like 'http://host:port', got {url!r}"
+        msg = f"endpoint url must look like 'http://host:port', got {redact(url)!r}"
         raise ValueError(msg)
     if parts.username is not None or parts.password is not None:
         msg = "endpoint url must not contain credentials"
         raise ValueError(msg)
     if parts.query or parts.fragment:
-        msg = f"endpoint url must not have a query or fragment, got {url!r}"
+        msg = f"endpoint url must not have a query or fragment, got {redact(url)!r}"
         raise ValueError(msg)
     if ":" in host:
         host = f"[{host}]"

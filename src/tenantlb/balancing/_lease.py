@@ -8,15 +8,19 @@ release hooks, and the outcome observer.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
 from .._clock import Clock
+from .._events import Event, EventHandler, emit
 from ._balancer import EndpointState, OutcomeObserver
 
 if TYPE_CHECKING:
     from typing import Self
+
+logger = logging.getLogger("tenantlb")
 
 __all__ = ["Lease", "LeaseOwner"]
 
@@ -29,7 +33,7 @@ class LeaseOwner:
     None when the balancer does not use them, so a lease skips the call.
     """
 
-    __slots__ = ("clock", "lock", "observe", "observer", "on_release")
+    __slots__ = ("clock", "lock", "name", "observe", "observer", "on_release", "traffic")
 
     def __init__(
         self,
@@ -39,12 +43,37 @@ class LeaseOwner:
         observe: Callable[[EndpointState, float, bool], None] | None,
         on_release: Callable[[EndpointState], None] | None,
         observer: OutcomeObserver | None,
+        name: str = "default",
+        traffic: list[EventHandler] | None = None,
     ) -> None:
         self.lock = lock
         self.clock = clock
         self.observe = observe
         self.on_release = on_release
         self.observer = observer
+        self.name = name
+        self.traffic: list[EventHandler] = [] if traffic is None else traffic
+
+    def recorded(
+        self,
+        lease: Lease,
+        status: int | None,
+        error: BaseException | None,
+        latency: float,
+        now: float,
+    ) -> None:
+        """Emit the ``outcome`` event (called only while there are per-request subscribers)."""
+        event = Event(
+            kind="outcome",
+            pool=self.name,
+            url=lease.url,
+            tenant=lease.tenant,
+            status=status,
+            latency=latency,
+            reason="" if error is None else type(error).__name__,
+            at=now,
+        )
+        emit(tuple(self.traffic), (event,))
 
     def release(self, state: EndpointState) -> None:
         """Give *state*'s in-flight slot back without an outcome."""
@@ -66,9 +95,11 @@ class Lease:
         endpoint: The `Endpoint` picked.
         started: The pool clock's reading when the lease was taken.
         latency: Seconds from `started` to `record`, or None until recorded.
+        tenant: The tenant id the lease serves, or None; a `Gateway` sets it so that the
+            ``outcome`` event names the tenant.
     """
 
-    __slots__ = ("_open", "_owner", "_state", "endpoint", "latency", "started")
+    __slots__ = ("_open", "_owner", "_state", "endpoint", "latency", "started", "tenant")
 
     def __init__(self, owner: LeaseOwner, state: EndpointState, started: float) -> None:
         self._owner = owner
@@ -77,6 +108,7 @@ class Lease:
         self.endpoint = state.endpoint
         self.started = started
         self.latency: float | None = None
+        self.tenant: str | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -150,7 +182,12 @@ class Lease:
             or state.watched
             or now >= observer.wake_at
         ):
-            observer.observe(state, status, error, now)
+            try:
+                observer.observe(state, status, error, now)
+            except Exception:  # a detector's failure must not fail the request it observed
+                logger.exception("tenantlb outcome observer %r failed on %s", observer, state.url)
+        if owner.traffic:
+            owner.recorded(self, status, error, latency, now)
 
     def release(self) -> None:
         """Release without an outcome (idempotent; the context manager calls it for you)."""

@@ -11,6 +11,9 @@ from .._validate import FieldTypeError, FieldValueError, positive
 
 __all__ = ["Rate"]
 
+_SLOWEST = 1e-12  # about one unit in 30,000 years
+_FASTEST = 1e15
+
 
 def _check_limit(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     positive(attribute.name, value)
@@ -56,7 +59,8 @@ class Rate:
 
     Raises:
         TypeError: A value is not a number (or *name* not a str).
-        ValueError: A value is <= 0, not finite, or *name* is empty or not printable ASCII.
+        ValueError: A value is <= 0 or not finite, the rate is outside 1e-12..1e15 units a
+            second, or *name* is empty or not printable ASCII.
     """
 
     limit: float = attrs.field(validator=_check_limit)
@@ -69,6 +73,15 @@ class Rate:
     def __attrs_post_init__(self) -> None:
         if self.burst is None:
             object.__setattr__(self, "burst", self.limit)  # type: ignore[unreachable,unused-ignore]
+        # limit and per are each finite, but their ratio can still be 0 or infinite (1e-10 per
+        # 1e300 s): bound the rate so every later computation stays finite.
+        per_second = self.limit / self.per
+        if not (_SLOWEST <= per_second <= _FASTEST):
+            msg = (
+                f"limit / per must be between {_SLOWEST:g} and {_FASTEST:g} units a second, "
+                f"got {self.limit!r} per {self.per!r} s"
+            )
+            raise FieldValueError(msg, field="limit")
         quota, window = _integer_policy(self.limit, self.per)
         label = self.name if self.name is not None else f"{quota}-per-{window}s"
         object.__setattr__(self, "_policy", (label, quota, window))
