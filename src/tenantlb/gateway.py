@@ -562,9 +562,9 @@ class Gateway:
                 counters = self._counters[tenant.id] = _TenantCounters()
             counters.admitted += 1
             counters.in_flight += 1
-        if lease is not None:
-            lease.tenant = tenant.id  # the pool's outcome event names the tenant
         if self._traffic:
+            if lease is not None:
+                lease.tenant = tenant.id  # the pool's outcome event names the tenant
             self._emit_admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
         ticket._gateway = self
@@ -854,7 +854,8 @@ class Ticket:
         except NoHealthyEndpoint as exc:
             msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
-        lease.tenant = self.tenant.id
+        if gateway is not None and gateway._traffic:
+            lease.tenant = self.tenant.id
         self.lease = lease
         self._tried.append(lease.url)
         return lease.endpoint
