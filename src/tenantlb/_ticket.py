@@ -158,7 +158,8 @@ class Ticket:
         except NoHealthyEndpoint as exc:
             msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
-        lease.tenant = self.tenant.id
+        if gateway is not None and gateway._traffic:
+            lease.tenant = self.tenant.id
         self.lease = lease
         self._tried.append(lease.url)
         return lease.endpoint

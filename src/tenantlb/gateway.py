@@ -593,9 +593,9 @@ class Gateway:
                 counters = self._counters[tenant.id] = _TenantCounters()
             counters.admitted += 1
             counters.in_flight += 1
-        if lease is not None:
-            lease.tenant = tenant.id  # the pool's outcome event names the tenant
         if self._traffic:
+            if lease is not None:
+                lease.tenant = tenant.id  # the pool's outcome event names the tenant
             self._emit_admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
         ticket._gateway = self
