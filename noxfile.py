@@ -18,6 +18,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The long runs: 100 MB streams through ProxyApp with bounded memory (marked `soak`, left out
+    of `tests`), then the end-to-end fault and load suites with their long schedules (60 s load,
+    faults held 8 s each) instead of the CI-sized ones `tests` runs."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "soak", "-s", *session.posargs)
+    session.run("pytest", "tests/e2e", "-s", *session.posargs, env={"TENANTLB_SOAK": "1"})
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")

@@ -67,6 +67,9 @@ KEYED = {"RingHash", "Maglev", "Rendezvous", "BoundedLoad"}
 ORACLE = "Oracle (JSED)"
 REF = "P2C on true means"
 LATENCY_AWARE = ["RoundRobin", "WeightedRandom", "LeastRequest", "PeakEWMA", "BoundedLoad", ORACLE]
+# The pool's default since issue 12: an OutlierDetector with Envoy's defaults.
+DEFAULT_POOL: dict[str, Any] = {"outlier_detector": "default"}
+DETECTED = ["RoundRobin", "LeastRequest", "PeakEWMA"]
 USER_KEYS = [b"user-%d" % i for i in range(10_000)]
 
 
@@ -97,7 +100,9 @@ def run(
     for c in range(clients):
         if not pools or not shared:
             balancer = factory(seed * 1000 + c, servers)
-            pools.append(tlb.Pool(endpoints, balancer, clock=loop.clock, **(pool_kwargs or {})))
+            # Balancers alone unless a caller asks for the pool's default outlier detection.
+            kwargs: dict[str, Any] = {"outlier_detector": None, **(pool_kwargs or {})}
+            pools.append(tlb.Pool(endpoints, balancer, clock=loop.clock, **kwargs))
         client = Client(
             loop,
             pools[-1],
@@ -158,6 +163,10 @@ def scenario_1(quick: bool) -> tuple[str, dict[str, Stats]]:
     results = {
         name: run(name, s1_servers, rate=rate, duration=60.0) for name in STRATEGIES if name != REF
     }
+    for name in DETECTED:
+        results[f"{name} + outlier detection"] = run(
+            name, s1_servers, rate=rate, duration=60.0, pool_kwargs=DEFAULT_POOL
+        )
     slow_url = urls(11)[0]
     published = {"RoundRobin": "~95%", "LeastRequest": "~99%", "PeakEWMA": "~99.9%"}
     lines = [
@@ -241,6 +250,11 @@ def scenario_2(quick: bool) -> tuple[str, dict[str, Any]]:
         st = run(name, servers, rate=0.6 * 9 * 80, duration=duration)
         rows[name] = st
         lines.append(result_row(name, st, f" {st.share(bad):.2%} |"))
+    for name in DETECTED:
+        st = run(name, servers, rate=0.6 * 9 * 80, duration=duration, pool_kwargs=DEFAULT_POOL)
+        label = f"{name} + outlier detection"
+        rows[label] = st
+        lines.append(result_row(label, st, f" {st.share(bad):.2%} |"))
     sections.append("\n".join(lines))
     data["fail_fast"] = rows
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from typing import final
 
+from .._validate import positive
 from ._balancer import BalancerBase, EndpointState
 
 __all__ = ["PeakEWMA"]
@@ -62,9 +63,9 @@ class PeakEWMA(BalancerBase):
         failure_penalty: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        _check_positive("decay", decay)
-        _check_positive("default_rtt", default_rtt)
-        _check_positive("failure_penalty", failure_penalty)
+        positive("decay", decay)
+        positive("default_rtt", default_rtt)
+        positive("failure_penalty", failure_penalty)
         self.decay = float(decay)
         self.default_rtt = float(default_rtt)
         self.failure_penalty = float(failure_penalty)
@@ -154,12 +155,3 @@ class PeakEWMA(BalancerBase):
         if idle > 0.0:
             cost *= _exp(-idle / self.decay)
         return max(cost, _MIN_COST)
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"{name} must be > 0 and finite, got {value!r}"
-        raise ValueError(msg)

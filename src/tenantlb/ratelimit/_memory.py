@@ -11,14 +11,14 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast, final
+from typing import Any, ClassVar, cast, final
 
 from .._clock import Clock
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
 from ._rate import Rate
 from ._store import ConcurrencySpec, RateSpec, Slot
-from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["MemoryStore"]
 
@@ -44,6 +44,9 @@ class MemoryStore:
     """
 
     __slots__ = ("_clock", "_concurrency", "_lock", "_max_keys", "_tables")
+
+    in_process: ClassVar[bool] = True  # see Store: decides without I/O
+    supports_nowait: ClassVar[bool] = True
 
     def __init__(self, clock: Clock = time.monotonic, *, max_keys: int = 1_000_000) -> None:
         if not callable(clock):

@@ -1,0 +1,195 @@
+"""Real backend processes: `backend_app` under uvicorn on a free loopback port, killable with SIGKILL.
+
+```python
+with BackendProcess("b1") as backend:      # started, and waited for until it accepts connections
+    httpx.get(backend.url)
+    backend.kill()                         # SIGKILL: connections reset, port closed
+    backend.start()                        # back on the same port
+```
+
+`start_backends(n)` starts several at once; `ResetServer` is a real TCP server that reads a
+request and then resets the connection (what a crashing upstream looks like to a client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BackendProcess:
+    """`backend_app` in its own uvicorn process (a real server, killed for real)."""
+
+    def __init__(self, name: str = "backend", *, port: int | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start (or restart on the same port) and wait until the port accepts connections."""
+        self.launch()
+        assert self.proc is not None
+        wait_for_port(self.port, timeout, self.proc)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (`start` waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        env = dict(os.environ, BACKEND_NAME=self.name)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(HERE),
+                "backend_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the process (no graceful shutdown) and reap it."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def __enter__(self) -> BackendProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until 127.0.0.1:*port* accepts a connection (or raise, naming the port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            msg = f"server process for port {port} exited with {proc.returncode}"
+            raise RuntimeError(msg)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    msg = f"nothing listened on 127.0.0.1:{port} within {timeout} s"
+    raise RuntimeError(msg)
+
+
+@contextlib.contextmanager
+def start_backends(*names: str, timeout: float = 15.0) -> Iterator[list[BackendProcess]]:
+    """Start one backend per name in parallel, wait until all listen, and kill them all after."""
+    backends = [BackendProcess(name) for name in names]
+    try:
+        for backend in backends:
+            backend.launch()
+        for backend in backends:
+            assert backend.proc is not None
+            wait_for_port(backend.port, timeout, backend.proc)
+        yield backends
+    finally:
+        for backend in backends:
+            backend.kill()
+
+
+class ResetServer:
+    """A real TCP server on loopback that reads each request's head, then resets the connection.
+
+    To a client this is an upstream that crashed after the request was sent: no response, a
+    connection reset (RST). `requests` counts the request heads it read.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+            except OSError:
+                return
+            with self._lock:
+                self.requests += 1
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ResetServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
