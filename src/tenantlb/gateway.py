@@ -515,7 +515,7 @@ class Gateway:
                     self._add_challenge(exc)
                     raise
                 tenant = self._anonymous
-                key = f"{tenant.id}@{request.client_ip or 'unknown'}"  # limits per client IP
+                key = f"{tenant.id}@{_client_key(request.client_ip)}"  # limits per client
             except (Unauthenticated, UnknownTenant) as exc:
                 self._add_challenge(exc)
                 raise
@@ -720,6 +720,23 @@ class Gateway:
         if hash_on == "tenant":
             return tenant.id
         return hash_on(request, tenant)
+
+
+def _client_key(ip: str | None) -> str:
+    """Who an anonymous client is for per-IP limits: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 host holds a whole /64 (SLAAC, privacy addresses), so keying by the full address would
+    give it a fresh quota per address it picks: the /64 is the smallest unit a client controls.
+    """
+    if not ip:
+        return "unknown"
+    if ":" in ip:
+        try:
+            network = ipaddress.IPv6Network(f"{ip}/64", strict=False)
+        except ValueError:
+            return ip
+        return f"{network.network_address}/64"
+    return ip
 
 
 def _smaller(a: int | None, b: int | None) -> int | None:
