@@ -137,9 +137,9 @@ def test_check_command_prints_no_traceback(tmp_path: Path) -> None:
 def test_endpoint_error_with_a_bad_port_hides_the_password() -> None:
     """A URL with a password and an unparsable port is redacted in the ValueError."""
     for bad in ("http://admin:hunter2@10.0.0.1:99999", "http://admin:hunter2@[::1"):
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match="endpoint url") as info:
             tlb.Endpoint(bad)
         assert "hunter2" not in str(info.value)
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match="endpoint url") as info:
             tlb.Pool([bad])
         assert "hunter2" not in str(info.value)
