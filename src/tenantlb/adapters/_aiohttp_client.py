@@ -37,7 +37,6 @@ import aiohttp  # noqa: E402
 from aiohttp.payload import AsyncIterablePayload  # noqa: E402
 from yarl import URL  # noqa: E402
 
-from .._errors import NoHealthyEndpoint  # noqa: E402
 from ..balancing import Lease, Pool, PoolSubset, RetryBudget  # noqa: E402
 from ._client import IDEMPOTENT, ClientPolicy  # noqa: E402
 
@@ -157,7 +156,7 @@ class BalancingMiddleware:
                     lease.record(error=exc)
                     tried.append(lease.url)
                     following = (
-                        self._next_lease(pool, key, tried, attempt)
+                        self._policy.next_lease(pool, key, tried, attempt)
                         if self._retry_error(exc, method, req, replayable)
                         else None
                     )
@@ -175,7 +174,7 @@ class BalancingMiddleware:
                     and self._can_resend(req, replayable)
                 ):
                     tried.append(lease.url)
-                    following = self._next_lease(pool, key, tried, attempt)
+                    following = self._policy.next_lease(pool, key, tried, attempt)
                     if following is not None:
                         response.release()
                         lease.record(status=status)
@@ -207,21 +206,6 @@ class BalancingMiddleware:
         req.url = url
         if self._endpoint_host:
             req.headers["Host"] = url.host_port_subcomponent or ""
-
-    def _next_lease(
-        self, pool: _Pool, key: str | bytes | None, tried: list[str], attempt: int
-    ) -> Lease | None:
-        policy = self._policy
-        if attempt >= policy.retries or len(tried) >= len(pool):
-            return None
-        try:
-            lease = pool.acquire(key=key, exclude=tried)
-        except NoHealthyEndpoint:
-            return None
-        if not policy.budget.try_withdraw():
-            lease.release()
-            return None
-        return lease
 
     def _can_resend(self, req: aiohttp.ClientRequest, replayable: bool) -> bool:
         body = req.body

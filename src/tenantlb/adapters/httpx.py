@@ -38,7 +38,6 @@ require("httpx", "httpx")
 import anyio.from_thread  # noqa: E402
 import httpx  # noqa: E402
 
-from .._errors import NoHealthyEndpoint  # noqa: E402
 from ..balancing import Lease, Pool, PoolSubset, RetryBudget  # noqa: E402
 from ..health import HealthChecker  # noqa: E402
 from ._client import IDEMPOTENT, ClientPolicy, check_health  # noqa: E402
@@ -122,22 +121,6 @@ class _Balancing:
             stream=request.stream,
             extensions=request.extensions,
         )
-
-    def _next_lease(
-        self, pool: _Pool, key: str | bytes | None, tried: list[str], attempt: int
-    ) -> Lease | None:
-        # Another endpoint for a retry, or None: out of retries, endpoints or budget.
-        policy = self._policy
-        if attempt >= policy.retries or len(tried) >= len(pool):
-            return None
-        try:
-            lease = pool.acquire(key=key, exclude=tried)
-        except NoHealthyEndpoint:
-            return None
-        if not policy.budget.try_withdraw():
-            lease.release()
-            return None
-        return lease
 
     def _retry_error(self, exc: Exception, method: str, replayable: bool) -> bool:
         if not replayable:
@@ -232,7 +215,7 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -246,7 +229,7 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
                 tried.append(lease.url)
-                following = self._next_lease(pool, key, tried, attempt)
+                following = self._policy.next_lease(pool, key, tried, attempt)
                 if following is not None:
                     try:
                         await response.aclose()
@@ -354,7 +337,7 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -368,7 +351,7 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
                 tried.append(lease.url)
-                following = self._next_lease(pool, key, tried, attempt)
+                following = self._policy.next_lease(pool, key, tried, attempt)
                 if following is not None:
                     try:
                         response.close()
