@@ -9,9 +9,10 @@ turns in proportion to their weights however many requests each one piles up. A 
 dispatch costs O(1) amortised however many flows wait; within a bin flows go in arrival order, an
 error of at most one request per flow.
 
-A flow that had nothing queued starts at ``V - idle_credit + 1 / weight``, where ``V`` is the
-largest tag dispatched so far: up to *idle_credit* requests ahead of the flows that kept a standing
-backlog (FQ-CoDel's sparse-flow priority, RFC 8290; Linux CFS's sleeper credit). Why: next to a
+A flow that had nothing queued starts at ``V - idle_credit * limit + 1 / weight``, where ``V`` is
+the largest tag dispatched so far: up to *idle_credit* budgets' worth of requests (3 x the limit by
+default) ahead of the flows that kept a standing backlog (FQ-CoDel's sparse-flow priority, RFC 8290;
+Linux CFS's sleeper credit); scaling with the limit keeps the effect the same at 4 slots and at 64. Why: next to a
 tenant that is always backlogged, strict fair queuing serves a tenant at exactly its fair share
 with bursty arrivals at no more than its average rate, so it sits at 100% load and queues without
 bound. With the credit, flows that keep draining their queue go first and the backlogged flow gets
@@ -179,7 +180,8 @@ class FairScheduler:
         timeout: Seconds a request may wait; one found waiting longer when its turn comes is
             expired instead of granted. None waits forever.
         idle_credit: How far ahead of backlogged flows a flow that had nothing queued starts, in
-            weight-1 requests (default 100; 0 is strict self-clocked fair queuing).
+            multiples of the limit (weight-1 requests; default 3; 0 is strict self-clocked fair
+            queuing).
         wake: Called with every queued `Turn` that is granted or expired, synchronously.
         clock: Time source for waits, timeouts and latencies.
 
@@ -225,7 +227,7 @@ class FairScheduler:
         hand_size: int = 8,
         queue_length: int = 50,
         timeout: float | None = None,
-        idle_credit: float = 100.0,
+        idle_credit: float = 3.0,
         wake: Callable[[Turn], None] | None = None,
         clock: Clock = default_clock,
     ) -> None:
@@ -344,9 +346,10 @@ class FairScheduler:
         state.turns.append(turn)
         state.live += 1
         if state.live == 1:
-            # A flow that had nothing queued is placed `idle_credit` weight-1 requests behind V
-            # (see the module docstring).
-            self._push(state, self._vtime - self._idle_credit + 1.0 / weight)
+            # A flow that had nothing queued is placed `idle_credit` budgets of weight-1 requests
+            # behind V (see the module docstring).
+            credit = self._idle_credit * (self._fixed or self._current_limit())
+            self._push(state, self._vtime - credit + 1.0 / weight)
         if self._in_flight < (self._fixed or self._current_limit()):
             self._dispatch()  # the limit grew since the last decision
         return turn
