@@ -91,7 +91,6 @@ def simulate(
     seconds: float,
     seed: int,
     warmup: float = 10.0,
-    idle_credit: float = 3.0,
 ) -> Result:
     """Run one scenario; *policy* is "fair" (FairScheduler) or "fifo"."""
     rng = random.Random(seed)
@@ -120,7 +119,7 @@ def simulate(
         if turn.state is TurnState.GRANTED:
             start((turn.flow, arrival(turn)), turn)
 
-    scheduler = FairScheduler(capacity, wake=on_wake, clock=clock, idle_credit=idle_credit)
+    scheduler = FairScheduler(capacity, wake=on_wake, clock=clock)
     fifo = FifoLimit(capacity, 64 * 50, wake=lambda item: start(item, None))  # type: ignore[arg-type]
 
     for name, rate in rates.items():
@@ -201,7 +200,6 @@ def noisy_neighbour(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "service": service,
             "seconds": seconds,
             "seed": seed,
-            "idle_credit": args.idle_credit,
         }
         alone = simulate(policy, with_noisy=False, **common)
         crowd = simulate(policy, with_noisy=True, **common)
@@ -410,9 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--capacity", type=int, default=32, help="upstream slots")
     parser.add_argument("--service", type=float, default=0.05, help="mean service time, seconds")
-    parser.add_argument(
-        "--idle-credit", type=float, default=3.0, help="FairScheduler idle_credit (x the limit)"
-    )
     parser.add_argument(
         "--png", action="store_true", help="write benchmarks/results/fairness_sim.png"
     )
