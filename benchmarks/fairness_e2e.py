@@ -1,13 +1,14 @@
 """Noisy neighbour with real requests: ProxyApp under uvicorn, real backends, a 4-slot budget.
 
-    python benchmarks/fairness_e2e.py [--seconds 60]
+    python benchmarks/fairness_e2e.py [--seconds 150]
 
-Two backend processes (``tests/support/backend_app.py`` under uvicorn) answer ``/sleep/0.5``; a
-proxy process runs `ProxyApp` in front of them with a budget of 16 requests in flight, so the
-upstream's capacity is 16 / 0.5 s = 32 requests a second. Ten tenants send open-loop Poisson
-traffic from this process with httpx: nine at their fair share (3.2 req/s each), and, in the noisy
-runs, one at ten times it (32 req/s). Figures cover the run after a 5 s warm-up. The budget is either the pool's `FairQueue`
-(``concurrency = { limit = 16 }``) or a plain FIFO limit (an ``anyio.Semaphore(16)`` around the same
+Two backend processes (``tests/support/backend_app.py`` under uvicorn) answer ``/sleep/2.0``; a
+proxy process runs `ProxyApp` in front of them with a budget of 8 requests in flight, so the
+upstream's capacity is 8 / 2 s = 4 requests a second (slow requests, so that the proxy's own CPU
+on a shared machine is never the bottleneck). Ten tenants send open-loop Poisson traffic from this
+process with httpx: nine at their fair share (0.4 req/s each), and, in the noisy runs, one at ten
+times it (4 req/s). Figures cover the run after a 20 s warm-up. The budget is either the pool's `FairQueue`
+(``concurrency = { limit = 8 }``) or a plain FIFO limit (an ``anyio.Semaphore(8)`` around the same
 `ProxyApp`). Latency is measured by the client, from sending to the end of the response.
 """
 
@@ -31,8 +32,9 @@ import httpx  # noqa: E402
 
 from tests.support.backends import BackendProcess, free_port, wait_for_port  # noqa: E402
 
-SLOTS = 16
-SERVICE = 0.5  # long enough that the proxy's own overhead (a loaded 2-core box) stays small
+SLOTS = 8
+SERVICE = 2.0  # slow requests, so the proxy's own CPU (on a shared 2-core box) is never the limit
+WARMUP = 20.0  # the noisy tenant's backlog builds up first
 QUIET = [f"quiet{i}" for i in range(9)]
 NOISY = "noisy"
 
@@ -113,7 +115,7 @@ async def load(
                 tg.start_soon(one, tenant)
 
         deadline = time.perf_counter() + seconds
-        with anyio.move_on_after(seconds + 20):
+        with anyio.move_on_after(seconds + 30):
             async with anyio.create_task_group() as tg:
                 for tenant in rates:
                     tg.start_soon(tenant_loop, tenant, tg, deadline)
@@ -146,8 +148,8 @@ def run(
 def summarize(records: list[tuple[str, int, float, float]], seconds: float) -> dict[str, float]:
     """Figures over the window after a 5 s warm-up: quiet p99 of requests sent in it, and what
     completed in it (throughput, the noisy tenant's share)."""
-    start = min(sent for _, _, sent, _ in records) + 5.0
-    end = start - 5.0 + seconds
+    start = min(sent for _, _, sent, _ in records) + WARMUP
+    end = start - WARMUP + seconds
     quiet = [
         done - sent
         for t, s, sent, done in records
@@ -169,7 +171,7 @@ def summarize(records: list[tuple[str, int, float, float]], seconds: float) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=150.0)
     parser.add_argument(
         "--serve", nargs=3, metavar=("MODE", "PORT", "BACKENDS"), help=argparse.SUPPRESS
     )

@@ -16,7 +16,7 @@ their fair share while light flows keep the budget busy, so they are never starv
 tenant that is always backlogged, strict fair queuing serves a tenant at exactly its fair share
 with bursty arrivals at no more than its average rate, so it sits at 100% load and queues without
 bound (``benchmarks/fairness_sim.py``: quiet tenants' p99 6.9x with a neighbour at 10x its share).
-Served first, it sees the latency it would see alone (1.0-1.1x at 4 to 64 slots), and the heavy
+Served first, it sees about the latency it would see alone (0.98-1.11x at 4 to 64 slots), and the heavy
 flow still gets its fair share from what the light ones leave. Classes are fixed when a flow's
 next request is queued for dispatch, so a tenant's class follows its backlog.
 
