@@ -70,9 +70,7 @@ def bench_acquire(rounds: int) -> list[tuple[str, float, float, float]]:
 def time_decisions(flows: int, n: int) -> float:
     """Seconds per queued request (one dispatching release + one queuing submit), saturated."""
     granted: list[Turn] = []
-    sched = FairScheduler(
-        64, queues=256, hand_size=8, queue_length=100, wake=granted.append, idle_credit=100
-    )
+    sched = FairScheduler(64, queues=256, hand_size=8, queue_length=100, wake=granted.append)
     names = [f"tenant-{i}" for i in range(flows)]
     for name in names:  # steady state: every tenant's hand was dealt (and cached) long ago
         deal_hand(name, 256, 8)

@@ -51,6 +51,7 @@ class Result:
     rejected: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
     busy: float = 0.0  # slot-seconds of service completed inside the measured window
+    busy_by: dict[str, float] = field(default_factory=dict)  # the same, per tenant
     span: float = 0.0
 
 
@@ -90,7 +91,6 @@ def simulate(
     seconds: float,
     seed: int,
     warmup: float = 10.0,
-    idle_credit: float = 100.0,
 ) -> Result:
     """Run one scenario; *policy* is "fair" (FairScheduler) or "fifo"."""
     rng = random.Random(seed)
@@ -119,7 +119,7 @@ def simulate(
         if turn.state is TurnState.GRANTED:
             start((turn.flow, arrival(turn)), turn)
 
-    scheduler = FairScheduler(capacity, wake=on_wake, clock=clock, idle_credit=idle_credit)
+    scheduler = FairScheduler(capacity, wake=on_wake, clock=clock)
     fifo = FifoLimit(capacity, 64 * 50, wake=lambda item: start(item, None))  # type: ignore[arg-type]
 
     for name, rate in rates.items():
@@ -157,7 +157,9 @@ def simulate(
             if arrived >= warmup:
                 result.latencies[name].append(at - arrived)
             if at >= warmup:
-                result.busy += at - max(began, warmup)
+                used = at - max(began, warmup)
+                result.busy += used
+                result.busy_by[name] = result.busy_by.get(name, 0.0) + used
             if policy == "fair":
                 scheduler.release(token)  # type: ignore[arg-type]
             else:
@@ -198,7 +200,6 @@ def noisy_neighbour(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "service": service,
             "seconds": seconds,
             "seed": seed,
-            "idle_credit": args.idle_credit,
         }
         alone = simulate(policy, with_noisy=False, **common)
         crowd = simulate(policy, with_noisy=True, **common)
@@ -209,9 +210,9 @@ def noisy_neighbour(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             quiet_sent = sum(res.sent[q] for q in QUIET)
             quiet_refused = sum(res.rejected[q] for q in QUIET) / max(1, quiet_sent)
             throughput = res.busy / (capacity * seconds)
-            done = sum(len(v) for v in res.latencies.values())
-            noisy_done = len(res.latencies.get(NOISY, []))
-            noisy_share = noisy_done / done if done else 0.0
+            # share of the slot-time used in the window (completions would undercount a tenant
+            # whose requests wait longer than the window)
+            noisy_share = res.busy_by.get(NOISY, 0.0) / res.busy if res.busy else 0.0
             noisy_refused = res.rejected.get(NOISY, 0) / max(1, res.sent.get(NOISY, 0))
             ratio = pooled / base
             name = "FairQueue" if policy == "fair" else "FIFO limit"
@@ -407,9 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--capacity", type=int, default=32, help="upstream slots")
     parser.add_argument("--service", type=float, default=0.05, help="mean service time, seconds")
-    parser.add_argument(
-        "--idle-credit", type=float, default=100.0, help="FairScheduler idle_credit"
-    )
     parser.add_argument(
         "--png", action="store_true", help="write benchmarks/results/fairness_sim.png"
     )

@@ -158,7 +158,6 @@ _CONCURRENCY = {
     "hand_size",
     "queue_length",
     "timeout",
-    "idle_credit",
 }
 _ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {

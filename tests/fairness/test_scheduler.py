@@ -57,25 +57,24 @@ def test_a_quiet_flow_overtakes_a_backlog() -> None:
     assert order[:6] == ["noisy", "quiet", "noisy", "quiet", "noisy", "quiet"]
 
 
-def test_a_flow_that_drains_its_queue_goes_ahead_of_one_that_never_does() -> None:
-    """A flow returning from idle is placed up to idle_credit requests ahead of a standing backlog."""
+def test_a_flow_far_over_its_share_goes_after_the_others() -> None:
+    """A flow with more waiting than one queue holds is heavy: a light flow's requests go first."""
     woken: list[Turn] = []
-    sched = FairScheduler(1, wake=woken.append, idle_credit=5, queue_length=100)
+    sched = FairScheduler(1, wake=woken.append, queue_length=10)
     held = [sched.submit("noisy")]
-    for _ in range(100):
+    for _ in range(40):
         sched.submit("noisy")
-    drain(sched, woken, held, 30)  # the noisy flow has been served for a while
-    for _ in range(10):
+    drain(sched, woken, held, 3)  # the noisy flow is re-queued as heavy (39 > 10 waiting)
+    for _ in range(5):
         sched.submit("quiet")
-    order = drain(sched, woken, held, 14)
-    # the 5-request credit: quiet's first five go before noisy, then they alternate
+    order = drain(sched, woken, held, 8)
     assert order[:5] == ["quiet"] * 5
-    assert order[5:11] == ["noisy", "quiet"] * 3
+    assert order[5:] == ["noisy"] * 3
 
 
-def test_credited_flows_cannot_starve_a_backlogged_one() -> None:
+def test_light_flows_cannot_starve_a_heavy_one() -> None:
     """Twenty flows that drain and refill at once (one request each, always) keep the budget busy;
-    the backlogged flow still gets at least 1/8 of its fair share."""
+    the heavy flow (300 waiting) still gets at least 1/8 of its fair share."""
     woken: list[Turn] = []
     sched = FairScheduler(1, wake=woken.append, queue_length=100, hand_size=8)
     held = [sched.submit("backlogged")]
@@ -94,20 +93,6 @@ def test_credited_flows_cannot_starve_a_backlogged_one() -> None:
         woken.clear()
     fair = 4200 / 21
     assert served["backlogged"] >= fair / 8
-
-
-def test_without_idle_credit_a_returning_flow_just_takes_turns() -> None:
-    """idle_credit=0 is plain self-clocked fair queuing: a returning flow alternates at once."""
-    woken: list[Turn] = []
-    sched = FairScheduler(1, wake=woken.append, idle_credit=0, queue_length=100)
-    held = [sched.submit("noisy")]
-    for _ in range(100):
-        sched.submit("noisy")
-    drain(sched, woken, held, 30)
-    for _ in range(10):
-        sched.submit("quiet")
-    order = drain(sched, woken, held, 8)
-    assert order in (["noisy", "quiet"] * 4, ["quiet", "noisy"] * 4)
 
 
 def test_backlogged_flows_share_in_proportion_to_weights() -> None:
@@ -349,7 +334,6 @@ def test_stats_are_a_bounded_frozen_snapshot() -> None:
         ({"capacity": 4, "timeout": -1.0}, ValueError, "timeout must be > 0"),
         ({"capacity": 4, "timeout": "5"}, TypeError, "timeout must be a number"),
         ({"capacity": 4, "clock": 3}, TypeError, "clock must be callable"),
-        ({"capacity": 4, "idle_credit": -1}, ValueError, "idle_credit must be >= 0"),
     ],
 )
 def test_bad_arguments_name_the_field(

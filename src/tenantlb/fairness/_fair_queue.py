@@ -52,10 +52,10 @@ class FairQueue:
     joins the shortest of its flow's ``hand_size`` shuffle-sharded queues (out of ``queues``,
     Kubernetes APF's defaults 64 and 8, ``queue_length`` 50 each) and each freed slot goes to the
     flow with the smallest virtual finish time, so backlogged flows share the budget in proportion
-    to their weights; a flow that keeps draining its queue (a tenant within its share) goes ahead
-    of one that keeps a standing backlog (a tenant over it), by at most *idle_credit* requests. A
-    tenant sending ten times its share then barely moves the others' latency and still gets the
-    capacity they leave. See `FairScheduler` for the algorithm.
+    to their weights; a flow with more requests waiting than one queue holds (a tenant far over
+    its share) goes after the others, with at least 1/8 of its fair share guaranteed. A tenant
+    sending ten times its share then barely moves the others' latency and still gets the capacity
+    they leave. See `FairScheduler` for the algorithm.
 
     Every refusal is a `RequestRejected` with status 503 and ``Retry-After``: `QueueFull` when the
     flow's queues are full, `QueueTimeout` after waiting *timeout* seconds. A cancelled waiter
@@ -69,15 +69,13 @@ class FairQueue:
         hand_size: Queues one flow may use (default 8), <= *queues*.
         queue_length: Waiting requests per queue (default 50).
         timeout: Seconds a request may wait for its turn (None: no limit).
-        idle_credit: How far ahead of flows with a standing backlog a flow that had nothing
-            queued is placed, in weight-1 requests (default 100; 0 is strict fair queuing).
         clock: Time source for waits, timeouts and latencies (`tenantlb.testing.ManualClock`
             in tests). The *timeout* also runs on the event loop's clock.
 
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: *capacity* < 1, *hand_size* > *queues*, *queues*/*queue_length* < 1,
-            *timeout* <= 0, *idle_credit* < 0.
+            *timeout* <= 0.
     """
 
     __slots__ = ("_scheduler", "_timeout")
@@ -90,7 +88,6 @@ class FairQueue:
         hand_size: int = 8,
         queue_length: int = 50,
         timeout: float | None = None,
-        idle_credit: float = 100.0,
         clock: Clock = default_clock,
     ) -> None:
         self._scheduler = FairScheduler(
@@ -99,7 +96,6 @@ class FairQueue:
             hand_size=hand_size,
             queue_length=queue_length,
             timeout=timeout,
-            idle_credit=idle_credit,
             wake=_wake,
             clock=clock,
         )

@@ -9,16 +9,16 @@ turns in proportion to their weights however many requests each one piles up. A 
 dispatch costs O(1) amortised however many flows wait; within a bin flows go in arrival order, an
 error of at most one request per flow.
 
-A flow that had nothing queued starts at ``V - idle_credit + 1 / weight``, where ``V`` is the
-largest tag dispatched so far: up to *idle_credit* requests ahead of the flows that kept a standing
-backlog (FQ-CoDel's sparse-flow priority, RFC 8290; Linux CFS's sleeper credit). Why: next to a
+Flows over their share go last. A flow with more requests waiting than one queue holds
+(``queue_length``: it spills over its hand, APF's own sign of a flow far over its share) is *heavy*;
+light flows are dispatched first, and heavy ones get what light flows leave plus at least 1/8 of
+their fair share while light flows keep the budget busy, so they are never starved. Why: next to a
 tenant that is always backlogged, strict fair queuing serves a tenant at exactly its fair share
 with bursty arrivals at no more than its average rate, so it sits at 100% load and queues without
-bound. With the credit, flows that keep draining their queue go first and the backlogged flow gets
-what they leave, which is its fair share when they stay within theirs (``benchmarks/fairness_sim.py``:
-quiet tenants' p99 1.14x with a neighbour at 10x its share, 6.9x with ``idle_credit=0``). ``V`` also
-advances by 1/8 per round of the backlogged flows, so even while credited flows keep the budget
-saturated a backlogged flow gets at least 1/8 of its fair share: never starved.
+bound (``benchmarks/fairness_sim.py``: quiet tenants' p99 6.9x with a neighbour at 10x its share).
+Served first, it sees about the latency it would see alone (0.98-1.11x at 4 to 64 slots), and the heavy
+flow still gets its fair share from what the light ones leave. Classes are fixed when a flow's
+next request is queued for dispatch, so a tenant's class follows its backlog.
 
 Admission is Kubernetes API Priority and Fairness' shuffle sharding: a flow hashes to a *hand* of
 ``hand_size`` queues out of ``queues`` and each request joins the shortest queue of its hand; a
@@ -178,15 +178,12 @@ class FairScheduler:
         queue_length: Waiting requests per queue (APF default 50).
         timeout: Seconds a request may wait; one found waiting longer when its turn comes is
             expired instead of granted. None waits forever.
-        idle_credit: How far ahead of backlogged flows a flow that had nothing queued starts, in
-            weight-1 requests (default 100; 0 is strict self-clocked fair queuing).
         wake: Called with every queued `Turn` that is granted or expired, synchronously.
         clock: Time source for waits, timeouts and latencies.
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: *capacity* < 1, *hand_size* > *queues*, a count < 1, *timeout* <= 0,
-            *idle_credit* < 0.
+        ValueError: *capacity* < 1, *hand_size* > *queues*, a count < 1, *timeout* <= 0.
     """
 
     __slots__ = (
@@ -199,8 +196,8 @@ class FairScheduler:
         "_flows",
         "_hand_size",
         "_hands",
+        "_heavy",
         "_hold_ewma",
-        "_idle_credit",
         "_in_flight",
         "_keys",
         "_lengths",
@@ -209,9 +206,10 @@ class FairScheduler:
         "_rejected",
         "_seq",
         "_spare",
+        "_streak",
         "_timed_out",
         "_timeout",
-        "_vtime",
+        "_vtimes",
         "_wait_seconds",
         "_waited",
         "_wake",
@@ -225,7 +223,6 @@ class FairScheduler:
         hand_size: int = 8,
         queue_length: int = 50,
         timeout: float | None = None,
-        idle_credit: float = 100.0,
         wake: Callable[[Turn], None] | None = None,
         clock: Clock = default_clock,
     ) -> None:
@@ -248,7 +245,6 @@ class FairScheduler:
         self._hand_size = hand_size
         self._queue_length = count("queue_length", queue_length)
         self._timeout = None if timeout is None else seconds("timeout", timeout)
-        self._idle_credit = seconds("idle_credit", idle_credit, allow_zero=True)
         self._wake = wake
         self._clock = clock
         self._lengths = [0] * queues
@@ -258,10 +254,13 @@ class FairScheduler:
         # A calendar queue of backlogged flows by tag: bin k holds flows tagged in [k, k + 1), in
         # arrival order; a heap of the occupied bins finds the earliest. Many flows share a bin, so
         # a decision is O(1) amortised however many flows wait (a heap of flows was O(log n)).
-        self._bins: dict[int, deque[tuple[int, _Flow]]] = {}
-        self._keys: list[int] = []
+        # Per class (0 light, 1 heavy): bins of flows by tag, the heap of occupied bins, V.
+        self._bins: tuple[dict[int, deque[tuple[int, _Flow]]], ...] = ({}, {})
+        self._keys: tuple[list[int], ...] = ([], [])
+        self._vtimes = [0.0, 0.0]
+        self._heavy = 0  # heavy flows waiting (entries in the heavy calendar)
+        self._streak = 0  # light dispatches in a row while heavy flows wait
         self._seq = 0
-        self._vtime = 0.0
         self._in_flight = 0
         self._queued = 0
         self._hold_ewma = 0.0
@@ -344,9 +343,9 @@ class FairScheduler:
         state.turns.append(turn)
         state.live += 1
         if state.live == 1:
-            # A flow that had nothing queued is placed `idle_credit` weight-1 requests behind V
-            # (see the module docstring).
-            self._push(state, self._vtime - self._idle_credit + 1.0 / weight)
+            # A flow that had nothing queued starts from the light class's virtual time: no
+            # credit for having been idle.
+            self._push(state, self._vtimes[0] + 1.0 / weight, 0)
         if self._in_flight < (self._fixed or self._current_limit()):
             self._dispatch()  # the limit grew since the last decision
         return turn
@@ -448,15 +447,19 @@ class FairScheduler:
         capacity = self._capacity
         return 1 if capacity is None else max(1, capacity.limit)
 
-    def _push(self, state: _Flow, tag: float) -> None:
+    def _push(self, state: _Flow, tag: float, cls: int) -> None:
         self._seq = seq = self._seq + 1
         state.seq = seq
         state.tag = tag
+        state.cls = cls
+        if cls:
+            self._heavy += 1
         key = math.floor(tag)
-        bucket = self._bins.get(key)
+        bins = self._bins[cls]
+        bucket = bins.get(key)
         if bucket is None:
-            bucket = self._bins[key] = deque()
-            heapq.heappush(self._keys, key)
+            bucket = bins[key] = deque()
+            heapq.heappush(self._keys[cls], key)
         bucket.append((seq, state))
 
     def _withdraw(self, turn: Turn) -> None:
@@ -469,21 +472,36 @@ class FairScheduler:
             # entry may point at a reused record: its old seq never matches the new one.
             del self._flows[turn.flow]
             state.seq = -1
+            self._heavy -= state.cls
             state.turns.clear()
             if len(self._spare) < 1024:
                 self._spare.append(state)
             if not self._flows:
-                self._bins.clear()
-                self._keys.clear()
+                for cls in (0, 1):
+                    self._bins[cls].clear()
+                    self._keys[cls].clear()
+                self._heavy = self._streak = 0
         # Otherwise the withdrawn turn stays in its flow's deque and is skipped at dispatch.
 
     def _dispatch(self) -> None:
-        bins = self._bins
-        keys = self._keys
+        light, heavy = self._keys
         spare = self._spare
+        vtimes = self._vtimes
+        heavy_at = self._queue_length
         limit = self._fixed or self._current_limit()
         wake = self._wake
-        while self._in_flight < limit and keys:
+        while self._in_flight < limit and (light or heavy):
+            # Light flows first; heavy ones when no light flow waits, and at least once per
+            # _FLOOR_ROUNDS rounds of the waiting flows (1/8 of their fair share) while they do.
+            cls = 0
+            if heavy:
+                if not light or self._streak * self._heavy >= _FLOOR_ROUNDS * len(self._flows):
+                    cls = 1
+                    self._streak = 0
+                else:
+                    self._streak += 1
+            keys = self._keys[cls]
+            bins = self._bins[cls]
             key = keys[0]
             bucket = bins[key]
             seq, state = bucket.popleft()
@@ -492,6 +510,7 @@ class FairScheduler:
                 heapq.heappop(keys)
             if state.seq != seq:
                 continue  # stale: the flow emptied (every request cancelled) since it was pushed
+            self._heavy -= cls
             tag = state.tag
             turns = state.turns
             turn = turns.popleft()
@@ -500,15 +519,19 @@ class FairScheduler:
             self._lengths[turn.queue] -= 1
             self._queued -= 1
             state.live -= 1
-            # V moves to the largest tag dispatched, and by at least _FLOOR per round of the
-            # backlogged flows: so flows using their idle credit can hold a backlogged flow back to
-            # _FLOOR of its fair share at worst, never to nothing.
-            vtime = self._vtime + _FLOOR / len(self._flows)
-            self._vtime = tag if tag > vtime else vtime
+            if tag > vtimes[cls]:
+                vtimes[cls] = tag
             if state.live:
                 while turns[0].state is not _QUEUED:
                     turns.popleft()
-                self._push(state, tag + 1.0 / turns[0].weight)
+                step = 1.0 / turns[0].weight
+                # Heavy: more waiting than one queue holds (it spills over its hand, APF's own
+                # sign of a flow over its share). A flow changing class joins the other at its V.
+                now_cls = 1 if state.live > heavy_at else 0
+                if now_cls == cls:
+                    self._push(state, tag + step, cls)
+                else:
+                    self._push(state, max(tag, vtimes[now_cls]) + step, now_cls)
             else:
                 del self._flows[state.name]
                 state.seq = -1
@@ -542,7 +565,7 @@ class FairScheduler:
 class _Flow:
     """A flow with waiting requests: its FIFO of turns and its heap entry."""
 
-    __slots__ = ("live", "name", "seq", "tag", "turns")
+    __slots__ = ("cls", "live", "name", "seq", "tag", "turns")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -550,12 +573,13 @@ class _Flow:
         self.live = 0  # turns still queued (withdrawn ones may linger in `turns`)
         self.seq = -1  # id of its live heap entry; -1 when it has none
         self.tag = 0.0  # virtual finish time of its head request
+        self.cls = 0  # the class of its calendar entry: 0 light, 1 heavy
 
 
-# Why 1/8: a backlogged flow is guaranteed 1/8 of its fair share while credited flows saturate the
-# budget; the rest of its share comes from what they leave. A floor near 1/2 would load tenants at
-# exactly their share to 100% again (in a 60 s simulation the quiet p99 went from 1.1x to 4.4x at 0.5).
-_FLOOR = 0.125
+# Heavy flows get at least 1/_FLOOR_ROUNDS of their fair share while light flows keep the budget
+# busy (never starved), and the rest of their share from what light flows leave. A guarantee near
+# their whole share would load tenants at exactly their share to 100% again.
+_FLOOR_ROUNDS = 8
 
 _HANDS_CACHED = 65536  # flows whose hands a scheduler remembers
 
