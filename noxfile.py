@@ -59,8 +59,18 @@ def examples(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run every benchmark in benchmarks/ (peers side by side, ratios printed)."""
-    session.install("-e", ".[test]", "limits", "aiolimiter", "pyrate-limiter", "throttled-py")
+    session.install(
+        "-e",
+        ".[test]",
+        "limits",
+        "aiolimiter",
+        "pyrate-limiter",
+        "throttled-py",
+        "slowapi",
+        "asgiproxy",
+    )
     import pathlib
 
-    for script in sorted(pathlib.Path("benchmarks").glob("*.py")):
+    # benchmarks/_*.py are helpers the scripts import (proxy.py needs wrk and nginx on PATH).
+    for script in sorted(pathlib.Path("benchmarks").glob("[!_]*.py")):
         session.run("python", str(script), *session.posargs)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 import tenantlb as tlb
-from tenantlb.adapters._aiohttp_client import BalancingMiddleware, balancing_middleware
+from tenantlb.adapters.aiohttp import BalancingMiddleware, balancing_middleware
 from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -243,13 +243,15 @@ def test_middleware_type() -> None:
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without aiohttp installed, importing the adapter says which extra to install."""
     monkeypatch.setitem(sys.modules, "aiohttp", None)
-    monkeypatch.delitem(sys.modules, "tenantlb.adapters._aiohttp_client")
-    with pytest.raises(ImportError, match=r"pip install 'tenantlb\[aiohttp\]'"):
-        importlib.import_module("tenantlb.adapters._aiohttp_client")
+    for name in ("tenantlb.adapters.aiohttp", "tenantlb.adapters._aiohttp_client"):
+        monkeypatch.delitem(sys.modules, name)
+        with pytest.raises(ImportError, match=r"pip install 'tenantlb\[aiohttp\]'"):
+            importlib.import_module(name)
 
 
 def test_public_names() -> None:
-    """The module exports the middleware factory and its class."""
-    import tenantlb.adapters._aiohttp_client as module
+    """tenantlb.adapters.aiohttp exports the client middleware factory and its class."""
+    import tenantlb.adapters.aiohttp as module
 
-    assert module.__all__ == ["BalancingMiddleware", "balancing_middleware"]
+    assert {"BalancingMiddleware", "balancing_middleware"} <= set(module.__all__)
+    assert module.balancing_middleware is balancing_middleware

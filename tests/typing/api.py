@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tenantlb as tlb
 from tenantlb.testing import ManualClock
 
@@ -178,7 +180,7 @@ async def httpx_adapter() -> None:
 async def aiohttp_client_adapter() -> None:
     import aiohttp
 
-    from tenantlb.adapters._aiohttp_client import balancing_middleware
+    from tenantlb.adapters.aiohttp import balancing_middleware
 
     users = tlb.Pool(["http://10.0.0.1:8000"])
     middleware = balancing_middleware(users, retries=1, key="x-user-id")
@@ -242,6 +244,32 @@ def extension_points() -> None:
         tlb.RequestInfo("GET", "/", [])
     )
     del balancer, factory, names, in_process, admission
+
+
+def adapters_server(gateway: tlb.Gateway) -> None:
+    """The server adapters' public surface, type-checked only."""
+    from aiohttp import web
+
+    from tenantlb.adapters.aiohttp import TENANT_KEY, problem_response, tenant_middleware
+    from tenantlb.adapters.asgi import ProxyApp, ProxyStats, TenantMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    protected = TenantMiddleware(app, gateway=gateway)
+    proxy = ProxyApp(
+        gateway,
+        connect_timeout=2.0,
+        read_timeout=30.0,
+        retries=1,
+        retry_budget=tlb.RetryBudget(),
+        max_body_size=1 << 20,
+        client="httpcore",
+    )
+    stats: ProxyStats = proxy.stats()
+    aio = web.Application(middlewares=[tenant_middleware(gateway, key=TENANT_KEY)])
+    answer: web.Response = problem_response(tlb.OverCapacity("busy"))
+    del protected, stats, aio, answer
 
 
 class ConsulLikeSource:

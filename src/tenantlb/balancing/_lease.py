@@ -95,11 +95,11 @@ class Lease:
         endpoint: The `Endpoint` picked.
         started: The pool clock's reading when the lease was taken.
         latency: Seconds from `started` to `record`, or None until recorded.
-        tenant: The tenant id the lease serves, or None; a `Gateway` sets it so that the
-            ``outcome`` event names the tenant.
     """
 
-    __slots__ = ("_open", "_owner", "_state", "endpoint", "latency", "started", "tenant")
+    # _tenant stays unset (and costs nothing) unless someone tags the lease: see `tenant`.
+    __slots__ = ("_open", "_owner", "_state", "_tenant", "endpoint", "latency", "started")
+    _tenant: str | None
 
     def __init__(self, owner: LeaseOwner, state: EndpointState, started: float) -> None:
         self._owner = owner
@@ -108,7 +108,24 @@ class Lease:
         self.endpoint = state.endpoint
         self.started = started
         self.latency: float | None = None
-        self.tenant: str | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant id the lease serves, or None; named in its ``outcome`` event.
+
+        A `Gateway` sets it while it has per-request subscribers.
+        """
+        try:
+            return self._tenant
+        except AttributeError:
+            return None
+
+    @tenant.setter
+    def tenant(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            msg = f"tenant must be a str or None, got {type(value).__name__}"
+            raise TypeError(msg)
+        self._tenant = value
 
     def __enter__(self) -> Self:
         return self

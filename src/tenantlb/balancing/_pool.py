@@ -64,8 +64,9 @@ class Pool(_Balanced):
             events, with `subscribe`).
 
     Raises:
-        ValueError: Duplicate endpoints, or a bad threshold.
-        TypeError: An endpoint that is neither a str nor an `Endpoint`.
+        ValueError: Duplicate endpoints, or a threshold outside 0-1.
+        TypeError: An endpoint that is neither a str nor an `Endpoint`, a threshold that is not a
+            number, or a balancer that does not implement `Balancer`.
     """
 
     def __init__(
