@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, final
@@ -187,7 +188,7 @@ class Gateway:
         self._refusals: dict[str, int] = {}
         store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
         self._store_unsubscribe: Callable[[], None] | None = (
-            store_subscribe(self._relay) if callable(store_subscribe) else None
+            store_subscribe(_weak_relay(self)) if callable(store_subscribe) else None
         )
         # Fail fast on a bad algorithm name rather than at the first rate-limited request.
         RateLimiter(Rate(1, per=1.0), store=MemoryStore(), algorithm=algorithm)
@@ -308,6 +309,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the store if the gateway built it (`from_config`); ``async with`` calls this."""
+        unsubscribe, self._store_unsubscribe = self._store_unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         close = getattr(self._store, "aclose", None) if self._owns_store else None
         if close is not None:
             with anyio.CancelScope(shield=True):
@@ -676,6 +680,18 @@ class Gateway:
         if hash_on == "tenant":
             return tenant.id
         return hash_on(request, tenant)
+
+
+def _weak_relay(gateway: Gateway) -> EventHandler:
+    # A store may outlive many gateways (rebuilt on reload): its subscription must not keep them.
+    ref = weakref.ref(gateway)
+
+    def relay(event: Event) -> None:
+        alive = ref()
+        if alive is not None:
+            alive._relay(event)
+
+    return relay
 
 
 def _smaller(a: int | None, b: int | None) -> int | None:
