@@ -33,6 +33,7 @@ import contextlib
 import ipaddress
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, final
@@ -208,7 +209,7 @@ class Gateway:
         self._refusals: dict[str, int] = {}
         store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
         self._store_unsubscribe: Callable[[], None] | None = (
-            store_subscribe(self._relay) if callable(store_subscribe) else None
+            store_subscribe(_weak_relay(self)) if callable(store_subscribe) else None
         )
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
@@ -332,6 +333,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the store if the gateway built it (`from_config`); ``async with`` calls this."""
+        unsubscribe, self._store_unsubscribe = self._store_unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         close = getattr(self._store, "aclose", None) if self._owns_store else None
         if close is not None:
             with anyio.CancelScope(shield=True):
@@ -737,6 +741,18 @@ def _client_key(ip: str | None) -> str:
             return ip
         return f"{network.network_address}/64"
     return ip
+
+
+def _weak_relay(gateway: Gateway) -> EventHandler:
+    # A store may outlive many gateways (rebuilt on reload): its subscription must not keep them.
+    ref = weakref.ref(gateway)
+
+    def relay(event: Event) -> None:
+        alive = ref()
+        if alive is not None:
+            alive._relay(event)
+
+    return relay
 
 
 def _smaller(a: int | None, b: int | None) -> int | None:
