@@ -12,6 +12,8 @@ with pool.acquire() as lease:
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
 from ._errors import ContentTooLarge as ContentTooLarge
@@ -73,6 +75,7 @@ from .fairness import FairQueueStats as FairQueueStats
 from .gateway import Admission as Admission
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
+from .gateway import TenantStats as TenantStats
 from .gateway import Ticket as Ticket
 
 # --- health ---
@@ -114,6 +117,10 @@ from .tenants import register_resolver as register_resolver
 from .tenants import shuffle_shard as shuffle_shard
 
 __version__ = "0.1.0.dev0"
+
+# A library stays quiet unless the application configures logging (state changes are logged under
+# "tenantlb"; without this, Python's last-resort handler would print warnings to stderr).
+_logging.getLogger("tenantlb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "APIKeyResolver",
@@ -190,6 +197,7 @@ __all__ = [
     "TenantLBError",
     "TenantRegistry",
     "TenantResolver",
+    "TenantStats",
     "Ticket",
     "Unauthenticated",
     "UnknownTenant",

@@ -34,28 +34,29 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, final
 
 import anyio
-import attrs
 from cachetools import LRUCache
 
+from ._clock import default_clock
 from ._errors import (
     ConfigError,
     ContentTooLarge,
     Forbidden,
     HeadersTooLarge,
     MissingCredentials,
-    NoHealthyEndpoint,
     RateLimited,
     RequestRejected,
     Unauthenticated,
     UnknownTenant,
 )
+from ._events import PER_REQUEST_KINDS, Event, EventHandler, emit
+from ._ticket import GatewayStats, TenantStats, Ticket, _reason, _TenantCounters
 from ._validate import FieldTypeError, FieldValueError, optional_count
-from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
-from .fairness import FairQueue, FairQueueStats, Turn
+from .balancing import Lease, Pool, PoolSubset
+from .fairness import FairQueue, Turn
 from .ratelimit import (
     Algorithm,
     ConcurrencyLimiter,
@@ -71,7 +72,7 @@ from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffl
 
 logger = logging.getLogger("tenantlb")
 
-__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -122,6 +123,8 @@ class Gateway:
         concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
             fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
             anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
+        on_event: A handler called with the gateway's state changes (more, and per-request
+            events, with `subscribe`).
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -144,6 +147,7 @@ class Gateway:
         max_body_size: int | None = None,
         max_header_size: int | None = None,
         concurrency: Mapping[str, FairQueue] | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -195,6 +199,17 @@ class Gateway:
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
         self._fair = _fair_queues(concurrency)
+        # Observability: state-change subscribers, per-request subscribers (hot paths test this
+        # list and build no event while it is empty), and per-tenant counters for stats().
+        self._clock = default_clock
+        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._traffic: list[EventHandler] = []
+        self._counters: dict[str, _TenantCounters] = {}
+        self._refusals: dict[str, int] = {}
+        store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
+        self._store_unsubscribe: Callable[[], None] | None = (
+            store_subscribe(self._relay) if callable(store_subscribe) else None
+        )
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -360,30 +375,163 @@ class Gateway:
         return Admission(self, request, cost, lease)
 
     def stats(self) -> GatewayStats:
-        """A snapshot of every pool and the number of tenants."""
+        """A snapshot of every pool, the number of tenants and the per-tenant counters."""
+        with self._lock:
+            by_tenant = {
+                tenant_id: TenantStats(
+                    tenant=tenant_id,
+                    admitted=c.admitted,
+                    in_flight=c.in_flight,
+                    refused=MappingProxyType(dict(c.refused)),
+                )
+                for tenant_id, c in self._counters.items()
+            }
+            refused = dict(self._refusals)
+        store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
-            pools={name: pool.stats() for name, pool in self._pools.items()},
-            queues={name: fair.stats() for name, fair in self._fair.items()},
+            pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
+            queues=MappingProxyType({name: fair.stats() for name, fair in self._fair.items()}),
+            admitted=sum(t.admitted for t in by_tenant.values()),
+            in_flight=sum(t.in_flight for t in by_tenant.values()),
+            refused=MappingProxyType(refused),
+            by_tenant=MappingProxyType(by_tenant),
+            store=store_stats() if callable(store_stats) else None,
         )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
+
+        The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
+        ``store_recovered``, from a store that reports them, such as `RedisStore`). Pools have their
+        own `Pool.subscribe`; an exporter subscribes to both.
+
+        Args:
+            handler: Called synchronously with each `Event`; keep it quick.
+            per_request: Also deliver the per-request events ``admitted``, ``refused``,
+                ``rate_limit`` and ``retry``. Without such a subscriber the gateway builds none.
+
+        Raises:
+            TypeError: *handler* is not callable.
+        """
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        with self._lock:  # copy-on-write: emitters iterate the list they read, never a mutating one
+            self._handlers = [*self._handlers, handler]
+            if per_request:
+                self._traffic = [*self._traffic, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+                self._traffic = [h for h in self._traffic if h is not handler]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this gateway's subscribers, as if the gateway had emitted it.
+
+        For adapters: a proxy whose `RetryBudget` refuses a retry emits
+        ``Event(kind="retry_budget_exhausted", pool=ticket.upstream, tenant=ticket.tenant.id)``
+        (`Ticket.reroute` emits ``retry`` itself). Per-request kinds reach only subscribers that
+        asked for them.
+
+        Raises:
+            TypeError: *event* is not an `Event`.
+        """
+        if not isinstance(event, Event):
+            msg = f"event must be an Event, got {type(event).__name__}"
+            raise TypeError(msg)
+        handlers = self._traffic if event.kind in PER_REQUEST_KINDS else self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _relay(self, event: Event) -> None:
+        # The store's own events (outage, recovery) reach the gateway's state subscribers.
+        handlers = self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _refused(self, exc: RequestRejected, tenant: Tenant | None, pool: str) -> None:
+        reason = _reason(exc)
+        with self._lock:
+            self._refusals[reason] = self._refusals.get(reason, 0) + 1
+            if tenant is not None:
+                counters = self._counters.get(tenant.id)
+                if counters is None:
+                    counters = self._counters[tenant.id] = _TenantCounters()
+                counters.refused[reason] = counters.refused.get(reason, 0) + 1
+        traffic = self._traffic
+        if traffic:
+            event = Event(
+                kind="refused",
+                pool=pool,
+                tenant=None if tenant is None else tenant.id,
+                reason=reason,
+                status=exc.status,
+                at=self._clock(),
+            )
+            emit(traffic, (event,))
+
+    def _emit_decision(self, tenant: Tenant, pool: str, decision: Decision) -> None:
+        event = Event(
+            kind="rate_limit",
+            pool=pool,
+            tenant=tenant.id,
+            allowed=decision.allowed,
+            remaining=decision.remaining,
+            retry_after=decision.retry_after,
+            at=self._clock(),
+        )
+        emit(self._traffic, (event,))
+
+    def _emit_admitted(
+        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
+    ) -> None:
+        event = Event(
+            kind="admitted",
+            pool=pool,
+            url=None if lease is None else lease.url,
+            tenant=tenant.id,
+            panic=False if target is None else target.panic,
+            at=self._clock() if lease is None else lease.started,
+        )
+        emit(self._traffic, (event,))
 
     # -- the flow ----------------------------------------------------------------------------------
 
     async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
-        if self._max_header_size is not None or self._max_body_size is not None:
-            self._check_size(request, self._max_header_size, self._max_body_size)
         try:
-            tenant = self._registry.resolve(request)
-            key = tenant.id
-        except MissingCredentials as exc:
-            if self._anonymous is None:
+            if self._max_header_size is not None or self._max_body_size is not None:
+                self._check_size(request, self._max_header_size, self._max_body_size)
+            try:
+                tenant = self._registry.resolve(request)
+                key = tenant.id
+            except MissingCredentials as exc:
+                if self._anonymous is None:
+                    self._add_challenge(exc)
+                    raise
+                tenant = self._anonymous
+                key = f"{tenant.id}@{_client_key(request.client_ip)}"  # limits per client
+            except (Unauthenticated, UnknownTenant) as exc:
                 self._add_challenge(exc)
                 raise
-            tenant = self._anonymous
-            key = f"{tenant.id}@{request.client_ip or 'unknown'}"  # limits per client IP
-        except (Unauthenticated, UnknownTenant) as exc:
-            self._add_challenge(exc)
+        except RequestRejected as exc:
+            self._refused(exc, None, "")
             raise
+        try:
+            return await self._admit_tenant(request, tenant, key, cost, want)
+        except RequestRejected as exc:
+            pool = None if want is False else tenant.upstream_for(request.path)
+            self._refused(exc, tenant, pool or "")
+            raise
+
+    async def _admit_tenant(
+        self, request: RequestInfo, tenant: Tenant, key: str, cost: float, want: bool | None
+    ) -> Ticket:
         max_body = self._max_body_size
         if tenant.max_header_size is not None or tenant.max_body_size is not None:
             max_body = _smaller(max_body, tenant.max_body_size)
@@ -408,6 +556,8 @@ class Gateway:
                 decision = limiter.acquire_nowait(key, cost)
             else:
                 decision = await limiter.acquire(key, cost)
+            if self._traffic:
+                self._emit_decision(tenant, pool_name or "", decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
@@ -437,7 +587,19 @@ class Gateway:
             if limiter is not None:
                 await self._refund(limiter, key, cost)
             raise
+        with self._lock:
+            counters = self._counters.get(tenant.id)
+            if counters is None:
+                counters = self._counters[tenant.id] = _TenantCounters()
+            counters.admitted += 1
+            counters.in_flight += 1
+        if self._traffic:
+            if lease is not None:
+                lease.tenant = tenant.id  # the pool's outcome event names the tenant
+            self._emit_admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        ticket._gateway = self
+        ticket._counters = counters
         if turn is not None:
             ticket._fair, ticket._turn = fair, turn
         return ticket
@@ -468,6 +630,10 @@ class Gateway:
         if turn is not None and fair is not None:
             ticket._turn = None
             fair.release(turn, record=exc is None)  # first, and without awaiting
+        counters = ticket._counters
+        if counters is not None:
+            with self._lock:
+                counters.in_flight -= 1
         lease = ticket.lease
         try:
             if lease is not None and not lease.released:
@@ -556,6 +722,23 @@ class Gateway:
         return hash_on(request, tenant)
 
 
+def _client_key(ip: str | None) -> str:
+    """Who an anonymous client is for per-IP limits: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 host holds a whole /64 (SLAAC, privacy addresses), so keying by the full address would
+    give it a fresh quota per address it picks: the /64 is the smallest unit a client controls.
+    """
+    if not ip:
+        return "unknown"
+    if ":" in ip:
+        try:
+            network = ipaddress.IPv6Network(f"{ip}/64", strict=False)
+        except ValueError:
+            return ip
+        return f"{network.network_address}/64"
+    return ip
+
+
 def _smaller(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
@@ -626,128 +809,3 @@ class Admission:
         ticket = self._ticket
         if ticket is not None:
             await self._gateway._finish(ticket, exc)
-
-
-@final
-class Ticket:
-    """An admitted request: who it is for, where to send it, and what to tell the client.
-
-    Attributes:
-        tenant: The `Tenant` snapshot the request was admitted under (kept even if the registry
-            is reloaded meanwhile); the gateway's ``anonymous`` tenant for requests without
-            credentials.
-        lease: The `Lease` on the chosen endpoint (replaced by `reroute`), or None when the
-            request was admitted without an upstream.
-        upstream: The name of the pool the endpoint came from, or None.
-        decision: The rate-limit `Decision`, or None if the tenant has no limits.
-        max_body_size: The body size limit in bytes that applies (the smaller of the gateway's
-            and the tenant's), or None; adapters enforce it while streaming the body.
-        status: The status given to `record`, or None (nothing recorded yet).
-    """
-
-    __slots__ = (
-        "_fair",
-        "_slot",
-        "_slots",
-        "_target",
-        "_tried",
-        "_turn",
-        "decision",
-        "lease",
-        "max_body_size",
-        "status",
-        "tenant",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        tenant: Tenant,
-        lease: Lease | None,
-        target: Pool | PoolSubset | None,
-        upstream: str | None,
-        decision: Decision | None,
-        slots: ConcurrencyLimiter | None,
-        slot: Slot | None,
-        max_body_size: int | None = None,
-    ) -> None:
-        self.tenant = tenant
-        self.lease = lease
-        self.upstream = upstream
-        self.decision = decision
-        self.max_body_size = max_body_size
-        self.status: int | None = None
-        self._target = target
-        self._slots = slots
-        self._slot = slot
-        self._fair: FairQueue | None = None
-        self._turn: Turn | None = None
-        self._tried: list[str] = [] if lease is None else [lease.url]
-
-    def __repr__(self) -> str:
-        where = None if self.lease is None else self.lease.url
-        return f"<Ticket tenant={self.tenant.id!r} endpoint={where!r}>"
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        """Response headers to add: IETF ``RateLimit`` / ``RateLimit-Policy`` (empty without limits).
-
-        Built on access, so requests whose adapter does not send them do not pay for them.
-        """
-        return self.decision.headers() if self.decision is not None else []
-
-    @property
-    def endpoint(self) -> Endpoint | None:
-        """The endpoint to send the request to (None when admitted without an upstream)."""
-        return None if self.lease is None else self.lease.endpoint
-
-    def record(self, *, status: int | None = None, error: BaseException | None = None) -> None:
-        """Record the outcome: kept in `status`, and on the current lease if there is one.
-
-        See `Lease.record`; without a lease only *status* is kept (for stats and logs).
-        """
-        self.status = status
-        if self.lease is not None:
-            self.lease.record(status=status, error=error)
-
-    def reroute(self, error: BaseException) -> Endpoint:
-        """Record *error* on the current endpoint and lease another one from the same upstream.
-
-        Use it to retry connection errors (the request never reached the backend); endpoints
-        already tried are excluded.
-
-        Returns:
-            The new endpoint (also ``ticket.endpoint``).
-
-        Raises:
-            NoHealthyEndpoint: Every endpoint of the tenant's upstream (or shard) was tried.
-            RuntimeError: The ticket has no upstream (admitted without a lease).
-        """
-        if self._target is None or self.lease is None:
-            msg = "a ticket admitted without an upstream cannot be rerouted"
-            raise RuntimeError(msg)
-        if not self.lease.released:
-            self.lease.record(error=error)
-        try:
-            lease = self._target.acquire(exclude=self._tried)
-        except NoHealthyEndpoint as exc:
-            msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
-            raise NoHealthyEndpoint(msg) from exc
-        self.lease = lease
-        self._tried.append(lease.url)
-        return lease.endpoint
-
-    @property
-    def attempts(self) -> int:
-        """How many endpoints this request has been sent to (1 + reroutes; 0 without an upstream)."""
-        return len(self._tried)
-
-
-@final
-@attrs.define(frozen=True, kw_only=True)
-class GatewayStats:
-    """A snapshot of a gateway: tenant count, each pool's stats and each fair queue's stats."""
-
-    tenants: int
-    pools: Mapping[str, PoolStats]
-    queues: Mapping[str, FairQueueStats] = attrs.field(factory=dict)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 import tenantlb as tlb
-from tenantlb.adapters._aiohttp_client import BalancingMiddleware, balancing_middleware
+from tenantlb.adapters.aiohttp import BalancingMiddleware, balancing_middleware
 from tests.support.backends import BackendProcess, ResetServer, free_port, start_backends
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -137,6 +137,46 @@ async def test_reset_retried_for_get_not_post(urls: list[str]) -> None:
         assert pool.stats().in_flight == 0
 
 
+HALF = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial"
+
+
+async def test_reset_mid_small_body_retried_for_get(urls: list[str]) -> None:
+    """A small body cut off by a reset is awaited before the response is returned: GET retries."""
+    with ResetServer(reply=HALF) as half:
+        pool = dead_first(urls[0], half.url)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(
+            connector=connector, middlewares=[balancing_middleware(pool)]
+        ) as session:
+            assert (await get_json(session, "http://users/"))["backend"] == "b1"
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with session.post("http://users/upload", data=b"x") as response:
+                    await response.read()
+        assert half.requests == 2
+        assert {e.url: e.failures for e in pool.stats().endpoints}[half.url] == 1
+        assert pool.stats().in_flight == 0
+
+
+async def test_large_body_streams_unawaited(urls: list[str]) -> None:
+    """A body over the limit is not awaited: a break in it reaches the reader, the body streams."""
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial"
+    with ResetServer(reply=big) as large:
+        pool = dead_first(urls[0], large.url)
+        async with (
+            aiohttp.ClientSession(middlewares=[balancing_middleware(pool)]) as session,
+            session.get("http://users/") as response,
+        ):
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        assert pool.stats().in_flight == 0
+        async with (
+            aiohttp.ClientSession(middlewares=[balancing_middleware(tlb.Pool(urls[:1]))]) as s,
+            s.get("http://users/bytes/300000") as response,
+        ):
+            assert len(await response.content.read()) == 300000
+
+
 async def test_retry_statuses_for_idempotent_only(urls: list[str]) -> None:
     """A 503 is retried on the other endpoints for GET; never for POST."""
     pool = tlb.Pool(urls, balancer=tlb.RoundRobin())
@@ -243,13 +283,15 @@ def test_middleware_type() -> None:
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without aiohttp installed, importing the adapter says which extra to install."""
     monkeypatch.setitem(sys.modules, "aiohttp", None)
-    monkeypatch.delitem(sys.modules, "tenantlb.adapters._aiohttp_client")
-    with pytest.raises(ImportError, match=r"pip install 'tenantlb\[aiohttp\]'"):
-        importlib.import_module("tenantlb.adapters._aiohttp_client")
+    for name in ("tenantlb.adapters.aiohttp", "tenantlb.adapters._aiohttp_client"):
+        monkeypatch.delitem(sys.modules, name)
+        with pytest.raises(ImportError, match=r"pip install 'tenantlb\[aiohttp\]'"):
+            importlib.import_module(name)
 
 
 def test_public_names() -> None:
-    """The module exports the middleware factory and its class."""
-    import tenantlb.adapters._aiohttp_client as module
+    """tenantlb.adapters.aiohttp exports the client middleware factory and its class."""
+    import tenantlb.adapters.aiohttp as module
 
-    assert module.__all__ == ["BalancingMiddleware", "balancing_middleware"]
+    assert {"BalancingMiddleware", "balancing_middleware"} <= set(module.__all__)
+    assert module.balancing_middleware is balancing_middleware

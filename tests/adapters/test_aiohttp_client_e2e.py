@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tenantlb.adapters._aiohttp_client import balancing_middleware
+from tenantlb.adapters.aiohttp import balancing_middleware
 from tests.support.backends import start_backends
 from tests.support.kill_run import TOTAL, KillRun, make_pool
 

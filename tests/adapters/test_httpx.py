@@ -177,6 +177,41 @@ def test_reset_after_send_retried_for_get_not_post(urls: list[str]) -> None:
         assert pool.stats().in_flight == 0
 
 
+HALF = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial"
+
+
+@pytest.mark.anyio
+async def test_reset_mid_small_body_retried_for_get(urls: list[str]) -> None:
+    """A small body cut off by a reset is read before it is returned, so a GET is retried."""
+    with ResetServer(reply=HALF) as half:
+        pool = dead_first(urls[0], half.url)
+        async with httpx.AsyncClient(transport=AsyncBalancingTransport(pool)) as client:
+            response = await client.get("http://users/")
+            assert response.json()["backend"] == "b1"
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await client.post("http://users/upload", content=b"x")
+        assert half.requests == 2
+        stats = {e.url: e for e in pool.stats().endpoints}
+        assert stats[half.url].failures == 2
+        assert stats[urls[0]].requests == 1
+        assert pool.stats().in_flight == 0
+
+
+def test_sync_reset_mid_small_body_retried(urls: list[str]) -> None:
+    """The sync transport reads small bodies first too; a large one streams (not retried)."""
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial"
+    with ResetServer(reply=HALF) as half, ResetServer(reply=big) as large:
+        pool = dead_first(urls[0], half.url)
+        with httpx.Client(transport=BalancingTransport(pool)) as client:
+            assert client.get("http://users/").json()["backend"] == "b1"
+        pool = dead_first(urls[0], large.url)
+        with httpx.Client(transport=BalancingTransport(pool)) as client:
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                client.get("http://users/")
+            assert pool.stats().in_flight == 0
+            assert {e.url: e.failures for e in pool.stats().endpoints}[large.url] == 1
+
+
 @pytest.mark.anyio
 async def test_retry_statuses_for_idempotent_only(urls: list[str]) -> None:
     """A 503 is retried on each other endpoint for GET, up to retries=2; never for POST."""

@@ -140,10 +140,13 @@ class ResetServer:
     """A real TCP server on loopback that reads each request's head, then resets the connection.
 
     To a client this is an upstream that crashed after the request was sent: no response, a
-    connection reset (RST). `requests` counts the request heads it read.
+    connection reset (RST). With *reply*, it first sends those bytes (e.g. a response head that
+    promises a body it never sends), so the client sees the crash in the middle of a response.
+    `requests` counts the request heads it read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -179,6 +182,10 @@ class ResetServer:
                 return
             with self._lock:
                 self.requests += 1
+            if self.reply:
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.reply)
+                    time.sleep(0.05)  # let the client read the head before the reset
             # SO_LINGER with a zero timeout: close() sends RST instead of FIN
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

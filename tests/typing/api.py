@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tenantlb as tlb
 from tenantlb.testing import ManualClock
 
@@ -104,6 +106,10 @@ async def gateway() -> None:
         retry_after: float = exc.decision.retry_after
         status: int = exc.status
         del retry_after, status
+    stats: tlb.GatewayStats = gw.stats()
+    per_tenant: tlb.TenantStats = stats.by_tenant["acme"]
+    refused: int = per_tenant.refused.get("rate_limited", 0) + stats.refused.get("forbidden", 0)
+    del per_tenant, refused
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
     edge = tlb.Gateway(
         registry=registry,
@@ -174,7 +180,7 @@ async def httpx_adapter() -> None:
 async def aiohttp_client_adapter() -> None:
     import aiohttp
 
-    from tenantlb.adapters._aiohttp_client import balancing_middleware
+    from tenantlb.adapters.aiohttp import balancing_middleware
 
     users = tlb.Pool(["http://10.0.0.1:8000"])
     middleware = balancing_middleware(users, retries=1, key="x-user-id")
@@ -238,6 +244,32 @@ def extension_points() -> None:
         tlb.RequestInfo("GET", "/", [])
     )
     del balancer, factory, names, in_process, admission
+
+
+def adapters_server(gateway: tlb.Gateway) -> None:
+    """The server adapters' public surface, type-checked only."""
+    from aiohttp import web
+
+    from tenantlb.adapters.aiohttp import TENANT_KEY, problem_response, tenant_middleware
+    from tenantlb.adapters.asgi import ProxyApp, ProxyStats, TenantMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    protected = TenantMiddleware(app, gateway=gateway)
+    proxy = ProxyApp(
+        gateway,
+        connect_timeout=2.0,
+        read_timeout=30.0,
+        retries=1,
+        retry_budget=tlb.RetryBudget(),
+        max_body_size=1 << 20,
+        client="httpcore",
+    )
+    stats: ProxyStats = proxy.stats()
+    aio = web.Application(middlewares=[tenant_middleware(gateway, key=TENANT_KEY)])
+    answer: web.Response = problem_response(tlb.OverCapacity("busy"))
+    del protected, stats, aio, answer
 
 
 class ConsulLikeSource:
@@ -318,3 +350,32 @@ async def fairness() -> None:
     )
     queue_stats: tlb.FairQueueStats = gw.stats().queues["p"]
     del depths, shared, limit, min_rtt, queue_stats
+
+
+def observability() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tenantlb.observability import Event, EventHandler
+    from tenantlb.observability.otel import OTelMetrics
+    from tenantlb.observability.prometheus import PrometheusMetrics
+
+    pool = tlb.Pool(["http://a"], name="api")
+    gateway = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={"api": pool})
+
+    def on_event(event: Event) -> None:
+        tenant: str | None = event.tenant
+        latency: float | None = event.latency
+        del tenant, latency
+
+    handler: EventHandler = on_event
+    unsubscribe = pool.subscribe(handler, per_request=True)
+    unsubscribe()
+    gateway.subscribe(on_event, per_request=True)()
+    pool.emit(Event(kind="retry", pool="api", url="http://a", reason="ConnectError"))
+    with pool.acquire() as lease:
+        lease.tenant = "acme"
+        lease.record(status=200)
+    metrics = PrometheusMetrics(gateway, registry=CollectorRegistry(), tenant_label=True)
+    metrics.watch(tlb.Pool(["http://b"]))
+    metrics.close()
+    OTelMetrics(gateway, tenant_label=False).close()

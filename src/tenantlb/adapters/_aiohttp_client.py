@@ -18,7 +18,10 @@ connect error (any method), or for idempotent methods after a reset before the r
 status in ``retry_statuses``, within ``retries`` and a `tenantlb.RetryBudget`. A body that cannot
 be sent twice (an async iterator) is not retried.
 
-Unlike the httpx transports, a lease is recorded when the response headers arrive: aiohttp has no
+A small body (``Content-Length`` up to 64 KiB, not compressed) of a request that could still be
+retried is waited for before the response is returned, so a connection that breaks in the middle
+of it is retried too; the body stays in ``response.content`` for the caller to read. Otherwise,
+unlike the httpx transports, a lease is recorded when the response headers arrive: aiohttp has no
 public hook for "the body was closed", so latency is the time to the first byte and a long
 download no longer counts as in flight once its headers are in. ``response.url`` is the URL
 actually requested (the endpoint's), as after a redirect.
@@ -37,7 +40,6 @@ import aiohttp  # noqa: E402
 from aiohttp.payload import AsyncIterablePayload  # noqa: E402
 from yarl import URL  # noqa: E402
 
-from .._errors import NoHealthyEndpoint  # noqa: E402
 from ..balancing import Lease, Pool, PoolSubset, RetryBudget  # noqa: E402
 from ._client import IDEMPOTENT, ClientPolicy  # noqa: E402
 
@@ -51,6 +53,7 @@ _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # The connection broke before a response started: safe to send again for idempotent methods.
 _RESET_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _URL_CACHE_SIZE = 4096
+_BUFFER_LIMIT = 64 * 1024  # bodies up to this size are awaited before the response is returned
 
 
 def balancing_middleware(
@@ -157,7 +160,7 @@ class BalancingMiddleware:
                     lease.record(error=exc)
                     tried.append(lease.url)
                     following = (
-                        self._next_lease(pool, key, tried, attempt)
+                        self._policy.next_lease(pool, key, tried, attempt)
                         if self._retry_error(exc, method, req, replayable)
                         else None
                     )
@@ -174,11 +177,27 @@ class BalancingMiddleware:
                     and method in IDEMPOTENT
                     and self._can_resend(req, replayable)
                 ):
-                    tried.append(lease.url)
-                    following = self._next_lease(pool, key, tried, attempt)
+                    following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
                     if following is not None:
                         response.release()
                         lease.record(status=status)
+                        tried.append(lease.url)
+                        lease, attempt = following, attempt + 1
+                        continue
+                if self._buffers(method, req, replayable, attempt, response):
+                    try:
+                        error = await _body_error(response.content)
+                    except BaseException:  # cancelled while waiting for the body
+                        response.close()
+                        lease.release()
+                        raise
+                    if error is not None:  # the connection broke mid-body: retry it
+                        response.close()
+                        lease.record(status=status, error=error)
+                        tried.append(lease.url)
+                        following = policy.next_lease(pool, key, tried, attempt)
+                        if following is None:
+                            raise error
                         lease, attempt = following, attempt + 1
                         continue
                 lease.record(status=status)
@@ -208,20 +227,30 @@ class BalancingMiddleware:
         if self._endpoint_host:
             req.headers["Host"] = url.host_port_subcomponent or ""
 
-    def _next_lease(
-        self, pool: _Pool, key: str | bytes | None, tried: list[str], attempt: int
-    ) -> Lease | None:
-        policy = self._policy
-        if attempt >= policy.retries or len(tried) >= len(pool):
-            return None
-        try:
-            lease = pool.acquire(key=key, exclude=tried)
-        except NoHealthyEndpoint:
-            return None
-        if not policy.budget.try_withdraw():
-            lease.release()
-            return None
-        return lease
+    def _buffers(
+        self,
+        method: str,
+        req: aiohttp.ClientRequest,
+        replayable: bool,
+        attempt: int,
+        response: aiohttp.ClientResponse,
+    ) -> bool:
+        # A small identity-encoded body of a request that may still be retried is waited for
+        # before the response is returned (it stays unread in response.content), so a
+        # connection that breaks in the middle of it is retried like one that broke before it.
+        # Below the stream's low-water mark, aiohttp never pauses reading while it waits.
+        if method not in IDEMPOTENT or attempt >= self._policy.retries:
+            return False
+        headers = response.headers
+        length = headers.get("Content-Length")
+        if (
+            length is None
+            or not length.isdigit()
+            or headers.get("Content-Encoding", "identity") != "identity"
+        ):
+            return False
+        low_water = response.content.get_read_buffer_limits()[0]
+        return int(length) <= min(_BUFFER_LIMIT, low_water) and self._can_resend(req, replayable)
 
     def _can_resend(self, req: aiohttp.ClientRequest, replayable: bool) -> bool:
         body = req.body
@@ -235,3 +264,13 @@ class BalancingMiddleware:
         if isinstance(exc, _CONNECT_ERRORS):
             return True
         return method in IDEMPOTENT and isinstance(exc, _RESET_ERRORS)
+
+
+async def _body_error(content: aiohttp.StreamReader) -> BaseException | None:
+    """Wait until the whole body is buffered; the error that cut it short, if any."""
+    try:
+        if content.exception() is None and not content.is_eof():
+            await content.wait_eof()
+    except Exception as exc:
+        return exc
+    return content.exception()

@@ -14,10 +14,11 @@ Only tenantlb's public names are used here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Generic, TypeVar, final
 
-from ..balancing import Pool, PoolSubset, RetryBudget
+from .._errors import NoHealthyEndpoint
+from ..balancing import Lease, Pool, PoolSubset, RetryBudget
 from ..health import HealthChecker
 
 __all__ = ["IDEMPOTENT", "ClientPolicy", "Pools", "check_health"]
@@ -110,13 +111,24 @@ class ClientPolicy(Generic[R]):
                 return pool
         return by_host.get(host)
 
-    def may_retry(self, attempt: int, tried: Collection[str], pool: Balanced) -> bool:
-        """Whether one more attempt is allowed (spends one retry from the budget if so)."""
-        return attempt < self.retries and len(tried) < len(pool) and self.budget.try_withdraw()
+    def next_lease(
+        self, pool: Balanced, key: str | bytes | None, tried: list[str], attempt: int
+    ) -> Lease | None:
+        """A lease on an endpoint not in *tried* for one more attempt, or None.
 
-    def retry_status(self, method: str, status: int) -> bool:
-        """Whether *status* answered to *method* is worth another endpoint's attempt."""
-        return status in self.retry_statuses and method in IDEMPOTENT
+        None when *attempt* used up ``retries``, no other endpoint is available, or the budget
+        refuses (a refusal is counted in its stats). Only a granted retry is withdrawn.
+        """
+        if attempt >= self.retries or len(tried) >= len(pool):
+            return None
+        try:
+            lease = pool.acquire(key=key, exclude=tried)
+        except NoHealthyEndpoint:
+            return None
+        if not self.budget.try_withdraw():
+            lease.release()
+            return None
+        return lease
 
 
 def _statuses(value: object) -> frozenset[int]:

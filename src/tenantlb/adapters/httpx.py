@@ -20,16 +20,19 @@ cancelled.
 
 Retries go to *another* endpoint: a connect error for any method, and for idempotent methods
 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) also a reset, read or write error before the response
-started and a status in ``retry_statuses``. A body that cannot be sent twice (a generator, a file
+is returned and a status in ``retry_statuses``. A small body (``Content-Length`` up to 64 KiB) of
+a request that could still be retried is read before the response is returned, so a connection
+that breaks in the middle of it counts as "before" too; larger bodies stream as usual. A body that cannot be sent twice (a generator, a file
 upload) is never retried, and a `tenantlb.RetryBudget` caps retries to a share of recent requests.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, ExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, final
+from typing import TYPE_CHECKING, Literal, cast, final
 
 from . import require
 
@@ -38,7 +41,6 @@ require("httpx", "httpx")
 import anyio.from_thread  # noqa: E402
 import httpx  # noqa: E402
 
-from .._errors import NoHealthyEndpoint  # noqa: E402
 from ..balancing import Lease, Pool, PoolSubset, RetryBudget  # noqa: E402
 from ..health import HealthChecker  # noqa: E402
 from ._client import IDEMPOTENT, ClientPolicy, check_health  # noqa: E402
@@ -57,6 +59,7 @@ _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 # The connection broke before a response started: safe to send again for idempotent methods.
 _RESET_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 _URL_CACHE_SIZE = 4096
+_BUFFER_LIMIT = 64 * 1024  # bodies up to this size are read before the response is returned
 
 
 class _Balancing:
@@ -123,21 +126,15 @@ class _Balancing:
             extensions=request.extensions,
         )
 
-    def _next_lease(
-        self, pool: _Pool, key: str | bytes | None, tried: list[str], attempt: int
-    ) -> Lease | None:
-        # Another endpoint for a retry, or None: out of retries, endpoints or budget.
-        policy = self._policy
-        if attempt >= policy.retries or len(tried) >= len(pool):
-            return None
-        try:
-            lease = pool.acquire(key=key, exclude=tried)
-        except NoHealthyEndpoint:
-            return None
-        if not policy.budget.try_withdraw():
-            lease.release()
-            return None
-        return lease
+    def _buffers(
+        self, method: str, replayable: bool, attempt: int, response: httpx.Response
+    ) -> bool:
+        # A small body of a request that may still be retried is read before it is returned, so
+        # a connection that breaks in the middle of it is retried like one that broke before it.
+        if method not in IDEMPOTENT or not replayable or attempt >= self._policy.retries:
+            return False
+        length = response.headers.get("content-length")
+        return length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT
 
     def _retry_error(self, exc: Exception, method: str, replayable: bool) -> bool:
         if not replayable:
@@ -232,7 +229,7 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -245,8 +242,7 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                 raise
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
-                tried.append(lease.url)
-                following = self._next_lease(pool, key, tried, attempt)
+                following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
                 if following is not None:
                     try:
                         await response.aclose()
@@ -255,8 +251,31 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                         raise
                     finally:
                         lease.record(status=status)
+                    tried.append(lease.url)
                     lease, attempt = following, attempt + 1
                     continue
+            if self._buffers(method, replayable, attempt, response):
+                stream = cast(httpx.AsyncByteStream, response.stream)
+                try:
+                    body = b"".join([chunk async for chunk in stream])
+                    await stream.aclose()
+                except Exception as exc:  # the connection broke mid-body: retry it
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
+                    lease.record(status=status, error=exc)
+                    tried.append(lease.url)
+                    following = policy.next_lease(pool, key, tried, attempt)
+                    if following is None:
+                        raise
+                    lease, attempt = following, attempt + 1
+                    continue
+                except BaseException:
+                    lease.release()
+                    await stream.aclose()
+                    raise
+                lease.record(status=status)
+                response.stream = httpx.ByteStream(body)
+                return response
             response.stream = _AsyncLeasedStream(response.stream, lease, status)  # type: ignore[arg-type]
             return response
 
@@ -354,7 +373,7 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -367,8 +386,7 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                 raise
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
-                tried.append(lease.url)
-                following = self._next_lease(pool, key, tried, attempt)
+                following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
                 if following is not None:
                     try:
                         response.close()
@@ -377,8 +395,31 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                         raise
                     finally:
                         lease.record(status=status)
+                    tried.append(lease.url)
                     lease, attempt = following, attempt + 1
                     continue
+            if self._buffers(method, replayable, attempt, response):
+                stream = cast(httpx.SyncByteStream, response.stream)
+                try:
+                    body = b"".join(list(stream))
+                    stream.close()
+                except Exception as exc:  # the connection broke mid-body: retry it
+                    with contextlib.suppress(Exception):
+                        stream.close()
+                    lease.record(status=status, error=exc)
+                    tried.append(lease.url)
+                    following = policy.next_lease(pool, key, tried, attempt)
+                    if following is None:
+                        raise
+                    lease, attempt = following, attempt + 1
+                    continue
+                except BaseException:
+                    lease.release()
+                    stream.close()
+                    raise
+                lease.record(status=status)
+                response.stream = httpx.ByteStream(body)
+                return response
             response.stream = _SyncLeasedStream(response.stream, lease, status)  # type: ignore[arg-type]
             return response
 

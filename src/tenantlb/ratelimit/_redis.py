@@ -26,13 +26,15 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, final
 
 import anyio
 import attrs
 
 from .._errors import StoreUnavailable
+from .._events import Event, EventHandler, emit
 from . import _lua
 from ._algorithms import Algorithm
 from ._decision import Decision
@@ -152,6 +154,7 @@ class RedisStore:
         "_errors",
         "_fallback",
         "_fallbacks",
+        "_handlers",
         "_idle",
         "_lock",
         "_max_idle",
@@ -223,6 +226,7 @@ class RedisStore:
         self._outages = 0
         self._errors = 0
         self._fallbacks = 0
+        self._handlers: list[EventHandler] = []
 
     @property
     def supports_nowait(self) -> bool:
@@ -259,6 +263,18 @@ class RedisStore:
             errors=self._errors,
             fallback_decisions=self._fallbacks,
         )
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Call *handler* with ``store_unavailable`` / ``store_recovered`` events (one per outage
+        and recovery); returns a function that unsubscribes it. A `Gateway` subscribes itself."""
+        with self._lock:
+            self._handlers = [*self._handlers, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+
+        return unsubscribe
 
     def bind_rates(self, spec: RateSpec) -> RateBackend:
         """Return the backend deciding for *spec* in Redis."""
@@ -452,6 +468,11 @@ class RedisStore:
                 exc,
                 self._on_error,
             )
+            if self._handlers:
+                policy = "memory fallback" if self._fallback is not None else self._on_error
+                reason = f"{type(exc).__name__}; on_error={policy}"
+                event = Event(kind="store_unavailable", reason=reason, at=time.monotonic())
+                emit(self._handlers, (event,))
         return StoreUnavailable(f"Redis did not answer: {type(exc).__name__}: {exc}")
 
     def _ok(self) -> None:
@@ -460,6 +481,9 @@ class RedisStore:
                 recovered, self._up = not self._up, True
             if recovered:
                 logger.info("Redis answers again; decisions are shared again")
+                if self._handlers:
+                    event = Event(kind="store_recovered", reason="Redis", at=time.monotonic())
+                    emit(self._handlers, (event,))
 
     def _policy(self) -> str | None:
         """Count a fallback decision and return the policy name (None for a MemoryStore)."""
