@@ -81,7 +81,7 @@ HashOn = (
 
 
 class _Service(Protocol):
-    """Something the gateway runs while it is entered (a `HealthChecker`)."""
+    """Something the gateway runs while it is entered (a `HealthChecker`, a `Discovery`)."""
 
     async def __aenter__(self) -> Any: ...
 
@@ -109,7 +109,7 @@ class Gateway:
             trusted proxies), ``"tenant"`` (stickiness per tenant), a callable
             ``(request, tenant) -> key``, or None (default; no key).
         services: Things to run while the gateway is entered with ``async with gateway:``, such as
-            the `HealthChecker` objects `from_config` builds.
+            the `HealthChecker` and discovery runners `from_config` builds.
         trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
         owns_store: Close the store (its Redis clients) when the gateway is closed; set by
             `from_config`, which builds the store itself.
@@ -124,8 +124,8 @@ class Gateway:
         concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
             fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
             anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
-        on_event: A handler called with the gateway's state changes (more, and per-request
-            events, with `subscribe`).
+        on_event: A handler called with the gateway's state changes, its store's and its
+            services' (discovery outages); more, and per-request events, with `subscribe`.
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
@@ -211,6 +211,10 @@ class Gateway:
         self._store_unsubscribe: Callable[[], None] | None = (
             store_subscribe(_weak_relay(self)) if callable(store_subscribe) else None
         )
+        for service in self._services:  # discovery runners: discovery_failed / _recovered
+            service_subscribe = getattr(service, "subscribe", None)
+            if callable(service_subscribe):
+                service_subscribe(self._relay)
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -308,7 +312,7 @@ class Gateway:
 
     @property
     def services(self) -> tuple[_Service, ...]:
-        """What ``async with gateway:`` runs (health checkers)."""
+        """What ``async with gateway:`` runs (discovery runners, health checkers)."""
         return self._services
 
     async def __aenter__(self) -> Gateway:
@@ -454,7 +458,7 @@ class Gateway:
             emit(handlers, (event,))
 
     def _relay(self, event: Event) -> None:
-        # The store's own events (outage, recovery) reach the gateway's state subscribers.
+        # The store's and services' own events (outages, recoveries) reach the state subscribers.
         handlers = self._handlers
         if handlers:
             emit(handlers, (event,))
