@@ -272,7 +272,7 @@ def test_bad_arguments() -> None:
     client = redis.Redis()
     try:
         with pytest.raises(
-            TypeError, match=r"client must be a redis\.asyncio\.Redis or redis\.Redis"
+            TypeError, match=r"client must be a redis\.asyncio\.Redis, redis\.asyncio\.RedisCluster"
         ):
             RedisStore("redis://localhost")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="prefix must be a non-empty str"):

@@ -15,7 +15,7 @@ Names:
 
 - `Rate` - a quota; `RateLimiter` - decides per key; `Decision` - its answer and headers.
 - Algorithms: `GCRA` (default), `TokenBucket`, `SlidingWindow`, `FixedWindow`; `Algorithm` to add one.
-- Stores: `MemoryStore` (one process), `RedisStore` (shared, one round trip per decision);
+- Stores: `MemoryStore` (one process), `RedisStore` (shared: one atomic script per decision, pipelined);
   `Store` is the protocol a new store implements (with `RateSpec`, `RateBackend`, ...).
 - `ConcurrencyLimiter` - slots in flight per key (`async with limiter.slot(key)`), held as `Slot`.
 """
@@ -33,8 +33,8 @@ from ._decision import Decision as Decision
 from ._limiter import RateLimiter as RateLimiter
 from ._memory import MemoryStore as MemoryStore
 from ._rate import Rate as Rate
-from ._redis import RedisStore as RedisStore
-from ._redis import RedisStoreStats as RedisStoreStats
+from ._redis_store import RedisStore as RedisStore
+from ._redis_store import RedisStoreStats as RedisStoreStats
 from ._store import ConcurrencyBackend as ConcurrencyBackend
 from ._store import ConcurrencySpec as ConcurrencySpec
 from ._store import RateBackend as RateBackend

@@ -566,6 +566,12 @@ class _MemoryConcurrency:
     async def release(self, slot: Slot) -> bool:
         return self.release_nowait(slot)
 
+    def renew_nowait(self, slot: Slot) -> bool:
+        return not slot._released  # no lease in memory: held until released
+
+    async def renew(self, slot: Slot) -> bool:
+        return not slot._released
+
     async def in_use(self, key: str) -> int:
         return self.count(key)
 
