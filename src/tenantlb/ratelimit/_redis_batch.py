@@ -53,6 +53,19 @@ class StoreBusy(StoreUnavailable):
     """No connection of the client's pool was free within the decision's timeout (back-pressure)."""
 
 
+class _Set:
+    """An event that is always set (no cluster discovery to wait for)."""
+
+    def is_set(self) -> bool:
+        return True
+
+    async def wait(self) -> None:
+        return None
+
+
+_SET: Any = _Set()
+
+
 class Script:
     """A Lua script run with EVALSHA (EVAL when the server has not cached it yet)."""
 
@@ -190,6 +203,7 @@ class Batcher:
         "client",
         "cluster",
         "flushers",
+        "initialized",
         "loop",
         "max_flushers",
         "pending",
@@ -207,6 +221,9 @@ class Batcher:
         self.cluster = cluster
         self.pending: deque[Call] = deque()
         self.flushers = 0
+        # redis-py's asyncio cluster client discovers the topology on first use; many tasks
+        # doing that at once race on the startup connections, so the first call does it alone.
+        self.initialized: anyio.Event | None = None if cluster and not sync else _SET
         # A few pipelines in flight keep the server busy while the next batch accumulates;
         # never more than half the client's pool, so other users of the client get connections.
         pool = getattr(client, "connection_pool", None)
@@ -338,6 +355,20 @@ class Batcher:
     async def _one(self, call: Call) -> None:
         store = self.store
         deadline = time.monotonic() + store.timeout
+        if self.initialized is None:
+            self.initialized = anyio.Event()
+            try:
+                with store.mapped(), anyio.fail_after(store.timeout):
+                    await self.client.initialize()
+            except StoreUnavailable as error:
+                self.initialized.set()
+                self.initialized = None  # the next call tries again
+                self._failed(call, error)
+                return
+            self.initialized.set()
+        elif not self.initialized.is_set():
+            with anyio.move_on_after(store.timeout):
+                await self.initialized.wait()
         while True:
             try:
                 with store.mapped(), anyio.fail_after(max(0.0, deadline - time.monotonic())):

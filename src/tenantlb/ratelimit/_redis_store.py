@@ -340,8 +340,9 @@ class RedisStore:
         """The one place redis errors are translated: `StoreBusy` or `StoreUnavailable`.
 
         A full pool (redis-py's ``MaxConnectionsError``) is back-pressure: `StoreBusy`, not
-        counted as an outage. Anything else redis or the socket raises means Redis did not
-        answer: counted, logged once per outage, `StoreUnavailable`.
+        counted as an outage. Anything else redis-py or the socket raises (and a timeout of the
+        decision's own deadline) means Redis did not answer: counted, logged once per outage,
+        `StoreUnavailable`. It wraps only calls into redis-py, so no bug of ours hides here.
         """
         import redis.exceptions
 
@@ -350,6 +351,12 @@ class RedisStore:
         except redis.exceptions.MaxConnectionsError as exc:
             raise self.busy(str(exc)) from exc
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise self.failed(exc) from exc
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # Anything else from inside redis-py (a race in its cluster client leaves a
+            # connection without a writer: AttributeError) is still "Redis did not answer".
             raise self.failed(exc) from exc
 
     def busy(self, why: str) -> StoreBusy:
