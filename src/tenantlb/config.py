@@ -125,7 +125,16 @@ def build_gateway(config: Mapping[str, Any]) -> Gateway:
 # -- the builder ---------------------------------------------------------------------------------
 
 _TOP = {"gateway", "pools", "tenants"}
-_GATEWAY = {"algorithm", "hash_on", "secret", "secret_env", "trusted_proxies", "resolvers", "store"}
+_GATEWAY = {
+    "algorithm",
+    "hash_on",
+    "lease_ttl",
+    "secret",
+    "secret_env",
+    "trusted_proxies",
+    "resolvers",
+    "store",
+}
 _POOL = {
     "endpoints",
     "balancer",
@@ -230,6 +239,9 @@ class _Builder:
             self.error(
                 "gateway.trusted_proxies", f"must be a list of CIDR strings, got {trusted!r}"
             )
+        lease_ttl = gw.get("lease_ttl", 60.0)
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float):
+            self.error("gateway.lease_ttl", f"must be a number of seconds > 0, got {lease_ttl!r}")
         if self.errors:
             return None
         registry = self.attempt(
@@ -244,7 +256,7 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            {"trusted_proxies", "hash_on", "algorithm"},
+            {"trusted_proxies", "hash_on", "algorithm", "lease_ttl"},
             Gateway,
             registry=registry,
             pools=pools,
@@ -254,6 +266,7 @@ class _Builder:
             services=services,
             trusted_proxies=tuple(trusted),
             owns_store=True,
+            lease_ttl=lease_ttl,
         )
 
     def pools(self, value: object) -> tuple[dict[str, Pool], list[Any]]:
@@ -559,15 +572,29 @@ class _Builder:
             return None
         from .ratelimit import RedisStore
 
+        cluster = kwargs.pop("cluster", False)
+        if not isinstance(cluster, bool):
+            self.error("gateway.store.cluster", f"must be true or false, got {cluster!r}")
+            return None
         # Fail fast: a hung or dead Redis must hand over to on_error, not stall requests in retries.
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if cluster:  # redis-py's cluster clients follow MOVED/ASK and failovers themselves
+            aclient: Any = redis.asyncio.RedisCluster.from_url(url, **options)
+            try:  # the sync cluster client discovers the nodes as it is built
+                sclient: Any = redis.RedisCluster.from_url(url, **options)
+            except redis.RedisError as exc:
+                self.error("gateway.store.url", f"cannot reach the Redis Cluster: {exc}")
+                return None
+        else:
+            aclient = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
+            sclient = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         return self.attempt(
             "gateway.store",
             {"prefix", "on_error"},
             RedisStore,
-            redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options),
-            # trio (and sync callers) use the sync client, in a worker thread
-            sync_client=redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options),
+            aclient,
+            sync_client=sclient,  # trio (and sync callers) use the sync client, in a thread
+            timeout=timeout,
             **kwargs,
         )
 

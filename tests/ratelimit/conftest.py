@@ -25,10 +25,9 @@ import redis.asyncio
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from tests.conftest import RedisServer, _redis_binary
 
 from tenantlb import RedisStore
-
-from tests.conftest import RedisServer, _redis_binary
 
 FAST_FAIL: dict[str, Any] = {
     "socket_timeout": 1.0,
@@ -249,9 +248,7 @@ class Target:
 
 
 @pytest.fixture(params=["server", "cluster"])
-def redis_target(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> Iterator[Target]:
+def redis_target(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Target]:
     """The same test against one redis-server and against a 3-master cluster (both flushed)."""
     if request.param == "server":
         redis_server.start()

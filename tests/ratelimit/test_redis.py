@@ -18,7 +18,6 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .conftest import RedisClusterServers, Target
 from tenantlb import (
     ConcurrencyLimiter,
     MemoryStore,
@@ -28,6 +27,8 @@ from tenantlb import (
     RedisStore,
     StoreUnavailable,
 )
+
+from .conftest import Target
 
 ALGORITHMS = ["gcra", "token_bucket", "sliding_window", "fixed_window"]
 # RedisStore runs a lean script for one rate and another for several: tests that decide through
@@ -402,7 +403,9 @@ def test_four_processes_share_a_thousand_tenants_exactly(redis_target: Target) -
 
 
 @pytest.mark.anyio
-async def test_concurrency_slots_in_redis(redis_target: Target, anyio_backend: tuple[str, Any]) -> None:
+async def test_concurrency_slots_in_redis(
+    redis_target: Target, anyio_backend: tuple[str, Any]
+) -> None:
     """Redis slots are shared: a full key raises OverCapacity, and release frees a slot."""
     async with redis_target.store(anyio_backend) as store:
         a = ConcurrencyLimiter(2, store=store)

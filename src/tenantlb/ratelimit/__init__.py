@@ -32,6 +32,7 @@ from ._concurrency import ConcurrencyLimiter as ConcurrencyLimiter
 from ._decision import Decision as Decision
 from ._limiter import RateLimiter as RateLimiter
 from ._memory import MemoryStore as MemoryStore
+from ._memory import MemoryStoreStats as MemoryStoreStats
 from ._rate import Rate as Rate
 from ._redis_store import RedisStore as RedisStore
 from ._redis_store import RedisStoreStats as RedisStoreStats
@@ -51,6 +52,7 @@ __all__ = [
     "Decision",
     "FixedWindow",
     "MemoryStore",
+    "MemoryStoreStats",
     "Rate",
     "RateBackend",
     "RateLimiter",

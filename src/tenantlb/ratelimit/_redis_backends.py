@@ -207,9 +207,7 @@ class RedisConcurrency:
             if reply is None or int(reply):
                 self._store.submit(self._release_call(key, token))
 
-        return Call(
-            (self._zkey(key), self._max, self._ttl_ms, token), _ACQUIRE, 1, cleanup=cleanup
-        )
+        return Call((self._zkey(key), self._max, self._ttl_ms, token), _ACQUIRE, 1, cleanup=cleanup)
 
     def _on_error(self, key: str) -> Slot | None:
         policy = self._store.count_fallback()

@@ -203,6 +203,7 @@ class Batcher:
         "client",
         "cluster",
         "flushers",
+        "idle",
         "initialized",
         "loop",
         "max_flushers",
@@ -220,7 +221,8 @@ class Batcher:
         self.sync = sync
         self.cluster = cluster
         self.pending: deque[Call] = deque()
-        self.flushers = 0
+        self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
+        self.idle: anyio.Event | None = None
         # redis-py's asyncio cluster client discovers the topology on first use; many tasks
         # doing that at once race on the startup connections, so the first call does it alone.
         self.initialized: anyio.Event | None = None if cluster and not sync else _SET
@@ -234,6 +236,7 @@ class Batcher:
         """Queue *call* (it is sent even if nobody waits for it)."""
         if self.cluster:
             call.state = SENT
+            self.flushers += 1
             spawn(self.loop, self._one, call)
             return
         self.pending.append(call)
@@ -260,7 +263,8 @@ class Batcher:
             queued = call.state == QUEUED
             self._leave(call)
             if queued and self.store.up:
-                raise self.store.busy("no connection free")
+                why = "no connection free"
+                raise self.store.busy(why)
             msg = f"Redis did not answer within {self.store.timeout} s"
             raise StoreUnavailable(msg)
         if call.error is not None:
@@ -274,11 +278,17 @@ class Batcher:
         elif call.state == DONE and call.error is None:
             call._cleanup(call.result)  # answered, but the caller is gone before reading it
 
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most *timeout*) until queued calls were sent and answered."""
-        with anyio.move_on_after(timeout):
+    async def drain(self, within: float) -> None:
+        """Wait (at most *within* seconds) until every call handed over was answered."""
+        with anyio.move_on_after(within):
             while self.pending or self.flushers:
-                await anyio.sleep(0.005)
+                idle = self.idle = anyio.Event()
+                await idle.wait()
+
+    def _done(self) -> None:
+        self.flushers -= 1
+        if not self.flushers and self.idle is not None:
+            self.idle.set()
 
     # -- one server: pipelines ----------------------------------------------------------------
 
@@ -286,7 +296,7 @@ class Batcher:
         try:
             pending = self.pending
             while pending:
-                batch = []
+                batch: list[Call] = []
                 while pending and len(batch) < _MAX_BATCH:
                     call = pending.popleft()
                     if call.state == QUEUED:
@@ -295,7 +305,7 @@ class Batcher:
                 if batch:
                     await self._send(batch)
         finally:
-            self.flushers -= 1
+            self._done()
 
     async def _send(self, batch: list[Call]) -> None:
         store = self.store
@@ -353,6 +363,12 @@ class Batcher:
     # -- a cluster: each call to its own node --------------------------------------------------
 
     async def _one(self, call: Call) -> None:
+        try:
+            await self._one_call(call)
+        finally:
+            self._done()
+
+    async def _one_call(self, call: Call) -> None:
         store = self.store
         deadline = time.monotonic() + store.timeout
         if self.initialized is None:

@@ -33,7 +33,7 @@ from .._errors import StoreUnavailable
 from . import _lua
 from ._algorithms import Algorithm
 from ._memory import MemoryStore
-from ._redis_batch import Batcher, Call, Script, StoreBusy, current_loop
+from ._redis_batch import Batcher, Call, LoopRef, Script, StoreBusy, current_loop
 from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class RedisStore:
         self._prefix = prefix
         self._timeout = float(timeout)
         self._scripts: dict[tuple[type[Algorithm], bool], Script] = {}
-        self._batchers: dict[object, Batcher] = {}
+        self._batchers: dict[LoopRef, Batcher] = {}
         self._lock = threading.Lock()
         self._up = True
         self._outages = 0
@@ -324,7 +324,9 @@ class RedisStore:
             elif self._sync is not None:
                 client, sync, cluster = self._sync, True, self.sync_cluster
             else:
-                msg = "RedisStore needs sync_client= (a redis.Redis) outside asyncio, e.g. under trio"
+                msg = (
+                    "RedisStore needs sync_client= (a redis.Redis) outside asyncio, e.g. under trio"
+                )
                 raise RuntimeError(msg)
             batcher = Batcher(self, loop, client, sync=sync, cluster=cluster)
             with self._lock:
@@ -375,7 +377,9 @@ class RedisStore:
                 self._outages += 1
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if first:
-            logger.warning("Redis unavailable (%s); on_error=%r until it answers again", what, self.policy)
+            logger.warning(
+                "Redis unavailable (%s); on_error=%r until it answers again", what, self.policy
+            )
         return StoreUnavailable(f"Redis did not answer: {what}")
 
     def answered(self, trips: int = 0) -> None:
