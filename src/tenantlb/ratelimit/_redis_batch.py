@@ -205,6 +205,7 @@ class Batcher:
         "flushers",
         "idle",
         "initialized",
+        "lanes",
         "loop",
         "max_flushers",
         "pending",
@@ -223,6 +224,7 @@ class Batcher:
         self.pending: deque[Call] = deque()
         self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
         self.idle: anyio.Event | None = None
+        self.lanes: dict[str, anyio.CapacityLimiter] = {}
         # redis-py's asyncio cluster client discovers the topology on first use; many tasks
         # doing that at once race on the startup connections, so the first call does it alone.
         self.initialized: anyio.Event | None = None if cluster and not sync else _SET
@@ -265,8 +267,8 @@ class Batcher:
             if queued and self.store.up:
                 why = "no connection free"
                 raise self.store.busy(why)
-            msg = f"Redis did not answer within {self.store.timeout} s"
-            raise StoreUnavailable(msg)
+            late = TimeoutError(f"no answer within {self.store.timeout} s")
+            raise self.store.failed(late) from None
         if call.error is not None:
             raise call.error
         return call.result
@@ -362,6 +364,21 @@ class Batcher:
 
     # -- a cluster: each call to its own node --------------------------------------------------
 
+    def _lane(self, call: Call) -> anyio.CapacityLimiter:
+        """The worker threads of the node holding *call*'s key (sync cluster client).
+
+        One lane per node: a dead node's calls (held by redis-py's retries until the timeout)
+        fill only its own lane, never the threads the other nodes' tenants need.
+        """
+        try:
+            name = self.client.get_node_from_key(_first_key(call)).name
+        except Exception:  # slot not covered yet: redis-py will find out and answer the error
+            name = ""
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = self.lanes[name] = anyio.CapacityLimiter(16)
+        return lane
+
     async def _one(self, call: Call) -> None:
         try:
             await self._one_call(call)
@@ -370,7 +387,10 @@ class Batcher:
 
     async def _one_call(self, call: Call) -> None:
         store = self.store
-        deadline = time.monotonic() + store.timeout
+        # The caller stops waiting after the store's timeout. The call itself is not cancelled
+        # that early: cancelling redis-py's cluster client while it rediscovers the topology
+        # (after a node died) stalls the calls to healthy nodes. It gets a longer hard bound.
+        deadline = time.monotonic() + max(10.0, 5 * store.timeout)
         if self.initialized is None:
             self.initialized = anyio.Event()
             try:
@@ -390,7 +410,11 @@ class Batcher:
                 with store.mapped(), anyio.fail_after(max(0.0, deadline - time.monotonic())):
                     if self.sync:
                         result = await anyio.to_thread.run_sync(
-                            _one_sync, self.client, call, abandon_on_cancel=True
+                            _one_sync,
+                            self.client,
+                            call,
+                            abandon_on_cancel=True,
+                            limiter=self._lane(call),
                         )
                     else:
                         result = await _one_async(self.client, call)
@@ -406,6 +430,10 @@ class Batcher:
             store.answered(1)
             call.finish(result)
             return
+
+
+def _first_key(call: Call) -> Any:
+    return call.args[3] if call.args[0] == "EVALSHA" else call.args[1]
 
 
 async def _pipeline(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
