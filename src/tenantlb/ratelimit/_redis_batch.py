@@ -110,7 +110,8 @@ class Call:
         self.left = False  # the caller stopped waiting (cancelled or timed out)
         self.result: Any = None
         self.error: StoreUnavailable | None = None
-        self.event: anyio.Event | None = None
+        # What the waiter waits on: a loop future under asyncio (cheapest), else an anyio.Event.
+        self.event: asyncio.Future[None] | anyio.Event | None = None
 
     def eval_args(self) -> tuple[Any, ...]:
         """The same call as EVAL with the script's source (after a NOSCRIPT answer)."""
@@ -123,16 +124,25 @@ class Call:
         self.state, self.result = DONE, result
         if self.left:
             self._cleanup(result)
-        elif self.event is not None:
-            self.event.set()
+        else:
+            self._wake()
 
     def fail(self, error: StoreUnavailable) -> None:
         if self.state == DONE:
             return
         self.state, self.error = DONE, error
         self._cleanup(None)
-        if self.event is not None:
-            self.event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        event = self.event
+        if event is None:
+            return
+        if isinstance(event, asyncio.Future):
+            if not event.done():  # done: the waiter was cancelled or timed out
+                event.set_result(None)
+        else:
+            event.set()
 
     def _cleanup(self, result: Any) -> None:
         cleanup, self.cleanup = self.cleanup, None
@@ -202,6 +212,8 @@ class Batcher:
     __slots__ = (
         "client",
         "cluster",
+        "direct",
+        "direct_ok",
         "flushers",
         "idle",
         "initialized",
@@ -225,6 +237,8 @@ class Batcher:
         self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
         self.idle: anyio.Event | None = None
         self.lanes: dict[str, anyio.CapacityLimiter] = {}
+        self.direct = 0  # calls running in their caller's task (see _direct)
+        self.direct_ok = loop.kind == "asyncio" and not sync and not cluster
         # redis-py's asyncio cluster client discovers the topology on first use; many tasks
         # doing that at once race on the startup connections, so the first call does it alone.
         self.initialized: anyio.Event | None = None if cluster and not sync else _SET
@@ -253,14 +267,32 @@ class Batcher:
             StoreUnavailable: No answer in time, or Redis failed; `StoreBusy` if the call
                 could not even be sent in time while Redis was answering (back-pressure).
         """
-        event = call.event = anyio.Event()
-        self.submit(call)  # before the first checkpoint: a cancelled caller still hands it over
-        try:
-            with anyio.move_on_after(self.store.timeout):
-                await event.wait()
-        except BaseException:
-            self._leave(call)
-            raise
+        if self.direct_ok and not (self.pending or self.flushers or self.direct or call.must):
+            return await self._direct(call)
+        return await self._wait(call)
+
+    async def _wait(self, call: Call) -> Any:
+        if self.loop.kind == "asyncio":
+            loop = asyncio.get_running_loop()
+            future = call.event = loop.create_future()
+            self.submit(call)  # before the first await: a cancelled caller still hands it over
+            timer = loop.call_later(self.store.timeout, _expire, future)
+            try:
+                await future
+            except BaseException:
+                self._leave(call)
+                raise
+            finally:
+                timer.cancel()
+        else:
+            event = call.event = anyio.Event()
+            self.submit(call)  # before the first checkpoint, as above
+            try:
+                with anyio.move_on_after(self.store.timeout):
+                    await event.wait()
+            except BaseException:
+                self._leave(call)
+                raise
         if call.state != DONE:
             queued = call.state == QUEUED
             self._leave(call)
@@ -272,6 +304,43 @@ class Batcher:
         if call.error is not None:
             raise call.error
         return call.result
+
+    async def _direct(self, call: Call) -> Any:
+        """Run *call* in the caller's task: nothing else is in flight to share a trip with.
+
+        Saves the hand-over to a flusher task (most of the cost at low concurrency). Only for
+        calls whose cancellation is safe: a cancelled redis-py call drops its connection, and
+        the call's cleanup runs as for any failure (a slot token is removed). Releases (*must*)
+        always go through the detached path.
+        """
+        store = self.store
+        self.direct += 1
+        call.state = SENT
+        try:
+            with store.mapped():
+                async with asyncio.timeout(store.timeout):
+                    results, trips = await _pipeline(self.client, [call])
+        except StoreBusy:
+            call.state = QUEUED
+            self.direct -= 1
+            return await self._wait(call)
+        except StoreUnavailable as error:
+            self.direct -= 1
+            call.fail(error)
+            raise
+        except BaseException:
+            self.direct -= 1
+            call.left = True
+            call.fail(StoreUnavailable("the caller was cancelled"))
+            raise
+        self.direct -= 1
+        store.answered(trips)
+        result = results[0]
+        if isinstance(result, Exception):
+            with store.mapped():
+                raise result
+        call.finish(result)
+        return result
 
     def _leave(self, call: Call) -> None:
         call.left = True
@@ -312,13 +381,15 @@ class Batcher:
     async def _send(self, batch: list[Call]) -> None:
         store = self.store
         try:
-            with store.mapped(), anyio.fail_after(store.timeout):
+            with store.mapped():
                 if self.sync:
-                    results, trips = await anyio.to_thread.run_sync(
-                        _pipeline_sync, self.client, batch, abandon_on_cancel=True
-                    )
-                else:
-                    results, trips = await _pipeline(self.client, batch)
+                    with anyio.fail_after(store.timeout):
+                        results, trips = await anyio.to_thread.run_sync(
+                            _pipeline_sync, self.client, batch, abandon_on_cancel=True
+                        )
+                else:  # asyncio's own timeout: an anyio cancel scope costs more than the trip
+                    async with asyncio.timeout(store.timeout):
+                        results, trips = await _pipeline(self.client, batch)
         except StoreBusy:
             # Our own pool is full (others use the client too): not sent, so try again soon.
             for call in reversed(batch):
@@ -430,6 +501,11 @@ class Batcher:
             store.answered(1)
             call.finish(result)
             return
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _first_key(call: Call) -> Any:
