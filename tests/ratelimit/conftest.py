@@ -232,7 +232,11 @@ class Target:
 
     @contextlib.asynccontextmanager
     async def store(self, backend: tuple[str, Any], **kwargs: Any) -> AsyncIterator[RedisStore]:
-        """A RedisStore on the asyncio client under asyncio; on a sync client under trio."""
+        """A RedisStore on the asyncio client under asyncio; on a sync client under trio.
+
+        Its timeout is generous (a loaded CI machine is not an outage) unless a test sets one.
+        """
+        kwargs.setdefault("timeout", 10.0)
         if backend[0] == "trio":
             client = self.sync_client()
             try:

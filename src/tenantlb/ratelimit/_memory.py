@@ -6,10 +6,10 @@ O(1) per decision, no background threads or timers, thread-safe for sync callers
 
 - Expired state (a key whose quota has fully recovered, so forgetting it changes nothing) is
   dropped as it reaches the least-recently-used end: every new key checks the oldest two.
-- At *max_keys*, a new key first evicts an expired key among the 8 least recently used, and only
-  if there is none the least recently used live key. So an evicted *live* key is always the one
-  that went longest without a decision (it then starts afresh); evictions are counted in
-  `MemoryStore.stats` and the first one is logged.
+- At *max_keys*, a new key removes the least recently used key: dropped quietly if it has
+  expired, else evicted. So an evicted *live* key is always the one that went longest without a
+  decision (it then starts afresh); evictions are counted in `MemoryStore.stats` and the first
+  one is logged.
 
 Each step is O(1), so no call pays for the table's size (no stop-the-world sweep).
 """
@@ -40,7 +40,6 @@ logger = logging.getLogger("tenantlb.ratelimit")
 
 _new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
 _TIDY_FROM = 1024  # tables smaller than this do not bother dropping expired keys as they go
-_LOOK = 8  # how many least-recently-used keys an eviction checks for an expired one
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -201,8 +200,8 @@ class _Table:
         """Before a new key is inserted (under the lock): drop expired keys, evict at the bound.
 
         O(1): looks only at the least-recently-used end. Below *max_keys* it drops up to two
-        expired keys there (tables track the live set as traffic flows); at the bound it drops
-        an expired key among the `_LOOK` least recently used, else evicts the least recently used.
+        expired keys there (tables track the live set as traffic flows); at the bound it removes
+        the least recently used key, counting it as an eviction if it was still live.
         """
         states, expires = self.states, self.expires
         if len(states) < self.max_keys:
@@ -211,26 +210,26 @@ class _Table:
                     return
                 del states[key]
             return
-        expired = [k for k in itertools.islice(states, _LOOK) if expires(states[k]) <= now]
-        if expired:
-            for key in expired:
-                del states[key]
-            return
-        states.popitem(last=False)
-        self.log.evicted()
+        _, state = states.popitem(last=False)
+        if expires(state) > now:
+            self.log.evicted()
 
 
 def _expiry(spec: RateSpec) -> Callable[[Any], float]:
     algorithm, rates = spec.algorithm, spec.rates
+    when = algorithm.expires
     if len(rates) == 1:
         (rate,) = rates
-        return lambda state: algorithm.expires(state, rate)
+        return lambda state: when(state, rate)
 
     def expires(states: tuple[State | None, ...]) -> float:
-        return max(
-            (algorithm.expires(s, r) for s, r in zip(states, rates, strict=True) if s is not None),
-            default=-float("inf"),
-        )
+        latest = -float("inf")
+        for state, rate in zip(states, rates, strict=True):
+            if state is not None:
+                at = when(state, rate)
+                if at > latest:
+                    latest = at
+        return latest
 
     return expires
 
