@@ -6,10 +6,10 @@ O(1) per decision, no background threads or timers, thread-safe for sync callers
 
 - Expired state (a key whose quota has fully recovered, so forgetting it changes nothing) is
   dropped as it reaches the least-recently-used end: every new key checks the oldest two.
-- At *max_keys*, a new key removes the least recently used key: dropped quietly if it has
-  expired, else evicted. So an evicted *live* key is always the one that went longest without a
-  decision (it then starts afresh); evictions are counted in `MemoryStore.stats` and the first
-  one is logged.
+- At *max_keys*, a new key first drops an expired key among the 4 least recently used, and
+  only if there is none evicts the least recently used live key. So an evicted *live* key is
+  always the one that went longest without a decision (it then starts afresh); evictions are
+  counted in `MemoryStore.stats` and the first one is logged.
 
 Each step is O(1), so no call pays for the table's size (no stop-the-world sweep).
 """
@@ -40,6 +40,7 @@ logger = logging.getLogger("tenantlb.ratelimit")
 
 _new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
 _TIDY_FROM = 1024  # tables smaller than this do not bother dropping expired keys as they go
+_LOOK = 4  # how many least-recently-used keys an eviction checks for an expired one
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -210,9 +211,12 @@ class _Table:
                     return
                 del states[key]
             return
-        _, state = states.popitem(last=False)
-        if expires(state) > now:
-            self.log.evicted()
+        for key in itertools.islice(states, _LOOK):
+            if expires(states[key]) <= now:
+                del states[key]  # an expired key goes before any live one
+                return
+        states.popitem(last=False)
+        self.log.evicted()
 
 
 def _expiry(spec: RateSpec) -> Callable[[Any], float]:
