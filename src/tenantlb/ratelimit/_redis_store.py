@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, final
@@ -119,6 +120,8 @@ class RedisStore:
         "_sync",
         "_timeout",
         "_up",
+        "_warned",
+        "_warned_at",
         "cluster",
         "sync_cluster",
     )
@@ -188,6 +191,8 @@ class RedisStore:
         self._batchers: dict[LoopRef, Batcher] = {}
         self._lock = threading.Lock()
         self._up = True
+        self._warned_at = -float("inf")
+        self._warned = False
         self._outages = 0
         self._errors = 0
         self._fallbacks = 0
@@ -377,9 +382,14 @@ class RedisStore:
                 self._outages += 1
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if first:
-            logger.warning(
-                "Redis unavailable (%s); on_error=%r until it answers again", what, self.policy
-            )
+            # Once per outage, and at most once a minute: with one master of a cluster down,
+            # answers from the others would otherwise end and restart an "outage" per call.
+            now = time.monotonic()
+            if now - self._warned_at >= 60.0:
+                self._warned_at, self._warned = now, True
+                logger.warning(
+                    "Redis unavailable (%s); on_error=%r until it answers again", what, self.policy
+                )
         return StoreUnavailable(f"Redis did not answer: {what}")
 
     def answered(self, trips: int = 0) -> None:
@@ -390,7 +400,8 @@ class RedisStore:
         if not self._up:
             with self._lock:
                 recovered, self._up = not self._up, True
-            if recovered:
+                told, self._warned = self._warned, False
+            if recovered and told:
                 logger.info("Redis answers again; decisions are shared again")
 
     @property
