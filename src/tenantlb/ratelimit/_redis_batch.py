@@ -169,6 +169,10 @@ class LoopRef:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LoopRef) and other._id == self._id and other._ref() is self._ref()
 
+    def get(self) -> object:
+        """The loop object (None once it is gone)."""
+        return self._ref()
+
     def alive(self) -> bool:
         loop = self._ref()
         if loop is None:
@@ -317,9 +321,17 @@ class Batcher:
         self.direct += 1
         call.state = SENT
         try:
-            with store.mapped():
+            try:
+                async with asyncio.timeout(store.timeout):
+                    result = await self.client.execute_command(*call.args, NEVER_DECODE=True)
+                trips = 1
+            except Exception as exc:
+                if not _noscript(exc):
+                    with store.mapped():
+                        raise
                 async with asyncio.timeout(store.timeout):
                     results, trips = await _pipeline(self.client, [call])
+                result = results[0]
         except StoreBusy:
             call.state = QUEUED
             self.direct -= 1
@@ -335,7 +347,6 @@ class Batcher:
             raise
         self.direct -= 1
         store.answered(trips)
-        result = results[0]
         if isinstance(result, Exception):
             with store.mapped():
                 raise result
@@ -501,6 +512,12 @@ class Batcher:
             store.answered(1)
             call.finish(result)
             return
+
+
+def _noscript(exc: BaseException) -> bool:
+    import redis.exceptions
+
+    return isinstance(exc, redis.exceptions.NoScriptError)
 
 
 def _expire(future: asyncio.Future[None]) -> None:

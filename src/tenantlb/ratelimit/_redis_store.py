@@ -20,6 +20,7 @@ client's own pool is back-pressure, not an outage: bounded by *timeout* too, it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -111,6 +112,7 @@ class RedisStore:
         "_errors",
         "_fallback",
         "_fallbacks",
+        "_last",
         "_lock",
         "_on_error",
         "_outages",
@@ -189,6 +191,7 @@ class RedisStore:
         self._timeout = float(timeout)
         self._scripts: dict[tuple[type[Algorithm], bool], Script] = {}
         self._batchers: dict[LoopRef, Batcher] = {}
+        self._last: Batcher | None = None
         self._lock = threading.Lock()
         self._up = True
         self._warned_at = -float("inf")
@@ -321,6 +324,13 @@ class RedisStore:
 
     def batcher(self) -> Batcher:
         """The batcher of the running event loop (created on first use)."""
+        last = self._last
+        if last is not None:  # the common case: the same asyncio loop as the previous call
+            try:
+                if asyncio.get_running_loop() is last.loop.get():
+                    return last
+            except RuntimeError:
+                pass
         loop = current_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
@@ -338,6 +348,7 @@ class RedisStore:
                 # Batchers of event loops that are gone are dropped: bounded by live loops.
                 self._batchers = {k: v for k, v in self._batchers.items() if k.alive()}
                 self._batchers[loop] = batcher
+        self._last = batcher if loop.kind == "asyncio" else None
         return batcher
 
     # -- health and the error boundary -------------------------------------------------------
