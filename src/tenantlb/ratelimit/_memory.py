@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast, final
 
 import attrs
@@ -30,7 +30,8 @@ import attrs
 from .._clock import Clock
 from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
-from ._rate import Rate
+from ._memory_compiled import TIDY_FROM as _TIDY_FROM
+from ._memory_compiled import compile_many, compile_one, compile_two, pick
 from ._store import ConcurrencySpec, RateSpec, Slot
 from ._validate import check_cost, check_key, unchecked_cost
 
@@ -39,7 +40,6 @@ __all__ = ["MemoryStore", "MemoryStoreStats"]
 logger = logging.getLogger("tenantlb.ratelimit")
 
 _new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
-_TIDY_FROM = 1024  # tables smaller than this do not bother dropping expired keys as they go
 _LOOK = 4  # how many least-recently-used keys an eviction checks for an expired one
 
 
@@ -471,11 +471,11 @@ class _MemoryRates:
             return None
         steps = cast("list[Kernel]", kernels)
         if len(steps) == 1:
-            fast = _compile_one(steps[0], self._table, self._rates, self._clock, max_cost)
+            fast = compile_one(steps[0], self._table, self._rates, self._clock, max_cost)
         elif len(steps) == 2:
-            fast = _compile_two(steps, self._table, self._rates, self._clock, max_cost)
+            fast = compile_two(steps, self._table, self._rates, self._clock, max_cost)
         else:
-            fast = _compile_many(steps, self._table, self._rates, self._clock, max_cost)
+            fast = compile_many(steps, self._table, self._rates, self._clock, max_cost)
         return fast
 
     def peek_nowait(self, key: str, cost: float) -> Decision:
@@ -506,152 +506,6 @@ class _MemoryRates:
 
     async def refund(self, key: str, cost: float) -> None:
         self.refund_nowait(key, cost)
-
-
-def pick(steps: Sequence[tuple[Any, ...]]) -> int:
-    """The index of the deciding step: the denial with the longest wait, else the least remaining.
-
-    *steps* are `Step`s or kernel results, both ``(allowed, state, remaining, reset_after,
-    retry_after)`` tuples. The Redis script applies the same rule.
-    """
-    chosen = -1
-    denied = False
-    for i, s in enumerate(steps):
-        if not s[0]:
-            if not denied or s[4] > steps[chosen][4]:
-                chosen = i
-            denied = True
-        elif not denied and (chosen < 0 or s[2] < steps[chosen][2]):
-            chosen = i
-    return chosen
-
-
-def _compile_one(
-    step: Kernel, table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for one rate: the kernel between a lock, a dict read and a dict write."""
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
-    acquire, release = table.lock.acquire, table.lock.release
-    (rate,) = rates
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            old = get(key)
-            if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
-            else:
-                move_to_end(key)
-            allowed, state, remaining, reset_after, retry_after = step(old, now, cost)
-            if allowed:
-                states[key] = state
-        finally:
-            release()
-        return new_decision(decision, (allowed, remaining, reset_after, retry_after, rate, rates))
-
-    return acquire_nowait
-
-
-def _compile_two(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for two rates (per second + per hour, the common tenant setup), unrolled.
-
-    Commits both states only when both admit; the deciding rate is chosen as `pick` does.
-    """
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
-    acquire, release = table.lock.acquire, table.lock.release
-    step1, step2 = steps
-    rate1, rate2 = rates
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            old = get(key)
-            if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
-                one = step1(None, now, cost)
-                two = step2(None, now, cost)
-            else:
-                move_to_end(key)
-                one = step1(old[0], now, cost)
-                two = step2(old[1], now, cost)
-            if one[0]:
-                if two[0]:
-                    states[key] = (one[1], two[1])
-                    if two[2] < one[2]:
-                        return new_decision(decision, (True, two[2], two[3], 0.0, rate2, rates))
-                    return new_decision(decision, (True, one[2], one[3], 0.0, rate1, rates))
-                return new_decision(decision, (False, two[2], two[3], two[4], rate2, rates))
-            if not two[0] and two[4] > one[4]:
-                return new_decision(decision, (False, two[2], two[3], two[4], rate2, rates))
-            return new_decision(decision, (False, one[2], one[3], one[4], rate1, rates))
-        finally:
-            release()
-
-    return acquire_nowait
-
-
-def _compile_many(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for three or more rates: the kernels in a loop, the choice by `pick`."""
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
-    acquire, release = table.lock.acquire, table.lock.release
-    fresh: tuple[None, ...] = (None,) * len(rates)
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            old = get(key)
-            if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
-                old = fresh
-            else:
-                move_to_end(key)
-            results = [step(s, now, cost) for step, s in zip(steps, old, strict=True)]
-            allowed = all(r[0] for r in results)
-            if allowed:
-                states[key] = tuple(r[1] for r in results)
-        finally:
-            release()
-        index = pick(results)
-        chosen = results[index]
-        return new_decision(
-            decision, (allowed, chosen[2], chosen[3], chosen[4], rates[index], rates)
-        )
-
-    return acquire_nowait
 
 
 class _MemoryConcurrency:
