@@ -27,14 +27,15 @@ def test_example_runs(script: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_demo_command(backend: str) -> None:
-    """`python -m tenantlb demo` balances a burst, starves the broken backend and leaks nothing."""
+def test_simulated_demo_command(backend: str) -> None:
+    """`python -m tenantlb demo --simulate` balances a burst, starves the broken backend and leaks nothing."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "tenantlb",
             "demo",
+            "--simulate",
             "--requests",
             "20",
             "--clients",
@@ -61,3 +62,40 @@ def test_demo_command(backend: str) -> None:
 def test_examples_exist() -> None:
     """There is at least one example program (the suite would silently test nothing otherwise)."""
     assert EXAMPLES
+
+
+def test_live_demo_command() -> None:
+    """`python -m tenantlb demo --duration 5` serves real traffic and prints real per-endpoint figures."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tenantlb", "demo", "--duration", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "In flight at the end: 0" in out
+    assert "Traceback" not in result.stderr
+    summary = out[out.index("real HTTP requests") :]
+    rows = {line.split()[0]: line.split() for line in summary.splitlines() if line.startswith("  ")}
+    for name in ("fast-1", "fast-2", "slow", "flaky", "phoenix", "private"):
+        assert name in rows, summary
+    assert float(rows["private"][3].rstrip("%")) > 0.0  # initech's private pool served traffic
+    assert int(rows["acme"][1]) > 0  # acme's requests were admitted and answered
+
+
+def test_live_demo_rejects_bad_arguments() -> None:
+    """Bad demo arguments are a usage error, not a traceback."""
+    for args in (["--duration", "0"], ["--strategy", "nope"], ["--tenants", "4"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "tenantlb", "demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr

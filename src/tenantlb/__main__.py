@@ -24,14 +24,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = commands.add_parser(
         "demo",
-        help="balance a burst of simulated requests, in memory",
-        description="Three tenants send a burst of requests through one gateway to four simulated "
-        "backends (one fast pair, one slow, one failing); prints each endpoint's share, the "
-        "refusals per tenant and the ejections.",
+        help="a live gateway on real sockets: backends, ProxyApp, tenants and real traffic",
+        description="Starts six loopback backends (a fast pair, one slow, one that starts failing, "
+        "one that is stopped and comes back, one private), ProxyApp under uvicorn in front of them "
+        "with three tenants, and real HTTP traffic from httpx clients through "
+        "AsyncBalancingTransport; shows each endpoint's share, latency and health and each "
+        "tenant's admitted/429/503 live, then a summary. --simulate runs the older in-memory "
+        "simulation instead (no sockets).",
     )
-    demo.add_argument("--requests", type=int, default=50, help="requests per client (default 50)")
-    demo.add_argument("--clients", type=int, default=40, help="concurrent clients (default 40)")
-    demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    demo.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of traffic (default 20)"
+    )
+    demo.add_argument(
+        "--strategy",
+        default="peak_ewma",
+        help="balancer of the shared pool: peak_ewma (default), least_request, round_robin, "
+        "weighted_random, rendezvous",
+    )
+    demo.add_argument("--tenants", type=int, default=3, help="how many tenants send traffic (1-3)")
+    demo.add_argument(
+        "--simulate", action="store_true", help="the in-memory simulation, no sockets (no extras)"
+    )
+    demo.add_argument("--requests", type=int, default=50, help="--simulate: requests per client")
+    demo.add_argument("--clients", type=int, default=40, help="--simulate: concurrent clients")
+    demo.add_argument(
+        "--backend", choices=["asyncio", "trio"], default="asyncio", help="--simulate: event loop"
+    )
 
     hash_key = commands.add_parser(
         "hash-key", help="print the digest to put in a tenant's api_keys (reads the key from stdin)"
@@ -51,16 +69,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import run_demo
+        return _demo(parser, args)
+    if args.command == "hash-key":
+        return _hash_key(args.secret_env)
+    return _check(args.file)
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.simulate:
+        from ._demo_sim import run_demo
 
         if args.requests < 1 or args.clients < 1:
             parser.error("--requests and --clients must be >= 1")
         if args.backend == "trio" and importlib.util.find_spec("trio") is None:
             parser.error("--backend trio needs trio installed: pip install trio")
         return run_demo(args.requests, args.clients, args.backend)
-    if args.command == "hash-key":
-        return _hash_key(args.secret_env)
-    return _check(args.file)
+    from ._demo import STRATEGIES, run_live_demo
+
+    if not (0 < args.duration <= 3600):
+        parser.error(f"--duration must be between 0 and 3600 seconds, got {args.duration:g}")
+    if args.strategy not in STRATEGIES:
+        parser.error(f"--strategy must be one of {', '.join(STRATEGIES)}, got {args.strategy!r}")
+    if not (1 <= args.tenants <= 3):
+        parser.error(f"--tenants must be 1, 2 or 3, got {args.tenants}")
+    return run_live_demo(args.duration, args.strategy, args.tenants)
 
 
 def _hash_key(secret_env: str | None) -> int:

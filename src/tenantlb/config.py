@@ -31,17 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ConfigError
-from .balancing import Balancer, Endpoint, Pool, SlowStart
-from .ratelimit import MemoryStore, Rate
-from .tenants import (
-    APIKeyResolver,
-    HeaderResolver,
-    HostResolver,
-    PathPrefixResolver,
-    Tenant,
-    TenantRegistry,
-    TenantResolver,
-)
+from ._registry import Registry
+from ._validate import FieldError, count
+from .balancing import BALANCERS, Balancer, Endpoint, Pool, SlowStart
+from .ratelimit import ALGORITHMS, STORES, Algorithm, Rate, Store
+from .tenants import RESOLVERS, Tenant, TenantRegistry, TenantResolver
 
 __all__ = ["build_gateway", "load_config", "read_config", "validate_config"]
 
@@ -134,6 +128,18 @@ _GATEWAY = {
     "trusted_proxies",
     "resolvers",
     "store",
+    "anonymous",
+    "max_body_size",
+    "max_header_size",
+}
+_ANONYMOUS = {
+    "id",
+    "upstream",
+    "routes",
+    "limits",
+    "max_concurrency",
+    "max_body_size",
+    "max_header_size",
 }
 _POOL = {
     "endpoints",
@@ -142,8 +148,19 @@ _POOL = {
     "slow_start",
     "outlier_detection",
     "health_check",
+    "concurrency",
 }
-_ENDPOINT = {"url", "weight", "zone", "metadata"}
+# A pool's shared concurrency budget: { limit = 64 } or { adaptive = true } (or a table of
+# AdaptiveConcurrency settings), plus the FairQueue's queueing settings.
+_CONCURRENCY = {
+    "limit",
+    "adaptive",
+    "queues",
+    "hand_size",
+    "queue_length",
+    "timeout",
+}
+_ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {
     "id",
     "display_name",
@@ -156,24 +173,10 @@ _TENANT = {
     "shard_size",
     "enabled",
     "metadata",
+    "max_body_size",
+    "max_header_size",
 }
 _RATE = {"limit", "per", "burst", "name"}
-
-
-def _balancers() -> dict[str, Callable[..., Balancer]]:
-    from . import balancing
-
-    names = {
-        "round_robin": "RoundRobin",
-        "weighted_random": "WeightedRandom",
-        "least_request": "LeastRequest",
-        "peak_ewma": "PeakEWMA",
-        "ring_hash": "RingHash",
-        "maglev": "Maglev",
-        "rendezvous": "Rendezvous",
-        "bounded_load": "BoundedLoad",
-    }
-    return {key: getattr(balancing, cls) for key, cls in names.items() if hasattr(balancing, cls)}
 
 
 class _Builder:
@@ -181,24 +184,71 @@ class _Builder:
 
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
+        self.fair_queues: dict[str, Any] = {}  # pool name -> FairQueue
 
     def error(self, path: str, message: str) -> None:
         self.errors.append((path, message))
 
     def attempt(
-        self, path: str, fields: set[str], make: Callable[..., T], /, *args: Any, **kwargs: Any
+        self,
+        path: str,
+        fields: set[str] | None,
+        make: Callable[..., T],
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> T | None:
-        """Call ``make(*args, **kwargs)``; turn a TypeError/ValueError into an error at the field
-        its message names (our messages start with the field: "per must be > 0, got -1")."""
+        """Call ``make(*args, **kwargs)``; turn a TypeError/ValueError into an error at *path*, or
+        at ``path.field`` when it is a `FieldError` about one of *fields* (None: any field, for a
+        registered factory whose arguments are the table's keys)."""
         try:
             return make(*args, **kwargs)
         except ConfigError as exc:
             self.errors.extend(exc.errors)
+        except FieldError as exc:
+            known = fields is None or exc.field in fields
+            self.error(f"{path}.{exc.field}" if known else path, str(exc))
         except (TypeError, ValueError) as exc:
-            message = str(exc)
-            field = message.split(" ", 1)[0].split("[", 1)[0].split(".")[-1]
-            self.error(f"{path}.{field}" if field in fields else path, message)
+            self.error(path, str(exc))
         return None
+
+    def make(
+        self,
+        path: str,
+        registry: Registry[Callable[..., T]],
+        spec: object,
+        expected: type,
+        *,
+        nested: str | None = None,
+    ) -> T | None:
+        """Build what *spec* names in *registry*: a name, or a table whose ``type`` is one and whose
+        other keys are the factory's keyword arguments (the key *nested*, if given, is itself a
+        spec in the same registry, e.g. a `BoundedLoad`'s ``inner``)."""
+        kwargs: dict[str, Any] = {}
+        where = path
+        if isinstance(spec, Mapping):
+            kwargs = {str(k): v for k, v in spec.items()}
+            spec = kwargs.pop("type", None)
+            where = f"{path}.type"
+        try:
+            factory = registry.get(spec)
+        except (TypeError, ValueError) as exc:
+            self.error(where, str(exc))
+            return None
+        if nested is not None and nested in kwargs:
+            inner = self.make(f"{path}.{nested}", registry, kwargs[nested], expected, nested=nested)
+            if inner is None:
+                return None
+            kwargs[nested] = inner
+        try:
+            made = self.attempt(path, None, factory, **kwargs)
+        except ImportError as exc:  # a factory's optional dependency (redis) is missing
+            self.error(path, str(exc))
+            return None
+        if made is not None and not isinstance(made, expected):
+            self.error(path, f"the factory made a {_type(made)}, not a {expected.__name__}")
+            return None
+        return made
 
     def table(self, path: str, value: object, allowed: set[str]) -> Mapping[str, Any] | None:
         if not isinstance(value, Mapping):
@@ -225,12 +275,9 @@ class _Builder:
         secret = self.secret(gw)
         resolvers = self.resolvers(gw.get("resolvers"))
         store = self.store(gw.get("store", "memory"))
-        algorithm = gw.get("algorithm", "gcra")
-        if algorithm not in ("gcra", "token_bucket", "sliding_window", "fixed_window"):
-            self.error(
-                "gateway.algorithm",
-                f"must be gcra, token_bucket, sliding_window or fixed_window, got {algorithm!r}",
-            )
+        algorithm = self.make(
+            "gateway.algorithm", ALGORITHMS, gw.get("algorithm", "gcra"), Algorithm
+        )
         hash_on = gw.get("hash_on")
         if hash_on not in (None, "client_ip", "tenant"):
             self.error("gateway.hash_on", f"must be 'client_ip' or 'tenant', got {hash_on!r}")
@@ -242,6 +289,8 @@ class _Builder:
         lease_ttl = gw.get("lease_ttl", 60.0)
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float):
             self.error("gateway.lease_ttl", f"must be a number of seconds > 0, got {lease_ttl!r}")
+        anonymous = self.anonymous(gw.get("anonymous"), pools)
+        sizes = {k: gw[k] for k in ("max_body_size", "max_header_size") if k in gw}
         if self.errors:
             return None
         registry = self.attempt(
@@ -256,7 +305,14 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            {"trusted_proxies", "hash_on", "algorithm", "lease_ttl"},
+            {
+                "trusted_proxies",
+                "hash_on",
+                "algorithm",
+                "lease_ttl",
+                "max_body_size",
+                "max_header_size",
+            },
             Gateway,
             registry=registry,
             pools=pools,
@@ -267,6 +323,9 @@ class _Builder:
             trusted_proxies=tuple(trusted),
             owns_store=True,
             lease_ttl=lease_ttl,
+            anonymous=anonymous,
+            concurrency=self.fair_queues,
+            **sizes,
         )
 
     def pools(self, value: object) -> tuple[dict[str, Pool], list[Any]]:
@@ -307,6 +366,10 @@ class _Builder:
             if pool is None:
                 continue
             pools[str(name)] = pool
+            if "concurrency" in table:
+                fair = self.concurrency(f"{path}.concurrency", table["concurrency"])
+                if fair is not None:
+                    self.fair_queues[str(name)] = fair
             check = table.get("health_check")
             if check is not None:
                 checker = self.health_check(f"{path}.health_check", pool, check)
@@ -317,6 +380,10 @@ class _Builder:
     def endpoints(self, path: str, value: object) -> list[Endpoint] | None:
         if not isinstance(value, list):
             self.error(path, f"must be a list of URLs or endpoint tables, got {_type(value)}")
+            return None
+        if not value:
+            # A pool with nothing in it refuses every request: almost always a mistake in a file.
+            self.error(path, "must list at least one endpoint")
             return None
         out: list[Endpoint] = []
         seen: set[str] = set()
@@ -339,6 +406,7 @@ class _Builder:
                     weight=table.get("weight", 1.0),
                     zone=table.get("zone"),
                     metadata=table.get("metadata"),
+                    priority=table.get("priority", 0),
                 )
             if endpoint is None:
                 continue
@@ -350,27 +418,14 @@ class _Builder:
         return out
 
     def balancer(self, path: str, value: object) -> Balancer | None:
-        known = _balancers()
-        kwargs: dict[str, Any] = {}
-        if isinstance(value, Mapping):
-            kwargs = dict(value)
-            value = kwargs.pop("type", None)
-            path_type = f"{path}.type"
-        else:
-            path_type = path
-        if not isinstance(value, str) or value not in known:
-            self.error(path_type, f"must be one of {sorted(known)}, got {value!r}")
-            return None
-        if value == "bounded_load":
-            inner_spec = kwargs.pop("inner", "ring_hash")
-            inner = self.balancer(f"{path}.inner", inner_spec)
-            if inner is None:
-                return None
-            return self.attempt(path, set(kwargs), known["bounded_load"], inner, **kwargs)
-        return self.attempt(path, set(kwargs), known[value], **kwargs)
+        return self.make(path, BALANCERS, value, Balancer, nested="inner")
 
     def outlier(self, path: str, value: object) -> Any:
-        if value is None:
+        # Absent or true: Envoy's defaults (pools avoid failing endpoints out of the box);
+        # false: off; a table: those settings.
+        if value is None or value is True:
+            return "default"
+        if value is False:
             return None
         from . import health
 
@@ -406,6 +461,30 @@ class _Builder:
         if probe is None:
             return None
         return self.attempt(path, set(kwargs), health.HealthChecker, pool, probe=probe, **kwargs)
+
+    def concurrency(self, path: str, value: object) -> Any:
+        from .fairness import AdaptiveConcurrency, FairQueue
+
+        table = self.table(path, value, _CONCURRENCY)
+        if table is None:
+            return None
+        limit, adaptive = table.get("limit"), table.get("adaptive", False)
+        if (limit is None) == (adaptive is False):
+            self.error(path, "needs either limit = <slots> or adaptive = true (or a table)")
+            return None
+        capacity: Any = None
+        if limit is not None:
+            capacity = self.attempt(path, {"limit"}, count, "limit", limit)
+        else:
+            settings = {} if adaptive is True else self.kwargs(f"{path}.adaptive", adaptive)
+            if settings is not None:
+                capacity = self.attempt(
+                    f"{path}.adaptive", None, AdaptiveConcurrency, **settings, name=path
+                )
+        if capacity is None:
+            return None
+        options = {k: v for k, v in table.items() if k not in ("limit", "adaptive")}
+        return self.attempt(path, set(options), FairQueue, capacity, **options)
 
     def kwargs(self, path: str, value: object) -> dict[str, Any] | None:
         """A table's items as keyword arguments; None (and an error) if it is not a table."""
@@ -460,6 +539,30 @@ class _Builder:
             out.append(tenant)
         return out
 
+    def anonymous(self, value: object, pools: Mapping[str, Pool]) -> Tenant | None:
+        """``[gateway.anonymous]``: the tenant requests without credentials are admitted as."""
+        if value is None:
+            return None
+        path = "gateway.anonymous"
+        table = self.table(path, value, _ANONYMOUS)
+        if table is None:
+            return None
+        limits = self.limits(f"{path}.limits", table.get("limits", []))
+        if limits is None:
+            return None
+        kwargs = {k: v for k, v in table.items() if k not in ("id", "limits")}
+        tenant = self.attempt(
+            path, _ANONYMOUS, Tenant, table.get("id", "anonymous"), limits=limits, **kwargs
+        )
+        if tenant is not None:
+            for name in sorted(tenant.upstreams):
+                if pools and name not in pools:
+                    field = "upstream" if name == tenant.upstream else "routes"
+                    self.error(
+                        f"{path}.{field}", f"unknown pool {name!r}; pools are {sorted(pools)}"
+                    )
+        return tenant
+
     def limits(self, path: str, value: object) -> list[Rate] | None:
         if not isinstance(value, list):
             self.error(path, f"must be a list of rate tables, got {_type(value)}")
@@ -513,90 +616,13 @@ class _Builder:
         out: list[TenantResolver] = []
         for i, spec in enumerate(value):
             path = f"gateway.resolvers[{i}]"
-            kwargs: dict[str, Any] = {}
-            if isinstance(spec, Mapping):
-                kwargs = dict(spec)
-                spec = kwargs.pop("type", None)
-            made: TenantResolver | None
-            if spec == "api_key":
-                made = self.attempt(path, set(kwargs), APIKeyResolver, **kwargs)
-            elif spec == "bearer" and not kwargs:
-                made = APIKeyResolver.bearer()
-            elif spec == "header":
-                made = self.attempt(path, set(kwargs), HeaderResolver, **kwargs)
-            elif spec == "host":
-                made = self.attempt(path, set(kwargs), HostResolver, **kwargs)
-            elif spec == "path":
-                made = self.attempt(path, set(kwargs), PathPrefixResolver, **kwargs)
-            else:
-                self.error(path, f"must be api_key, bearer, header, host or path, got {spec!r}")
-                continue
+            made = self.make(path, RESOLVERS, spec, TenantResolver)
             if made is not None:
                 out.append(made)
         return out
 
-    def store(self, value: object) -> Any:
-        if value == "memory":
-            return MemoryStore()
-        if not isinstance(value, Mapping):
-            self.error("gateway.store", f"must be 'memory' or a store table, got {value!r}")
-            return None
-        kwargs = dict(value)
-        kind = kwargs.pop("type", None)
-        if kind == "memory":
-            return self.attempt("gateway.store", set(kwargs), MemoryStore, **kwargs)
-        if kind != "redis":
-            self.error("gateway.store.type", f"must be 'memory' or 'redis', got {kind!r}")
-            return None
-        url = kwargs.pop("url", None)
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            self.error("gateway.store.url", f"must be a redis:// URL, got {url!r}")
-            return None
-        timeout = kwargs.pop("timeout", 0.5)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            self.error("gateway.store.timeout", f"must be a number of seconds > 0, got {timeout!r}")
-            return None
-        if kwargs.get("on_error") == "memory":
-            kwargs["on_error"] = MemoryStore()
-        try:
-            import redis
-            import redis.asyncio
-            from redis.asyncio.retry import Retry as AsyncRetry
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            self.error(
-                "gateway.store",
-                "a redis store needs the redis extra: pip install 'tenantlb[redis]'",
-            )
-            return None
-        from .ratelimit import RedisStore
-
-        cluster = kwargs.pop("cluster", False)
-        if not isinstance(cluster, bool):
-            self.error("gateway.store.cluster", f"must be true or false, got {cluster!r}")
-            return None
-        # Fail fast: a hung or dead Redis must hand over to on_error, not stall requests in retries.
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if cluster:  # redis-py's cluster clients follow MOVED/ASK and failovers themselves
-            aclient: Any = redis.asyncio.RedisCluster.from_url(url, **options)
-            try:  # the sync cluster client discovers the nodes as it is built
-                sclient: Any = redis.RedisCluster.from_url(url, **options)
-            except redis.RedisError as exc:
-                self.error("gateway.store.url", f"cannot reach the Redis Cluster: {exc}")
-                return None
-        else:
-            aclient = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
-            sclient = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
-        return self.attempt(
-            "gateway.store",
-            {"prefix", "on_error"},
-            RedisStore,
-            aclient,
-            sync_client=sclient,  # trio (and sync callers) use the sync client, in a thread
-            timeout=timeout,
-            **kwargs,
-        )
+    def store(self, value: object) -> Store | None:
+        return self.make("gateway.store", STORES, value, Store)
 
 
 def _join(path: str, key: str) -> str:

@@ -10,9 +10,16 @@ async with gateway.admit(RequestInfo("GET", "/v1/chat", headers)) as ticket:
 ```
 
 Every refusal is a `RequestRejected` subclass carrying the HTTP status an adapter should answer
-with: `Unauthenticated` / `UnknownTenant` (401), `Forbidden` (403), `RateLimited` (429, with the
+with: `Unauthenticated` / `UnknownTenant` (401, with a ``WWW-Authenticate`` challenge),
+`Forbidden` (403), `ContentTooLarge` (413), `HeadersTooLarge` (431), `RateLimited` (429, with the
 decision and ``Retry-After``), `OverCapacity` (503); and `NoHealthyEndpoint` when the tenant's
-upstream has nothing to offer. A refusal after the rate limit was charged gives the charge back, so
+upstream has nothing to offer.
+
+Admission works without an upstream: a tenant with no pool for the request's path (or a request
+admitted with ``lease=False``, as middleware in front of an app does) gets a ticket with auth,
+limits and a concurrency slot but no lease. Requests without credentials are refused with 401
+unless the gateway has an ``anonymous`` tenant: then they are admitted as that tenant, its limits
+and concurrency counted per client IP. A refusal after the rate limit was charged gives the charge back, so
 a request that was not served consumes no quota.
 
 Isolation: a ticket's endpoint always comes from a pool named by the tenant itself (its
@@ -24,29 +31,48 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, Protocol, final
 
 import anyio
-import attrs
 from cachetools import LRUCache
 
+from ._clock import default_clock
 from ._errors import (
     ConfigError,
+    ContentTooLarge,
     Forbidden,
-    NoHealthyEndpoint,
+    HeadersTooLarge,
+    MissingCredentials,
     RateLimited,
+    RequestRejected,
+    Unauthenticated,
+    UnknownTenant,
 )
-from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
-from .ratelimit import ConcurrencyLimiter, Decision, MemoryStore, Rate, RateLimiter, Slot
-from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
+from ._events import PER_REQUEST_KINDS, Event, EventHandler, emit
+from ._ticket import GatewayStats, TenantStats, Ticket, _reason, _TenantCounters
+from ._validate import FieldTypeError, FieldValueError, optional_count
+from .balancing import Lease, Pool, PoolSubset
+from .fairness import FairQueue, Turn
+from .ratelimit import (
+    Algorithm,
+    ConcurrencyLimiter,
+    Decision,
+    MemoryStore,
+    Rate,
+    RateLimiter,
+    Slot,
+    Store,
+    resolve_algorithm,
+)
+from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffle_shard
 
-if TYPE_CHECKING:
-    from .ratelimit import Store
+logger = logging.getLogger("tenantlb")
 
-__all__ = ["Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -58,7 +84,13 @@ class _Service(Protocol):
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, *exc_info: object) -> Any: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 @final
@@ -70,7 +102,8 @@ class Gateway:
         pools: Upstream pools by name; a tenant's ``upstream`` / ``routes`` name them.
         store: Where rate-limit and concurrency state lives: a `MemoryStore` (default, this process)
             or a `RedisStore` (shared by every process using the same Redis).
-        algorithm: The rate-limit algorithm for tenant limits (default ``"gcra"``).
+        algorithm: The rate-limit algorithm for tenant limits: a registered name (default
+            ``"gcra"``; see `tenantlb.ratelimit.ALGORITHMS`) or an `Algorithm` instance.
         hash_on: The key hashing balancers use: ``"client_ip"`` (IP hash, honouring the request's
             trusted proxies), ``"tenant"`` (stickiness per tenant), a callable
             ``(request, tenant) -> key``, or None (default; no key).
@@ -83,11 +116,25 @@ class Gateway:
             default 60). Slots of running requests are renewed in the background every third
             of it, so a long request (a stream) keeps its slot; a crashed process's slots come
             back within it.
+        anonymous: The policy for requests without credentials: None (default) refuses them
+            with 401; a `Tenant` (without API keys) admits them as that tenant, its ``limits``
+            and ``max_concurrency`` applied to each client IP separately (the IP honours
+            *trusted_proxies*).
+        max_body_size: Largest request body in bytes for every tenant (413 beyond), or None.
+            A tenant's own ``max_body_size`` applies if smaller.
+        max_header_size: Largest total size of the header fields in bytes (431 beyond), or None;
+            checked before authentication. A tenant's own ``max_header_size`` applies if smaller.
+        concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
+            fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
+            anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
+        on_event: A handler called with the gateway's state changes (more, and per-request
+            events, with `subscribe`).
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
         ValueError: *lease_ttl* is not a finite number > 0.
         ConfigError: A tenant names an upstream that is not in *pools* (all such problems listed).
+        ValueError: An *anonymous* tenant with API keys, or a size limit that is not >= 1.
     """
 
     def __init__(
@@ -96,12 +143,17 @@ class Gateway:
         registry: TenantRegistry,
         pools: Mapping[str, Pool],
         store: Store | None = None,
-        algorithm: str = "gcra",
+        algorithm: str | Algorithm = "gcra",
         hash_on: HashOn = None,
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
         lease_ttl: float = 60.0,
+        anonymous: Tenant | None = None,
+        max_body_size: int | None = None,
+        max_header_size: int | None = None,
+        concurrency: Mapping[str, FairQueue] | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -115,12 +167,19 @@ class Gateway:
                 raise TypeError(msg)
         if hash_on not in (None, "client_ip", "tenant") and not callable(hash_on):
             msg = f"hash_on must be 'client_ip', 'tenant', a callable or None, got {hash_on!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="hash_on")
+        if store is not None and not isinstance(store, Store):
+            msg = (
+                "store must implement the Store protocol (bind_rates, bind_concurrency,"
+                f" in_process, supports_nowait), got {type(store).__name__}"
+            )
+            raise FieldTypeError(msg, field="store")
         self._registry = registry
         self._pools = dict(pools)
         self._store: Store = MemoryStore() if store is None else store
-        self._sync_store = isinstance(self._store, MemoryStore)
-        self._algorithm = algorithm
+        # An in-process store decides without I/O: call its sync twins, skip a coroutine a step.
+        self._sync_store = self._store.in_process
+        self._algorithm = resolve_algorithm(algorithm)  # fails fast on an unknown name
         self._hash_on = hash_on
         self._services = tuple(services)
         self._owns_store = owns_store
@@ -129,6 +188,17 @@ class Gateway:
         self._trusted_networks = tuple(
             _network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
         )
+        if anonymous is not None:
+            if not isinstance(anonymous, Tenant):
+                msg = f"anonymous must be a Tenant or None, got {type(anonymous).__name__}"
+                raise TypeError(msg)
+            if anonymous.api_keys:
+                msg = f"anonymous tenant {anonymous.id!r} must not have api_keys"
+                raise ValueError(msg)
+        self._anonymous = anonymous
+        self._max_body_size = optional_count("max_body_size", max_body_size)
+        self._max_header_size = optional_count("max_header_size", max_header_size)
+        self._challenge = _challenge(registry)
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lock = threading.Lock()
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
@@ -139,10 +209,36 @@ class Gateway:
         # Fail fast on a bad algorithm name or lease_ttl rather than at the first request.
         RateLimiter(Rate(1, per=1.0), store=MemoryStore(), algorithm=algorithm)
         ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
+        self._fair = _fair_queues(concurrency)
+        # Observability: state-change subscribers, per-request subscribers (hot paths test this
+        # list and build no event while it is empty), and per-tenant counters for stats().
+        self._clock = default_clock
+        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
+        self._traffic: list[EventHandler] = []
+        self._counters: dict[str, _TenantCounters] = {}
+        self._refusals: dict[str, int] = {}
+        store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
+        self._store_unsubscribe: Callable[[], None] | None = (
+            store_subscribe(self._relay) if callable(store_subscribe) else None
+        )
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
             for name in sorted(tenant.upstreams)
+            if name not in self._pools
+        ]
+        if anonymous is not None:
+            problems += [
+                (
+                    "anonymous.upstream",
+                    f"pool {name!r} of tenant {anonymous.id!r} is not configured",
+                )
+                for name in sorted(anonymous.upstreams)
+                if name not in self._pools
+            ]
+        problems += [
+            (f"concurrency.{name}", f"pool {name!r} is not configured")
+            for name in sorted(self._fair)
             if name not in self._pools
         ]
         if problems:
@@ -201,6 +297,21 @@ class Gateway:
         )
 
     @property
+    def anonymous(self) -> Tenant | None:
+        """The tenant requests without credentials are admitted as, or None (refused, 401)."""
+        return self._anonymous
+
+    @property
+    def max_body_size(self) -> int | None:
+        """The request body limit for every tenant, in bytes (None: no limit)."""
+        return self._max_body_size
+
+    @property
+    def max_header_size(self) -> int | None:
+        """The header fields limit for every tenant, in bytes (None: no limit)."""
+        return self._max_header_size
+
+    @property
     def store(self) -> Store:
         """The rate-limit and concurrency store."""
         return self._store
@@ -237,21 +348,31 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await close()
 
-    def admit(self, request: RequestInfo, *, cost: float = 1) -> Admission:
+    def admit(
+        self, request: RequestInfo, *, cost: float = 1, lease: bool | None = None
+    ) -> Admission:
         """Admit *request*: ``async with gateway.admit(request) as ticket: ...``.
 
         Args:
             request: The request (`RequestInfo`).
             cost: What the request costs against the tenant's limits (requests, tokens, bytes).
+            lease: Whether to lease an endpoint: None (default) leases one when the tenant has
+                an upstream for the path and admits without one otherwise; True requires one
+                (a proxy: `Forbidden` without); False never leases (middleware in front of an
+                app that serves the request itself).
 
         Returns:
             An async context manager yielding a `Ticket`; on exit the outcome is recorded (or the
             lease released) and the concurrency slot given back.
 
         Raises:
-            Unauthenticated: Missing, malformed or wrong credentials.
+            Unauthenticated: Missing (`MissingCredentials`, unless the gateway has an
+                ``anonymous`` tenant), malformed or wrong credentials.
             UnknownTenant: No tenant matched.
-            Forbidden: The tenant is disabled or has no upstream for the request's path.
+            Forbidden: The tenant is disabled, or *lease* is True and it has no upstream for
+                the request's path.
+            ContentTooLarge: The declared ``Content-Length`` is over the body size limit.
+            HeadersTooLarge: The header fields are over the header size limit.
             RateLimited: A limit said no (``.decision``, ``.headers`` with Retry-After).
             OverCapacity: The tenant's concurrency slots are all taken.
             NoHealthyEndpoint: The tenant's upstream (or shard) has no endpoint to offer.
@@ -262,75 +383,290 @@ class Gateway:
         if not isinstance(request, RequestInfo):
             msg = f"request must be a RequestInfo, got {type(request).__name__}"
             raise TypeError(msg)
-        return Admission(self, request, cost)
+        return Admission(self, request, cost, lease)
 
     def stats(self) -> GatewayStats:
-        """A snapshot of every pool and the number of tenants."""
+        """A snapshot of every pool, the number of tenants and the per-tenant counters."""
+        with self._lock:
+            by_tenant = {
+                tenant_id: TenantStats(
+                    tenant=tenant_id,
+                    admitted=c.admitted,
+                    in_flight=c.in_flight,
+                    refused=MappingProxyType(dict(c.refused)),
+                )
+                for tenant_id, c in self._counters.items()
+            }
+            refused = dict(self._refusals)
+        store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
-            pools={name: pool.stats() for name, pool in self._pools.items()},
+            pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
+            queues=MappingProxyType({name: fair.stats() for name, fair in self._fair.items()}),
+            admitted=sum(t.admitted for t in by_tenant.values()),
+            in_flight=sum(t.in_flight for t in by_tenant.values()),
+            refused=MappingProxyType(refused),
+            by_tenant=MappingProxyType(by_tenant),
+            store=store_stats() if callable(store_stats) else None,
         )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
+
+        The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
+        ``store_recovered``, from a store that reports them, such as `RedisStore`). Pools have their
+        own `Pool.subscribe`; an exporter subscribes to both.
+
+        Args:
+            handler: Called synchronously with each `Event`; keep it quick.
+            per_request: Also deliver the per-request events ``admitted``, ``refused``,
+                ``rate_limit`` and ``retry``. Without such a subscriber the gateway builds none.
+
+        Raises:
+            TypeError: *handler* is not callable.
+        """
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        with self._lock:  # copy-on-write: emitters iterate the list they read, never a mutating one
+            self._handlers = [*self._handlers, handler]
+            if per_request:
+                self._traffic = [*self._traffic, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+                self._traffic = [h for h in self._traffic if h is not handler]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this gateway's subscribers, as if the gateway had emitted it.
+
+        For adapters: a proxy whose `RetryBudget` refuses a retry emits
+        ``Event(kind="retry_budget_exhausted", pool=ticket.upstream, tenant=ticket.tenant.id)``
+        (`Ticket.reroute` emits ``retry`` itself). Per-request kinds reach only subscribers that
+        asked for them.
+
+        Raises:
+            TypeError: *event* is not an `Event`.
+        """
+        if not isinstance(event, Event):
+            msg = f"event must be an Event, got {type(event).__name__}"
+            raise TypeError(msg)
+        handlers = self._traffic if event.kind in PER_REQUEST_KINDS else self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _relay(self, event: Event) -> None:
+        # The store's own events (outage, recovery) reach the gateway's state subscribers.
+        handlers = self._handlers
+        if handlers:
+            emit(handlers, (event,))
+
+    def _refused(self, exc: RequestRejected, tenant: Tenant | None, pool: str) -> None:
+        reason = _reason(exc)
+        with self._lock:
+            self._refusals[reason] = self._refusals.get(reason, 0) + 1
+            if tenant is not None:
+                counters = self._counters.get(tenant.id)
+                if counters is None:
+                    counters = self._counters[tenant.id] = _TenantCounters()
+                counters.refused[reason] = counters.refused.get(reason, 0) + 1
+        traffic = self._traffic
+        if traffic:
+            event = Event(
+                kind="refused",
+                pool=pool,
+                tenant=None if tenant is None else tenant.id,
+                reason=reason,
+                status=exc.status,
+                at=self._clock(),
+            )
+            emit(traffic, (event,))
+
+    def _emit_decision(self, tenant: Tenant, pool: str, decision: Decision) -> None:
+        event = Event(
+            kind="rate_limit",
+            pool=pool,
+            tenant=tenant.id,
+            allowed=decision.allowed,
+            remaining=decision.remaining,
+            retry_after=decision.retry_after,
+            at=self._clock(),
+        )
+        emit(self._traffic, (event,))
+
+    def _emit_admitted(
+        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
+    ) -> None:
+        event = Event(
+            kind="admitted",
+            pool=pool,
+            url=None if lease is None else lease.url,
+            tenant=tenant.id,
+            panic=False if target is None else target.panic,
+            at=self._clock() if lease is None else lease.started,
+        )
+        emit(self._traffic, (event,))
 
     # -- the flow ----------------------------------------------------------------------------------
 
-    async def _admit(self, request: RequestInfo, cost: float) -> Ticket:
-        tenant = self._registry.resolve(request)
+    async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
+        try:
+            if self._max_header_size is not None or self._max_body_size is not None:
+                self._check_size(request, self._max_header_size, self._max_body_size)
+            try:
+                tenant = self._registry.resolve(request)
+                key = tenant.id
+            except MissingCredentials as exc:
+                if self._anonymous is None:
+                    self._add_challenge(exc)
+                    raise
+                tenant = self._anonymous
+                key = f"{tenant.id}@{_client_key(request.client_ip)}"  # limits per client
+            except (Unauthenticated, UnknownTenant) as exc:
+                self._add_challenge(exc)
+                raise
+        except RequestRejected as exc:
+            self._refused(exc, None, "")
+            raise
+        try:
+            return await self._admit_tenant(request, tenant, key, cost, want)
+        except RequestRejected as exc:
+            pool = None if want is False else tenant.upstream_for(request.path)
+            self._refused(exc, tenant, pool or "")
+            raise
+
+    async def _admit_tenant(
+        self, request: RequestInfo, tenant: Tenant, key: str, cost: float, want: bool | None
+    ) -> Ticket:
+        max_body = self._max_body_size
+        if tenant.max_header_size is not None or tenant.max_body_size is not None:
+            max_body = _smaller(max_body, tenant.max_body_size)
+            self._check_size(request, tenant.max_header_size, max_body)
         path = request.path
-        pool_name = tenant.upstream_for(path)
+        pool_name = None if want is False else tenant.upstream_for(path)
+        pool: Pool | None = None
         if pool_name is None:
-            msg = f"tenant {tenant.id!r} has no upstream for {path[:200]!r}"
-            raise Forbidden(msg)
-        pool = self._pools.get(pool_name)
-        if pool is None:
-            msg = f"upstream {pool_name!r} of tenant {tenant.id!r} is not configured"
-            raise Forbidden(msg)
+            if want:
+                msg = f"tenant {tenant.id!r} has no upstream for {path[:200]!r}"
+                raise Forbidden(msg)
+        else:
+            pool = self._pools.get(pool_name)
+            if pool is None:
+                msg = f"upstream {pool_name!r} of tenant {tenant.id!r} is not configured"
+                raise Forbidden(msg)
         decision: Decision | None = None
         limiter: RateLimiter | None = None
         if tenant.limits:
             limiter = self._limiter(tenant.limits)
             if self._sync_store:
-                decision = limiter.acquire_nowait(tenant.id, cost)
+                decision = limiter.acquire_nowait(key, cost)
             else:
-                decision = await limiter.acquire(tenant.id, cost)
+                decision = await limiter.acquire(key, cost)
+            if self._traffic:
+                self._emit_decision(tenant, pool_name or "", decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
         slots: ConcurrencyLimiter | None = None
         slot: Slot | None = None
+        target: Pool | PoolSubset | None = None
+        lease: Lease | None = None
+        fair = None if pool_name is None else self._fair.get(pool_name)
+        turn: Turn | None = None
         try:
             if tenant.max_concurrency is not None:
                 slots = self._concurrency(tenant.max_concurrency)
                 if self._sync_store:
-                    slot = slots.acquire_nowait(tenant.id)  # raises OverCapacity when full
+                    slot = slots.acquire_nowait(key)  # raises OverCapacity when full
                 else:
-                    slot = await slots.acquire(tenant.id)  # raises OverCapacity when full
-            target = self._target(tenant, pool, pool_name)
-            key = self._key(request, tenant)
-            lease = target.acquire(key)
+                    slot = await slots.acquire(key)  # raises OverCapacity when full
+            if fair is not None:
+                turn = await fair.acquire(key, tenant.weight)  # QueueFull / QueueTimeout
+            if pool is not None and pool_name is not None:
+                target = self._target(tenant, pool, pool_name)
+                lease = target.acquire(self._key(request, tenant))
         except BaseException:
+            if fair is not None and turn is not None:
+                fair.release(turn, record=False)  # synchronous: nothing can interrupt it
             try:
                 if slots is not None and slot is not None:
                     await self._free(slots, slot)
             finally:  # a cancel while freeing (asyncio: at any await) must not skip the refund
                 if limiter is not None:
-                    await self._refund(limiter, tenant.id, cost)
+                    await self._refund(limiter, key, cost)
             raise
-        return Ticket(tenant, lease, target, pool_name, decision, slots, slot)
+        with self._lock:
+            counters = self._counters.get(tenant.id)
+            if counters is None:
+                counters = self._counters[tenant.id] = _TenantCounters()
+            counters.admitted += 1
+            counters.in_flight += 1
+        if self._traffic:
+            if lease is not None:
+                lease.tenant = tenant.id  # the pool's outcome event names the tenant
+            self._emit_admitted(tenant, pool_name or "", target, lease)
+        ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        ticket._gateway = self
+        ticket._counters = counters
+        if turn is not None:
+            ticket._fair, ticket._turn = fair, turn
+        return ticket
+
+    def _check_size(
+        self, request: RequestInfo, max_header: int | None, max_body: int | None
+    ) -> None:
+        if max_header is not None and request.header_size > max_header:
+            msg = f"the request's header fields are over {max_header} bytes"
+            raise HeadersTooLarge(msg, limit=max_header)
+        if max_body is not None:
+            declared = request.header("content-length")
+            if declared is not None:
+                text = declared.strip()
+                if not (text.isascii() and text.isdigit() and len(text) <= 19):
+                    msg = "the content-length header is not a number of bytes"
+                    raise RequestRejected(msg)
+                if int(text) > max_body:
+                    msg = f"the request body is over {max_body} bytes"
+                    raise ContentTooLarge(msg, limit=max_body)
+
+    def _add_challenge(self, exc: RequestRejected) -> None:
+        if not any(name.lower() == "www-authenticate" for name, _ in exc.headers):
+            exc.headers.append(("WWW-Authenticate", self._challenge))
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
+        turn, fair = ticket._turn, ticket._fair
+        if turn is not None and fair is not None:
+            ticket._turn = None
+            fair.release(turn, record=exc is None)  # first, and without awaiting
+        counters = ticket._counters
+        if counters is not None:
+            with self._lock:
+                counters.in_flight -= 1
         lease = ticket.lease
-        if not lease.released:
-            if isinstance(exc, Exception):
-                lease.record(error=exc)
-            else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
-                lease.release()  # neither reward nor punish the endpoint
-        slot, slots = ticket._slot, ticket._slots
-        if slot is not None and slots is not None:
-            ticket._slot = None
-            if self._sync_store:
-                slots.release_nowait(slot)  # no coroutine for the in-memory case
-            else:
-                await self._free(slots, slot)
+        try:
+            if lease is not None and not lease.released:
+                if isinstance(exc, Exception):
+                    lease.record(error=exc)
+                else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
+                    lease.release()  # neither reward nor punish the endpoint
+        except Exception:
+            # Recording must neither keep the slot nor replace the error the request ended with.
+            logger.exception("tenantlb: recording the outcome of a request failed")
+            if lease is not None:
+                lease.release()
+        finally:
+            slot, slots = ticket._slot, ticket._slots
+            if slot is not None and slots is not None:
+                ticket._slot = None
+                if self._sync_store:
+                    slots.release_nowait(slot)  # no coroutine for the in-memory case
+                else:
+                    await self._free(slots, slot)
 
     async def _free(self, slots: ConcurrencyLimiter, slot: Slot) -> None:
         if self._sync_store:
@@ -384,6 +720,8 @@ class Gateway:
         still running on an old registry keep their limiter through their ticket.
         """
         tenants = list(self._registry)
+        if self._anonymous is not None:
+            tenants.append(self._anonymous)
         limits = {t.limits for t in tenants if t.limits}
         caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
         self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
@@ -418,34 +756,82 @@ class Gateway:
         return hash_on(request, tenant)
 
 
+def _client_key(ip: str | None) -> str:
+    """Who an anonymous client is for per-IP limits: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 host holds a whole /64 (SLAAC, privacy addresses), so keying by the full address would
+    give it a fresh quota per address it picks: the /64 is the smallest unit a client controls.
+    """
+    if not ip:
+        return "unknown"
+    if ":" in ip:
+        try:
+            network = ipaddress.IPv6Network(f"{ip}/64", strict=False)
+        except ValueError:
+            return ip
+        return f"{network.network_address}/64"
+    return ip
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _challenge(registry: TenantRegistry) -> str:
+    # RFC 9110 §11.6.1: a 401 carries at least one challenge. A Bearer resolver names its scheme;
+    # a bare key header (x-api-key) has no registered scheme, so we name the header instead.
+    for resolver in registry.resolvers:
+        if isinstance(resolver, APIKeyResolver) and resolver.scheme is not None:
+            return f'{resolver.scheme} realm="tenantlb"'
+    return 'ApiKey realm="tenantlb"'
+
+
+def _fair_queues(value: object) -> dict[str, FairQueue]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        msg = f"concurrency must be a mapping of pool name -> FairQueue, got {type(value).__name__}"
+        raise FieldTypeError(msg, field="concurrency")
+    for name, fair in value.items():
+        if not isinstance(name, str) or not isinstance(fair, FairQueue):
+            msg = f"concurrency[{name!r}] must be a FairQueue, got {type(fair).__name__}"
+            raise FieldTypeError(msg, field="concurrency")
+    return dict(value)
+
+
 def _network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(value, str):
         msg = f"{where} must be an IP or CIDR string, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="trusted_proxies")
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
         msg = f"{where} must be an IP address or CIDR, got {value!r}"
-        raise ValueError(msg) from None
+        raise FieldValueError(msg, field="trusted_proxies") from None
 
 
 @final
 class Admission:
     """The async context manager `Gateway.admit` returns; it yields a `Ticket`."""
 
-    __slots__ = ("_cost", "_gateway", "_request", "_ticket")
+    __slots__ = ("_cost", "_gateway", "_lease", "_request", "_ticket")
 
-    def __init__(self, gateway: Gateway, request: RequestInfo, cost: float) -> None:
+    def __init__(
+        self, gateway: Gateway, request: RequestInfo, cost: float, lease: bool | None
+    ) -> None:
         self._gateway = gateway
         self._request = request
         self._cost = cost
+        self._lease = lease
         self._ticket: Ticket | None = None
 
     async def __aenter__(self) -> Ticket:
         if self._ticket is not None:
             msg = "an admission can be entered once"
             raise RuntimeError(msg)
-        self._ticket = ticket = await self._gateway._admit(self._request, self._cost)
+        self._ticket = ticket = await self._gateway._admit(self._request, self._cost, self._lease)
         return ticket
 
     async def __aexit__(
@@ -457,103 +843,3 @@ class Admission:
         ticket = self._ticket
         if ticket is not None:
             await self._gateway._finish(ticket, exc)
-
-
-@final
-class Ticket:
-    """An admitted request: who it is for, where to send it, and what to tell the client.
-
-    Attributes:
-        tenant: The `Tenant` snapshot the request was admitted under (kept even if the registry
-            is reloaded meanwhile).
-        lease: The `Lease` on the chosen endpoint (replaced by `reroute`).
-        upstream: The name of the pool the endpoint came from.
-        decision: The rate-limit `Decision`, or None if the tenant has no limits.
-    """
-
-    __slots__ = (
-        "_slot",
-        "_slots",
-        "_target",
-        "_tried",
-        "decision",
-        "lease",
-        "tenant",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        tenant: Tenant,
-        lease: Lease,
-        target: Pool | PoolSubset,
-        upstream: str,
-        decision: Decision | None,
-        slots: ConcurrencyLimiter | None,
-        slot: Slot | None,
-    ) -> None:
-        self.tenant = tenant
-        self.lease = lease
-        self.upstream = upstream
-        self.decision = decision
-        self._target = target
-        self._slots = slots
-        self._slot = slot
-        self._tried: list[str] = [lease.url]
-
-    def __repr__(self) -> str:
-        return f"<Ticket tenant={self.tenant.id!r} endpoint={self.lease.url!r}>"
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        """Response headers to add: IETF ``RateLimit`` / ``RateLimit-Policy`` (empty without limits).
-
-        Built on access, so requests whose adapter does not send them do not pay for them.
-        """
-        return self.decision.headers() if self.decision is not None else []
-
-    @property
-    def endpoint(self) -> Endpoint:
-        """The endpoint to send the request to."""
-        return self.lease.endpoint
-
-    def record(self, *, status: int | None = None, error: BaseException | None = None) -> None:
-        """Record the outcome on the current lease (see `Lease.record`)."""
-        self.lease.record(status=status, error=error)
-
-    def reroute(self, error: BaseException) -> Endpoint:
-        """Record *error* on the current endpoint and lease another one from the same upstream.
-
-        Use it to retry connection errors (the request never reached the backend); endpoints
-        already tried are excluded.
-
-        Returns:
-            The new endpoint (also ``ticket.endpoint``).
-
-        Raises:
-            NoHealthyEndpoint: Every endpoint of the tenant's upstream (or shard) was tried.
-        """
-        if not self.lease.released:
-            self.lease.record(error=error)
-        try:
-            lease = self._target.acquire(exclude=self._tried)
-        except NoHealthyEndpoint as exc:
-            msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
-            raise NoHealthyEndpoint(msg) from exc
-        self.lease = lease
-        self._tried.append(lease.url)
-        return lease.endpoint
-
-    @property
-    def attempts(self) -> int:
-        """How many endpoints this request has been sent to (1 + reroutes)."""
-        return len(self._tried)
-
-
-@final
-@attrs.define(frozen=True, kw_only=True)
-class GatewayStats:
-    """A snapshot of a gateway: tenant count and each pool's stats."""
-
-    tenants: int
-    pools: Mapping[str, PoolStats]

@@ -223,10 +223,11 @@ async def test_http_probe_shares_one_connection_pool(backends: BackendsFactory) 
     async with backends(2) as servers:
         pool = make_pool([s.url for s in servers])
         probe = HTTPProbe()
-        checker = HealthChecker(pool, probe, interval=0.02, timeout=0.015)
+        # A probe that times out closes its connection: give a loaded machine room to answer.
+        checker = HealthChecker(pool, probe, interval=0.1, timeout=0.09)
         async with checker:
             assert probe.is_open
-            await wait_until(lambda: all(s.hits >= 5 for s in servers))
+            await wait_until(lambda: all(s.hits >= 4 for s in servers))
         assert not probe.is_open
         assert [s.connections for s in servers] == [1, 1]
 

@@ -25,9 +25,9 @@ import redis.asyncio
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from tests.conftest import RedisServer, _redis_binary
 
 from tenantlb import RedisStore
+from tests.conftest import RedisServer, _redis_binary
 
 FAST_FAIL: dict[str, Any] = {
     "socket_timeout": 1.0,

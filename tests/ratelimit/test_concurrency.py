@@ -77,7 +77,7 @@ def test_bad_arguments() -> None:
         ConcurrencyLimiter(0)
     with pytest.raises(TypeError, match="max must be an int, got float"):
         ConcurrencyLimiter(1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="lease_ttl must be a finite number > 0"):
+    with pytest.raises(ValueError, match="lease_ttl must be > 0 and finite"):
         ConcurrencyLimiter(1, lease_ttl=0)
     with pytest.raises(ValueError, match="key must be a non-empty str"):
         ConcurrencyLimiter(1).acquire_nowait("")

@@ -218,10 +218,10 @@ def test_bad_keys(clock: ManualClock, key: object) -> None:
 @pytest.mark.parametrize(
     ("cost", "error", "message"),
     [
-        (0, ValueError, "cost must be a finite number > 0, got 0"),
-        (-1, ValueError, "cost must be a finite number > 0, got -1"),
-        (float("nan"), ValueError, "cost must be a finite number > 0, got nan"),
-        (float("inf"), ValueError, "cost must be a finite number > 0, got inf"),
+        (0, ValueError, "cost must be > 0 and finite, got 0"),
+        (-1, ValueError, "cost must be > 0 and finite, got -1"),
+        (float("nan"), ValueError, "cost must be > 0 and finite, got nan"),
+        (float("inf"), ValueError, "cost must be > 0 and finite, got inf"),
         (21, ValueError, r"cost must be <= 20 \(the smallest burst of the limiter\), got 21"),
         ("1", TypeError, "cost must be a number, got str"),
     ],
@@ -242,7 +242,10 @@ def test_bad_limiter_arguments() -> None:
         RateLimiter([])
     with pytest.raises(TypeError, match=r"rates\[1\] must be a Rate, got int"):
         RateLimiter([Rate(1), 5])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="algorithm must be one of"):
+    with pytest.raises(
+        ValueError,
+        match="unknown algorithm 'leaky'; known: fixed_window, gcra, sliding_window, token_bucket",
+    ):
         RateLimiter(Rate(1), algorithm="leaky")
     with pytest.raises(TypeError, match="store must be a Store"):
         RateLimiter(Rate(1), store={})  # type: ignore[arg-type]

@@ -19,12 +19,12 @@ def test_burst_defaults_to_limit() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, "limit must be a finite number > 0, got 0"),
-        ({"limit": -1}, "limit must be a finite number > 0, got -1"),
-        ({"limit": 1, "per": 0}, "per must be a finite number > 0, got 0"),
-        ({"limit": 1, "per": math.inf}, "per must be a finite number > 0, got inf"),
-        ({"limit": 1, "burst": 0}, "burst must be a finite number > 0, got 0"),
-        ({"limit": math.nan}, "limit must be a finite number > 0, got nan"),
+        ({"limit": 0}, "limit must be > 0 and finite, got 0"),
+        ({"limit": -1}, "limit must be > 0 and finite, got -1"),
+        ({"limit": 1, "per": 0}, "per must be > 0 and finite, got 0"),
+        ({"limit": 1, "per": math.inf}, "per must be > 0 and finite, got inf"),
+        ({"limit": 1, "burst": 0}, "burst must be > 0 and finite, got 0"),
+        ({"limit": math.nan}, "limit must be > 0 and finite, got nan"),
         ({"limit": 1, "name": ""}, "name must be non-empty printable ASCII"),
         ({"limit": 1, "name": "caf\u00e9"}, "name must be non-empty printable ASCII"),
     ],

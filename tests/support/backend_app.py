@@ -9,6 +9,8 @@ Paths choose the behaviour, so one process serves every case:
 - ``/hang``: never answers.
 - ``/bytes/{n}``: streams *n* bytes of ``b"x"`` in 64 KiB chunks.
 - ``/upload``: reads the whole body in chunks and answers its length and a SHA-256 of it.
+- ``/hop``: 200 with hop-by-hop response headers (``Connection: x-hop-secret``, ``X-Hop-Secret``,
+  ``Keep-Alive``, ``Proxy-Authenticate``) and an end-to-end ``X-End`` header, for proxy tests.
 - ``/mode``: POST a body of ``ok`` / ``fail`` / ``hang`` to make every other path answer normally,
   with 503, or never (a backend that starts failing, then recovers).
 """
@@ -70,6 +72,24 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             piece = chunk[: min(n, len(chunk))]
             n -= len(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": n > 0})
+        return
+    if parts[0] == "hop":
+        await _read(receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", b"2"),
+                    (b"connection", b"x-hop-secret"),
+                    (b"x-hop-secret", b"1"),
+                    (b"keep-alive", b"timeout=5"),
+                    (b"proxy-authenticate", b"Basic"),
+                    (b"x-end", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
         return
     if parts[0] == "upload":
         digest = hashlib.sha256()

@@ -6,16 +6,23 @@ with BackendProcess("b1") as backend:      # started, and waited for until it ac
     backend.kill()                         # SIGKILL: connections reset, port closed
     backend.start()                        # back on the same port
 ```
+
+`start_backends(n)` starts several at once; `ResetServer` is a real TCP server that reads a
+request and then resets the connection (what a crashing upstream looks like to a client).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +53,12 @@ class BackendProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start (or restart on the same port) and wait until the port accepts connections."""
+        self.launch()
+        assert self.proc is not None
+        wait_for_port(self.port, timeout, self.proc)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (`start` waits)."""
         if self.proc is not None and self.proc.poll() is None:
             return
         env = dict(os.environ, BACKEND_NAME=self.name)
@@ -69,7 +82,6 @@ class BackendProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, timeout, self.proc)
 
     def kill(self) -> None:
         """SIGKILL the process (no graceful shutdown) and reap it."""
@@ -106,3 +118,85 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
             time.sleep(0.02)
     msg = f"nothing listened on 127.0.0.1:{port} within {timeout} s"
     raise RuntimeError(msg)
+
+
+@contextlib.contextmanager
+def start_backends(*names: str, timeout: float = 15.0) -> Iterator[list[BackendProcess]]:
+    """Start one backend per name in parallel, wait until all listen, and kill them all after."""
+    backends = [BackendProcess(name) for name in names]
+    try:
+        for backend in backends:
+            backend.launch()
+        for backend in backends:
+            assert backend.proc is not None
+            wait_for_port(backend.port, timeout, backend.proc)
+        yield backends
+    finally:
+        for backend in backends:
+            backend.kill()
+
+
+class ResetServer:
+    """A real TCP server on loopback that reads each request's head, then resets the connection.
+
+    To a client this is an upstream that crashed after the request was sent: no response, a
+    connection reset (RST). With *reply*, it first sends those bytes (e.g. a response head that
+    promises a body it never sends), so the client sees the crash in the middle of a response.
+    `requests` counts the request heads it read.
+    """
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+            except OSError:
+                return
+            with self._lock:
+                self.requests += 1
+            if self.reply:
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.reply)
+                    time.sleep(0.05)  # let the client read the head before the reset
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ResetServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

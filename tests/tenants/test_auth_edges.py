@@ -36,7 +36,7 @@ def assert_not_leaked(err: BaseException, *secrets: str) -> None:
 
 
 CASES: list[tuple[str, list[tuple[str | bytes, str | bytes]], type[Exception], str]] = [
-    ("missing", [], tlb.Unauthenticated, "missing credentials"),
+    ("missing", [], tlb.MissingCredentials, "missing credentials"),
     ("wrong key", [("x-api-key", "sk-acme-0123456789abcdeX")], tlb.Unauthenticated, "invalid"),
     ("key prefix", [("x-api-key", KEY[:-1])], tlb.Unauthenticated, "invalid x-api-key"),
     ("key + suffix", [("x-api-key", KEY + "0")], tlb.Unauthenticated, "invalid x-api-key"),
@@ -62,7 +62,12 @@ CASES: list[tuple[str, list[tuple[str | bytes, str | bytes]], type[Exception], s
         tlb.Unauthenticated,
         "more than one",
     ),
-    ("basic auth", [("authorization", "Basic " + KEY)], tlb.Unauthenticated, "missing credentials"),
+    (
+        "basic auth",
+        [("authorization", "Basic " + KEY)],
+        tlb.MissingCredentials,
+        "missing credentials",
+    ),
     ("disabled", [("x-api-key", OFF_KEY)], tlb.Forbidden, "tenant 'off' is disabled"),
     ("disabled bearer", [("authorization", f"Bearer {OFF_KEY}")], tlb.Forbidden, "disabled"),
 ]
@@ -149,6 +154,6 @@ def test_key_check_uses_hmac_compare_digest() -> None:
     assert all(not isinstance(op, ast.Eq | ast.NotEq) for node in compares for op in node.ops), (
         "by_api_key must not compare digests with == or !="
     )
-    module = inspect.getmodule(RegistrySnapshot)
+    module = inspect.getmodule(RegistrySnapshot.by_api_key)  # the class says `tenantlb.tenants`
     assert module is not None
     assert module.hmac.compare_digest is __import__("hmac").compare_digest  # type: ignore[attr-defined]

@@ -6,13 +6,16 @@ weights, panic), the pool calls ``rebuild(candidates)``; each acquisition calls 
 pool's lock; each recorded outcome calls ``observe(...)``. ``pick`` must be O(1) or O(log n) for n
 candidates (FULL_SCAN modes excepted and documented); ``rebuild`` may be O(n) or O(table size).
 
-Two optional hooks, called under the lock only when a balancer defines them: ``acquired(state)``
-after a lease is taken through this balancer's pool (or subset), ``released(state)`` after it is
-given back. `BoundedLoad` keeps its running in-flight total with them.
+Two more hooks, ``acquired(state)`` after a lease is taken through this balancer's pool (or
+subset) and ``released(state)`` after it is given back, also run under the lock; `BoundedLoad` keeps
+its running in-flight total with them. `BalancerBase` gives no-op ``observe``, ``acquired`` and
+``released``, and the pool skips calling a no-op it inherits, so a strategy pays only for the hooks
+it overrides.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
@@ -30,7 +33,8 @@ class EndpointState:
     """The live state of one endpoint in a pool, shared by its balancer, its subsets and health.
 
     Mutated only under the pool's lock. Balancers read ``weight`` (the effective weight, after slow
-    start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``.
+    start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``
+    (and ``ewma_score``, the same in the log domain, for clock-free comparisons).
     """
 
     __slots__ = (
@@ -39,6 +43,7 @@ class EndpointState:
         "endpoint",
         "ewma",
         "ewma_at",
+        "ewma_score",
         "failures",
         "healthy",
         "in_flight",
@@ -63,6 +68,7 @@ class EndpointState:
         self.added_at = now
         self.slow_start_from: float | None = None
         self.ewma = -1.0  # < 0: no sample yet (PeakEWMA uses its default RTT)
+        self.ewma_score = -math.inf  # PeakEWMA's ln(ewma) + ewma_at / decay; -inf: no sample
         # Set by the outcome observer to see this endpoint's successes too (see OutcomeObserver).
         self.watched = False
         self.ewma_at = now
@@ -95,14 +101,21 @@ class Balancer(Protocol):
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
         """Learn from a finished request (latency in seconds; failed = 5xx, 429 or error)."""
 
+    def acquired(self, state: EndpointState) -> None:
+        """A lease on *state* was taken through this balancer's pool (or subset)."""
+
+    def released(self, state: EndpointState) -> None:
+        """A lease on *state* taken through this balancer's pool (or subset) was given back."""
+
     def clone(self) -> Balancer:
         """A fresh, unbound balancer with the same settings (pool subsets use one each)."""
 
 
 class BalancerBase:
-    """Convenience base for balancers: stores the clock, guards against sharing, no-op observe.
+    """Convenience base for balancers: stores the clock, guards against sharing, no-op hooks.
 
-    Subclasses implement ``rebuild``, ``pick`` and ``clone``.
+    Subclasses implement ``rebuild``, ``pick`` and ``clone``, and override ``observe``,
+    ``acquired`` or ``released`` if they need them.
     """
 
     _clock: Clock | None = None
@@ -123,6 +136,14 @@ class BalancerBase:
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
         """Ignore outcomes (the pool skips calling this no-op); latency-aware strategies override."""
+        return None
+
+    def acquired(self, state: EndpointState) -> None:
+        """Ignore acquisitions (the pool skips calling this no-op)."""
+        return None
+
+    def released(self, state: EndpointState) -> None:
+        """Ignore releases (the pool skips calling this no-op)."""
         return None
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import final
 
 from .._clock import Clock
+from .._validate import positive
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64
 from ._maglev import Maglev
@@ -65,13 +66,7 @@ class BoundedLoad(BalancerBase):
         if not isinstance(checked, RingHash | Maglev | Rendezvous):
             msg = f"inner must be a RingHash, Maglev or Rendezvous, got {type(inner).__name__}"
             raise TypeError(msg)
-        factor: object = balance_factor
-        if isinstance(factor, bool) or not isinstance(factor, int | float):
-            msg = f"balance_factor must be a number, got {type(factor).__name__}"
-            raise TypeError(msg)
-        if not (factor > 1.0 and math.isfinite(factor)):
-            msg = f"balance_factor must be > 1 and finite, got {factor!r}"
-            raise ValueError(msg)
+        factor = positive("balance_factor", balance_factor, above=1.0)
         self.inner = inner
         self.balance_factor = float(factor)
         self._candidates: tuple[EndpointState, ...] = ()

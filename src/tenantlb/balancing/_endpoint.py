@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import types
 from collections.abc import Mapping
@@ -10,6 +9,9 @@ from typing import Any, final
 from urllib.parse import urlsplit
 
 import attrs
+
+from .._redact import redact
+from .._validate import FieldTypeError, positive
 
 __all__ = ["Endpoint", "normalize_url"]
 
@@ -33,24 +35,24 @@ def normalize_url(url: object) -> str:
         msg = f"endpoint url must be a str, got {type(url).__name__}"
         raise TypeError(msg)
     if not url or len(url) > _MAX_URL or not url.isprintable() or any(c.isspace() for c in url):
-        msg = f"endpoint url must be 1..{_MAX_URL} printable characters without spaces, got {url[:80]!r}"
+        msg = f"endpoint url must be 1..{_MAX_URL} printable characters without spaces, got {redact(url[:80])!r}"
         raise ValueError(msg)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        msg = f"invalid endpoint url {url!r}: {exc}"
+        msg = f"invalid endpoint url {redact(url)!r}: {exc}"
         raise ValueError(msg) from None
     scheme = parts.scheme.lower()
     host = parts.hostname
     if not _SCHEME.match(scheme) or not host or not parts.netloc:
-        msg = f"endpoint url must look like 'http://host:port', got {url!r}"
+        msg = f"endpoint url must look like 'http://host:port', got {redact(url)!r}"
         raise ValueError(msg)
     if parts.username is not None or parts.password is not None:
         msg = "endpoint url must not contain credentials"
         raise ValueError(msg)
     if parts.query or parts.fragment:
-        msg = f"endpoint url must not have a query or fragment, got {url!r}"
+        msg = f"endpoint url must not have a query or fragment, got {redact(url)!r}"
         raise ValueError(msg)
     if ":" in host:
         host = f"[{host}]"
@@ -60,11 +62,15 @@ def normalize_url(url: object) -> str:
 
 
 def _check_weight(_: Any, attribute: attrs.Attribute[float], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"weight must be a number, got {type(value).__name__}"
+    positive("weight", value)
+
+
+def _check_priority(_: Any, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"priority must be an int, got {type(value).__name__}"
         raise TypeError(msg)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"weight must be > 0 and finite, got {value!r}"
+    if not 0 <= value <= 127:
+        msg = f"priority must be between 0 and 127, got {value}"
         raise ValueError(msg)
 
 
@@ -73,7 +79,7 @@ def _freeze_metadata(value: object) -> Mapping[str, str]:
         return types.MappingProxyType({})
     if not isinstance(value, Mapping):
         msg = f"metadata must be a mapping, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="metadata")
     return types.MappingProxyType(dict(value))
 
 
@@ -84,6 +90,7 @@ class Endpoint:
 
     ```python
     Endpoint("http://10.0.0.2:8000", weight=2, zone="eu-west-1a")
+    Endpoint("http://backup:8000", priority=1)   # used as tier 0 fails (Envoy's priority levels)
     ```
 
     Attributes:
@@ -91,6 +98,9 @@ class Endpoint:
         weight: Relative share of traffic (> 0). Weighted balancers honour it; see each strategy.
         zone: Optional locality label, carried for your own use and for stats.
         metadata: Optional read-only labels.
+        priority: The failover tier, 0 (the default) the highest. Traffic goes to tier 0 while
+            enough of it is available and spills over to tier 1, 2, ... as it fails (see
+            `Pool`); NGINX's and HAProxy's ``backup`` servers are priority 1.
         host: The host part (IPv6 without brackets).
         port: The port, the scheme's default filled in when known, else None.
     """
@@ -101,6 +111,7 @@ class Endpoint:
     metadata: Mapping[str, str] = attrs.field(
         default=None, kw_only=True, converter=_freeze_metadata, eq=False, repr=False
     )
+    priority: int = attrs.field(default=0, kw_only=True, validator=_check_priority)
     host: str = attrs.field(init=False, eq=False, repr=False)
     port: int | None = attrs.field(init=False, eq=False, repr=False)
 

@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from typing import final
 
-from .._validate import count
+from .._validate import count, positive
 from ._balancer import BalancerBase, EndpointState
 
 __all__ = ["LeastRequest"]
@@ -53,13 +53,7 @@ class LeastRequest(BalancerBase):
         seed: int | None = None,
     ) -> None:
         count("choices", choices, minimum=2)
-        bias = active_request_bias
-        if isinstance(bias, bool) or not isinstance(bias, int | float):
-            msg = f"active_request_bias must be a number, got {type(bias).__name__}"
-            raise TypeError(msg)
-        if not (bias >= 0 and math.isfinite(bias)):
-            msg = f"active_request_bias must be >= 0 and finite, got {bias!r}"
-            raise ValueError(msg)
+        bias = positive("active_request_bias", active_request_bias, allow_equal=True)
         self.choices = choices
         self.active_request_bias = float(bias)
         self.full_scan = bool(full_scan)

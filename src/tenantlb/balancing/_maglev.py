@@ -9,6 +9,7 @@ from typing import final
 
 from cachetools import LRUCache
 
+from .._validate import FieldValueError, count
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64, mix64
 
@@ -49,15 +50,10 @@ class Maglev(BalancerBase):
     """
 
     def __init__(self, table_size: int = 65537, *, seed: int | None = None) -> None:
-        if isinstance(table_size, bool) or not isinstance(table_size, int):
-            msg = f"table_size must be an int, got {type(table_size).__name__}"
-            raise TypeError(msg)
-        if not 7 <= table_size <= _MAX_TABLE:
-            msg = f"table_size must be between 7 and {_MAX_TABLE}, got {table_size!r}"
-            raise ValueError(msg)
+        count("table_size", table_size, minimum=7, maximum=_MAX_TABLE)
         if not _is_prime(table_size):
             msg = f"table_size must be a prime, got {table_size!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="table_size")
         self.table_size = table_size
         self._seed = seed
         self._rng = random.Random(seed)

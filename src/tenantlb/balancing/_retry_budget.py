@@ -7,9 +7,9 @@ if budget.try_withdraw():         # once per retry: False means "do not retry"
     ...
 ```
 
-Finagle's ``RetryBudget`` (and the idea behind Envoy's ``retry_budget``): each request deposits
-``ratio`` of a retry, each retry withdraws a whole one, and what was deposited or withdrawn more
-than ``ttl`` seconds ago no longer counts. A reserve of ``min_retries_per_second * ttl`` retries is
+Finagle's ``RetryBudget``: each request deposits ``ratio`` of a retry, each retry withdraws a
+whole one, and what was deposited or withdrawn more than ``ttl`` seconds ago no longer counts.
+(Envoy's ``retry_budget`` states the same idea over requests in flight instead of a time window.) A reserve of ``min_retries_per_second * ttl`` retries is
 always available on top, so a client with little traffic can still retry at all. With the defaults,
 retries stay within 20% of the last ten seconds' requests plus 10 a second: when an upstream dies,
 load on the others grows by at most that, not by the ``retries`` multiple.

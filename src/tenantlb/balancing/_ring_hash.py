@@ -10,6 +10,8 @@ from typing import final
 
 from cachetools import LRUCache
 
+from .._validate import FieldValueError
+from .._validate import count as check_count
 from ._balancer import BalancerBase, EndpointState
 from ._hashing import hash64
 
@@ -55,15 +57,10 @@ class RingHash(BalancerBase):
         seed: int | None = None,
     ) -> None:
         for name, value in (("min_ring_size", min_ring_size), ("max_ring_size", max_ring_size)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                msg = f"{name} must be an int, got {type(value).__name__}"
-                raise TypeError(msg)
-            if not 1 <= value <= _MAX_RING:
-                msg = f"{name} must be between 1 and {_MAX_RING}, got {value!r}"
-                raise ValueError(msg)
+            check_count(name, value, maximum=_MAX_RING)
         if min_ring_size > max_ring_size:
             msg = f"min_ring_size must be <= max_ring_size ({max_ring_size}), got {min_ring_size!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="min_ring_size")
         self.min_ring_size = min_ring_size
         self.max_ring_size = max_ring_size
         self._seed = seed

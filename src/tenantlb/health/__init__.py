@@ -10,12 +10,13 @@ async with tlb.HealthChecker(pool, probe=tlb.HTTPProbe("/healthz"), interval=5.0
 
 from __future__ import annotations
 
+from .._registry import publish as _publish
+from ..balancing import OutlierDetector as OutlierDetector
+from ..balancing import OutlierDetectorStats as OutlierDetectorStats
+from ..balancing import OutlierEndpointStats as OutlierEndpointStats
 from ._checker import EndpointHealth as EndpointHealth
 from ._checker import HealthChecker as HealthChecker
 from ._checker import HealthCheckerStats as HealthCheckerStats
-from ._outlier import OutlierDetector as OutlierDetector
-from ._outlier import OutlierDetectorStats as OutlierDetectorStats
-from ._outlier import OutlierEndpointStats as OutlierEndpointStats
 from ._probes import HTTPProbe as HTTPProbe
 from ._probes import Probe as Probe
 from ._probes import ProbeResult as ProbeResult
@@ -33,3 +34,5 @@ __all__ = [
     "ProbeResult",
     "TCPProbe",
 ]
+
+_publish(globals(), __all__, __name__)

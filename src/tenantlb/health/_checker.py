@@ -22,7 +22,7 @@ import attrs
 from .._clock import Clock, default_clock
 from .._errors import EndpointNotFound
 from .._events import Event
-from .._validate import count, seconds
+from .._validate import FieldValueError, count, seconds
 from ..balancing import EndpointState, Pool
 from ._probes import HTTPProbe, Probe, ProbeResult
 
@@ -169,7 +169,7 @@ class HealthChecker:
         self.timeout = seconds("timeout", timeout)
         if self.timeout >= self.interval:
             msg = f"timeout must be < interval ({self.interval:g}), got {timeout!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="timeout")
         self.jitter = seconds("jitter", jitter, allow_zero=True)
         self.unhealthy_threshold = count("unhealthy_threshold", unhealthy_threshold)
         self.healthy_threshold = count("healthy_threshold", healthy_threshold)
@@ -177,7 +177,7 @@ class HealthChecker:
             no_traffic_interval = seconds("no_traffic_interval", no_traffic_interval)
             if no_traffic_interval <= self.timeout:
                 msg = f"no_traffic_interval must be > timeout ({self.timeout:g}), got {no_traffic_interval!r}"
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="no_traffic_interval")
         self.no_traffic_interval = no_traffic_interval
         self.uneject_on_pass = bool(uneject_on_pass)
         self.pool = pool
@@ -345,6 +345,10 @@ class HealthChecker:
                 if self.jitter:
                     await anyio.sleep(self._rng.uniform(0.0, self.jitter))
                 while True:
+                    # A cancel is delivered at the next checkpoint, and calling the probe is none:
+                    # a loop woken just before its endpoint was removed must not probe it again.
+                    if self._checks.get(check.state.url) is not check:
+                        return
                     # Fixed cadence: the next check is due `interval` after this one started
                     # (timeout < interval guarantees the check is over by then).
                     started = anyio.current_time()

@@ -22,6 +22,8 @@ import anyio
 import attrs
 import httpcore
 
+from .._validate import FieldTypeError, FieldValueError
+
 if TYPE_CHECKING:
     from ..balancing import Endpoint
 
@@ -108,28 +110,28 @@ class HTTPProbe:
     ) -> None:
         if not isinstance(path, str) or not path.startswith("/"):
             msg = f"path must be a str starting with '/', got {path!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="path")
         if not isinstance(method, str) or not method.isalpha():
             msg = f"method must be an HTTP method name, got {method!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="method")
         self.path = path
         self.method = method.upper()
         self.expected_statuses = frozenset(_statuses("expected_statuses", expected_statuses))
         if not self.expected_statuses:
             msg = "expected_statuses must not be empty"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="expected_statuses")
         self.retriable_statuses = frozenset(_statuses("retriable_statuses", retriable_statuses))
         if isinstance(expect_body, str):
             expect_body = expect_body.encode()
         if expect_body is not None and not isinstance(expect_body, bytes):
             msg = f"expect_body must be bytes, str or None, got {type(expect_body).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="expect_body")
         self.expect_body = expect_body
         self.headers = tuple((str(k), str(v)) for k, v in headers)
         self.http2 = bool(http2)
         if not isinstance(verify, bool | ssl.SSLContext):
             msg = f"verify must be a bool or an ssl.SSLContext, got {type(verify).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="verify")
         self.verify = verify
         self._request_headers = [
             (b"User-Agent", _USER_AGENT),
@@ -329,10 +331,10 @@ _wait_writable = getattr(anyio, "wait_writable", None) or anyio.wait_socket_writ
 def _statuses(name: str, values: Iterable[int]) -> list[int]:
     if isinstance(values, int | str | bytes):
         msg = f"{name} must be an iterable of ints, got {type(values).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field=name)
     out = list(values)
     for status in out:
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             msg = f"{name} must hold HTTP statuses (100-599), got {status!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field=name)
     return out

@@ -14,20 +14,31 @@ decision = await shared.acquire("acme", cost=250)           # async, any store
 Names:
 
 - `Rate` - a quota; `RateLimiter` - decides per key; `Decision` - its answer and headers.
-- Algorithms: `GCRA` (default), `TokenBucket`, `SlidingWindow`, `FixedWindow`; `Algorithm` to add one.
+- Algorithms: `GCRA` (default), `TokenBucket`, `SlidingWindow`, `FixedWindow`; `Algorithm` to add one
+  (with `State`, `Step`, `Kernel`, `KernelResult`, `EPSILON`), `register_algorithm` to name it in
+  `ALGORITHMS` (what ``Gateway(algorithm="name")`` and config files look up).
 - Stores: `MemoryStore` (one process), `RedisStore` (shared: one atomic script per decision, pipelined);
-  `Store` is the protocol a new store implements (with `RateSpec`, `RateBackend`, ...).
+  `Store` is the protocol a new store implements (with `RateSpec`, `RateBackend`, ...);
+  `STORES` / `register_store` name stores for config files.
 - `ConcurrencyLimiter` - slots in flight per key (`async with limiter.slot(key)`), held as `Slot`.
 """
 
 from __future__ import annotations
 
+from .._registry import publish as _publish
+from ._algorithms import ALGORITHMS as ALGORITHMS
+from ._algorithms import EPSILON as EPSILON
 from ._algorithms import GCRA as GCRA
 from ._algorithms import Algorithm as Algorithm
 from ._algorithms import FixedWindow as FixedWindow
+from ._algorithms import Kernel as Kernel
+from ._algorithms import KernelResult as KernelResult
 from ._algorithms import SlidingWindow as SlidingWindow
+from ._algorithms import State as State
 from ._algorithms import Step as Step
 from ._algorithms import TokenBucket as TokenBucket
+from ._algorithms import register_algorithm as register_algorithm
+from ._algorithms import resolve_algorithm as resolve_algorithm
 from ._concurrency import ConcurrencyLimiter as ConcurrencyLimiter
 from ._decision import Decision as Decision
 from ._limiter import RateLimiter as RateLimiter
@@ -42,15 +53,23 @@ from ._store import RateBackend as RateBackend
 from ._store import RateSpec as RateSpec
 from ._store import Slot as Slot
 from ._store import Store as Store
+from ._stores import STORES as STORES
+from ._stores import redis_store as redis_store
+from ._stores import register_store as register_store
 
 __all__ = [
+    "ALGORITHMS",
+    "EPSILON",
     "GCRA",
+    "STORES",
     "Algorithm",
     "ConcurrencyBackend",
     "ConcurrencyLimiter",
     "ConcurrencySpec",
     "Decision",
     "FixedWindow",
+    "Kernel",
+    "KernelResult",
     "MemoryStore",
     "MemoryStoreStats",
     "Rate",
@@ -61,7 +80,14 @@ __all__ = [
     "RedisStoreStats",
     "Slot",
     "SlidingWindow",
+    "State",
     "Step",
     "Store",
     "TokenBucket",
+    "redis_store",
+    "register_algorithm",
+    "register_store",
+    "resolve_algorithm",
 ]
+
+_publish(globals(), __all__, __name__)

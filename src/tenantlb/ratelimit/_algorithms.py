@@ -31,9 +31,11 @@ import math
 from collections.abc import Callable
 from typing import ClassVar, Final, NamedTuple, final
 
+from .._registry import Registry
 from ._rate import Rate
 
 __all__ = [
+    "ALGORITHMS",
     "EPSILON",
     "GCRA",
     "Algorithm",
@@ -44,6 +46,7 @@ __all__ = [
     "State",
     "Step",
     "TokenBucket",
+    "register_algorithm",
     "resolve_algorithm",
 ]
 
@@ -438,12 +441,18 @@ end
         return (state[0] + 1) * rate.per
 
 
-_BY_NAME: Final[dict[str, type[Algorithm]]] = {
-    "gcra": GCRA,
-    "token_bucket": TokenBucket,
-    "sliding_window": SlidingWindow,
-    "fixed_window": FixedWindow,
-}
+ALGORITHMS: Final[Registry[Callable[..., Algorithm]]] = Registry("algorithm")
+"""Algorithm factories by name (``Gateway(algorithm="gcra")``, config ``gateway.algorithm``)."""
+
+register_algorithm = ALGORITHMS.register
+"""``register_algorithm(name, factory, *, replace=False)``: add a algorithm factory to `ALGORITHMS`.
+
+Also a class decorator: ``@register_algorithm("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
+
+for _cls in (GCRA, TokenBucket, SlidingWindow, FixedWindow):
+    register_algorithm(_cls.name, _cls)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -453,15 +462,19 @@ def _kernel_of(algorithm: Algorithm, rate: Rate) -> Kernel | None:
 
 
 def resolve_algorithm(algorithm: object) -> Algorithm:
-    """Turn ``"gcra"`` (etc.) or an `Algorithm` instance into an `Algorithm`."""
+    """Turn a registered name (``"gcra"``, ...) or an `Algorithm` instance into an `Algorithm`.
+
+    Raises:
+        TypeError: Neither a str nor an `Algorithm`.
+        ValueError: An unknown name (the message lists the registered ones).
+    """
     if isinstance(algorithm, Algorithm):
         return algorithm
     if isinstance(algorithm, str):
-        try:
-            return _BY_NAME[algorithm]()
-        except KeyError:
-            names = ", ".join(repr(n) for n in _BY_NAME)
-            msg = f"algorithm must be one of {names} or an Algorithm, got {algorithm!r}"
-            raise ValueError(msg) from None
-    msg = f"algorithm must be a str or an Algorithm, got {type(algorithm).__name__}"
+        made = ALGORITHMS.get(algorithm)()
+        if not isinstance(made, Algorithm):
+            msg = f"algorithm {algorithm!r} made a {type(made).__name__}, not an Algorithm"
+            raise TypeError(msg)
+        return made
+    msg = f"algorithm must be a name (str) or an Algorithm, got {type(algorithm).__name__}"
     raise TypeError(msg)

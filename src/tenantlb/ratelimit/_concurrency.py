@@ -9,10 +9,9 @@ from typing import final
 import anyio
 
 from .._errors import OverCapacity
-from .._validate import count
+from .._validate import check_key, count, seconds
 from ._limiter import _check_name, _check_store
 from ._store import ConcurrencyBackend, ConcurrencySpec, Slot, Store
-from ._validate import check_key
 
 __all__ = ["ConcurrencyLimiter"]
 
@@ -158,9 +157,4 @@ def _check_int_max(value: object) -> None:
 
 
 def _check_ttl(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"lease_ttl must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (0 < value < float("inf")):
-        msg = f"lease_ttl must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
+    seconds("lease_ttl", value)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import final
 
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import Algorithm, resolve_algorithm
 from ._decision import Decision
 from ._memory import MemoryStore
 from ._rate import Rate
 from ._store import RateBackend, RateSpec, Store
-from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["RateLimiter"]
 

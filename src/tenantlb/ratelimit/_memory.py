@@ -23,17 +23,17 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast, final
+from typing import Any, ClassVar, cast, final
 
 import attrs
 
 from .._clock import Clock
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
 from ._memory_compiled import TIDY_FROM as _TIDY_FROM
 from ._memory_compiled import compile_many, compile_one, compile_two, pick
 from ._store import ConcurrencySpec, RateSpec, Slot
-from ._validate import check_cost, check_key, unchecked_cost
 
 __all__ = ["MemoryStore", "MemoryStoreStats"]
 
@@ -79,6 +79,9 @@ class MemoryStore:
     """
 
     __slots__ = ("_clock", "_concurrency", "_lock", "_log", "_max_keys", "_prune_at", "_tables")
+
+    in_process: ClassVar[bool] = True  # see Store: decides without I/O
+    supports_nowait: ClassVar[bool] = True
 
     def __init__(self, clock: Clock = time.monotonic, *, max_keys: int = 1_000_000) -> None:
         if not callable(clock):

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._clock import Clock
+from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import Kernel
 from ._decision import Decision
 from ._rate import Rate
-from ._validate import check_cost, check_key, unchecked_cost
 
 if TYPE_CHECKING:
     from ._memory import _Table

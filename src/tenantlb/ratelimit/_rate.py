@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import final
 
 import attrs
 
+from .._validate import FieldTypeError, FieldValueError, positive
+
 __all__ = ["Rate"]
 
-
-def _positive(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{field} must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"{field} must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
-    return value
+_SLOWEST = 1e-12  # about one unit in 30,000 years
+_FASTEST = 1e15
 
 
 def _check_limit(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    _positive(attribute.name, value)
+    positive(attribute.name, value)
 
 
 def _check_burst(_: object, attribute: attrs.Attribute[float], value: float | None) -> None:
     if value is not None:
-        _positive(attribute.name, value)
+        positive(attribute.name, value)
 
 
 def _check_name(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
@@ -35,11 +29,11 @@ def _check_name(_: object, attribute: attrs.Attribute[str | None], value: object
         return
     if not isinstance(value, str):
         msg = f"name must be a str, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="name")
     # The name goes into a structured-field string (RateLimit headers): printable ASCII only.
     if not value or not all(" " <= ch <= "~" for ch in value):
         msg = f"name must be non-empty printable ASCII, got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="name")
 
 
 @final
@@ -65,7 +59,8 @@ class Rate:
 
     Raises:
         TypeError: A value is not a number (or *name* not a str).
-        ValueError: A value is <= 0, not finite, or *name* is empty or not printable ASCII.
+        ValueError: A value is <= 0 or not finite, the rate is outside 1e-12..1e15 units a
+            second, or *name* is empty or not printable ASCII.
     """
 
     limit: float = attrs.field(validator=_check_limit)
@@ -78,6 +73,15 @@ class Rate:
     def __attrs_post_init__(self) -> None:
         if self.burst is None:
             object.__setattr__(self, "burst", self.limit)  # type: ignore[unreachable,unused-ignore]
+        # limit and per are each finite, but their ratio can still be 0 or infinite (1e-10 per
+        # 1e300 s): bound the rate so every later computation stays finite.
+        per_second = self.limit / self.per
+        if not (_SLOWEST <= per_second <= _FASTEST):
+            msg = (
+                f"limit / per must be between {_SLOWEST:g} and {_FASTEST:g} units a second, "
+                f"got {self.limit!r} per {self.per!r} s"
+            )
+            raise FieldValueError(msg, field="limit")
         quota, window = _integer_policy(self.limit, self.per)
         label = self.name if self.name is not None else f"{quota}-per-{window}s"
         object.__setattr__(self, "_policy", (label, quota, window))

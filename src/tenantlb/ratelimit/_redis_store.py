@@ -24,14 +24,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
 import anyio
 import attrs
 
 from .._errors import StoreUnavailable
+from .._events import Event, EventHandler, emit
 from . import _lua
 from ._algorithms import Algorithm
 from ._memory import MemoryStore
@@ -112,6 +113,7 @@ class RedisStore:
         "_errors",
         "_fallback",
         "_fallbacks",
+        "_handlers",
         "_last",
         "_lock",
         "_on_error",
@@ -127,6 +129,8 @@ class RedisStore:
         "cluster",
         "sync_cluster",
     )
+
+    in_process: ClassVar[bool] = False  # see Store: every decision is a round trip
 
     def __init__(
         self,
@@ -201,6 +205,24 @@ class RedisStore:
         self._fallbacks = 0
         self._busy = 0
         self._round_trips = 0
+        self._handlers: list[EventHandler] = []
+
+    @property
+    def supports_nowait(self) -> bool:
+        """True when the store has a sync client, so the ``*_nowait`` calls work (they block)."""
+        return self._sync is not None
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Call *handler* with ``store_unavailable`` / ``store_recovered`` events (one per outage
+        and recovery); returns a function that unsubscribes it. A `Gateway` subscribes itself."""
+        with self._lock:
+            self._handlers = [*self._handlers, handler]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h is not handler]
+
+        return unsubscribe
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r}, on_error={self._on_error!r}, timeout={self._timeout!r})"
@@ -401,6 +423,10 @@ class RedisStore:
                 logger.warning(
                     "Redis unavailable (%s); on_error=%r until it answers again", what, self.policy
                 )
+            if self._handlers:
+                reason = f"{type(exc).__name__}; on_error={self.policy}"
+                event = Event(kind="store_unavailable", reason=reason, at=time.monotonic())
+                emit(self._handlers, (event,))
         return StoreUnavailable(f"Redis did not answer: {what}")
 
     def answered(self, trips: int = 0) -> None:
@@ -414,6 +440,9 @@ class RedisStore:
                 told, self._warned = self._warned, False
             if recovered and told:
                 logger.info("Redis answers again; decisions are shared again")
+            if recovered and self._handlers:
+                event = Event(kind="store_recovered", reason="Redis", at=time.monotonic())
+                emit(self._handlers, (event,))
 
     @property
     def up(self) -> bool:

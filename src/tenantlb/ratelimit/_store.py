@@ -146,7 +146,23 @@ class ConcurrencyBackend(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    """Where limiter state lives: `MemoryStore` (one process) or `RedisStore` (shared)."""
+    """Where limiter state lives: `MemoryStore` (one process) or `RedisStore` (shared).
+
+    A store also says how it can answer, so callers need not know its class: ``in_process``
+    when it decides in this process without I/O (async code may then call the ``*_nowait``
+    methods directly, as the gateway does), ``supports_nowait`` when the ``*_nowait`` methods work
+    at all (a `RedisStore` with a sync client: they block on the round trip).
+    """
+
+    @property
+    def in_process(self) -> bool:
+        """True if decisions need no I/O: the ``*_nowait`` methods never block."""
+        ...
+
+    @property
+    def supports_nowait(self) -> bool:
+        """True if the ``*_nowait`` methods work (False: they raise RuntimeError)."""
+        ...
 
     def bind_rates(self, spec: RateSpec) -> RateBackend:
         """Return the backend that decides for *spec*."""

@@ -16,7 +16,7 @@ import hmac
 import re
 
 from .._errors import Unauthenticated
-from ._checks import require_type
+from .._validate import require_type
 
 __all__ = [
     "MAX_API_KEY_LENGTH",

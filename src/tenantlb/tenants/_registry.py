@@ -7,8 +7,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import final
 
-from .._errors import Forbidden, Unauthenticated, UnknownTenant
-from ._checks import require_type
+from .._errors import Forbidden, MissingCredentials, Unauthenticated, UnknownTenant
+from .._validate import FieldTypeError, FieldValueError, require_type
 from ._keys import check_presented_key, digest_scheme, hash_presented_key, normalize_secret
 from ._request import RequestInfo
 from ._resolvers import APIKeyResolver, TenantResolver, default_resolvers
@@ -151,7 +151,7 @@ class TenantRegistry:
         chain = default_resolvers() if resolvers is None else tuple(resolvers)
         if not chain:
             msg = "resolvers must not be empty (pass None for the default chain)"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="resolvers")
         for resolver in chain:
             _check_resolver(resolver)
         self._resolvers = chain
@@ -211,7 +211,8 @@ class TenantRegistry:
             The tenant, enabled and present in the snapshot.
 
         Raises:
-            Unauthenticated: Missing, malformed or wrong credentials.
+            Unauthenticated: Malformed or wrong credentials; `MissingCredentials` (a subclass)
+                when the request carries none of the API keys the chain looks for.
             UnknownTenant: No resolver matched (chains without API-key resolvers), or a resolver
                 named a tenant the registry does not hold.
             Forbidden: The tenant is disabled.
@@ -224,7 +225,7 @@ class TenantRegistry:
                 break
         else:
             if self._missing is not None:
-                raise Unauthenticated(self._missing)
+                raise MissingCredentials(self._missing)
             msg = "no tenant matched the request"
             raise UnknownTenant(msg)
         if type(tenant) is not Tenant:  # Tenant is final: an exact type check is enough
@@ -299,7 +300,7 @@ class TenantRegistry:
 def _check_resolver(resolver: object) -> None:
     if not callable(resolver):
         msg = f"resolvers must be callables (request, registry) -> Tenant | None, got {resolver!r}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="resolvers")
 
 
 def _bad_result(resolver: object, result: object) -> None:

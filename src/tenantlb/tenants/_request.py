@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, final
 
-from ._checks import require_type
+from .._validate import require_type
 
 __all__ = ["RequestInfo"]
 
@@ -56,6 +56,7 @@ class RequestInfo:
 
     __slots__ = (
         "_client_ip",
+        "_header_size",
         "_headers",
         "_host",
         "_index",
@@ -95,6 +96,7 @@ class RequestInfo:
         self._proxy_header = proxy_header
         self._index: dict[str, list[str]] | dict[str, _HeaderValue] | None = None
         self._client_ip: str | Literal[False] | None = False  # False: not computed yet
+        self._header_size = -1  # not computed yet
 
     def __repr__(self) -> str:
         # Header values (API keys, cookies) stay out of the repr.
@@ -118,6 +120,17 @@ class RequestInfo:
         if isinstance(found, list):
             return tuple(found)
         return (_text(found),)
+
+    @property
+    def header_size(self) -> int:
+        """The size of the header fields in bytes, counted as on the wire: ``name: value\\r\\n``."""
+        size = self._header_size
+        if size < 0:
+            headers = self._headers
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            size = sum(len(name) + len(value) + 4 for name, value in items)
+            self._header_size = size
+        return size
 
     # -- host and client -------------------------------------------------------------------------
 

@@ -10,11 +10,12 @@ whole resolution runs against, so a hot reload never splits one request across t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol, final
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 from .._errors import Unauthenticated, UnknownTenant
-from ._checks import require_type
+from .._registry import Registry
+from .._validate import FieldTypeError, FieldValueError, require_type
 
 if TYPE_CHECKING:
     from ._registry import RegistrySnapshot
@@ -26,13 +27,16 @@ __all__ = [
     "HeaderResolver",
     "HostResolver",
     "PathPrefixResolver",
+    "RESOLVERS",
     "TenantResolver",
     "default_resolvers",
+    "register_resolver",
 ]
 
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 
 
+@runtime_checkable
 class TenantResolver(Protocol):
     """Finds the tenant of a request; see the module docs for the contract."""
 
@@ -44,10 +48,10 @@ class TenantResolver(Protocol):
 def _header_name(name: object) -> str:
     if not isinstance(name, str):
         msg = f"header must be a str, got {type(name).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="header")
     if _HEADER_NAME_RE.fullmatch(name) is None:
         msg = f"header must be a valid HTTP header name, got {name!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="header")
     return name.lower()
 
 
@@ -74,7 +78,7 @@ class APIKeyResolver:
             require_type("scheme", scheme, str, "a str or None")
         if scheme is not None and not (scheme.isascii() and scheme.isalnum()):
             msg = f"scheme must be an auth scheme name like 'Bearer', got {scheme!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="scheme")
         self.scheme = scheme
         self._prefix = None if scheme is None else scheme.lower() + " "
         self._source = (
@@ -179,7 +183,7 @@ class HostResolver:
                 msg = (
                     f"base_domain must be a domain name like 'api.example.com', got {base_domain!r}"
                 )
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="base_domain")
             self._suffix: str | None = "." + base
         else:
             self._suffix = None
@@ -232,7 +236,7 @@ class PathPrefixResolver:
             or (after and not after.startswith("/"))
         ):
             msg = f"template must look like '/t/{{tenant}}/' with one whole-segment {{tenant}}, got {template!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="template")
         self.template = template
         self._before = before
         self._after = after.rstrip("/")  # the literal after the segment, "" or "/x"
@@ -265,3 +269,24 @@ def _known(registry: RegistrySnapshot, tenant_id: str, source: str) -> Tenant:
         msg = f"the {source} names no known tenant"
         raise UnknownTenant(msg)
     return tenant
+
+
+RESOLVERS: Registry[Callable[..., TenantResolver]] = Registry("resolver")
+"""Resolver factories by the names ``gateway.resolvers`` uses in a config file."""
+
+register_resolver = RESOLVERS.register
+"""``register_resolver(name, factory, *, replace=False)``: add a resolver factory to `RESOLVERS`.
+
+Also a class decorator: ``@register_resolver("name")``. See `tenantlb._registry.Registry.register`;
+a taken name is a ValueError unless *replace* is true.
+"""
+
+_BUILT_IN: dict[str, Callable[..., TenantResolver]] = {
+    "api_key": APIKeyResolver,
+    "bearer": APIKeyResolver.bearer,
+    "header": HeaderResolver,
+    "host": HostResolver,
+    "path": PathPrefixResolver,
+}
+for _name, _factory in _BUILT_IN.items():
+    register_resolver(_name, _factory)

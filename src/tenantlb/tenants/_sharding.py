@@ -21,8 +21,7 @@ import heapq
 import math
 from collections.abc import Iterable
 
-from .._validate import count
-from ._checks import require_type
+from .._validate import count, require_type
 
 __all__ = ["shard_overlap_probability", "shuffle_shard"]
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
 import attrs
 
-from .._validate import optional_count
+from .._validate import FieldTypeError, FieldValueError, optional_count, positive
 from ..ratelimit import Rate
 from ._keys import is_api_key_digest
 from ._sharding import shuffle_shard
@@ -22,20 +21,20 @@ MAX_TENANT_ID_LENGTH = 128
 def _check_id(value: object) -> str:
     if not isinstance(value, str):
         msg = f"id must be a str, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="id")
     if not (1 <= len(value) <= MAX_TENANT_ID_LENGTH and value.isprintable()):
         shown = (
             value if len(value) <= MAX_TENANT_ID_LENGTH else value[:MAX_TENANT_ID_LENGTH] + "..."
         )
         msg = f"id must be 1..{MAX_TENANT_ID_LENGTH} printable characters, got {shown!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="id")
     return value
 
 
 def _to_api_keys(value: object) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         msg = f"api_keys must be an iterable of digests, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="api_keys")
     keys = tuple(value)
     seen: dict[str, int] = {}
     for i, key in enumerate(keys):
@@ -45,10 +44,10 @@ def _to_api_keys(value: object) -> tuple[str, ...]:
                 f"api_keys[{i}] must be a digest from hash_api_key() "
                 "('sha256:<64 hex>' or 'hmac-sha256:<64 hex>'), not a raw key or other value"
             )
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="api_keys")
         if key in seen:
             msg = f"api_keys[{i}] repeats api_keys[{seen[key]}]"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="api_keys")
         seen[key] = i
     return keys
 
@@ -56,10 +55,10 @@ def _to_api_keys(value: object) -> tuple[str, ...]:
 def _check_pool_name(field: str, value: object) -> str:
     if not isinstance(value, str):
         msg = f"{field} must be a pool name (str), got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field=field.split("[", 1)[0])
     if not value or not value.isprintable():
         msg = f"{field} must be a non-empty printable pool name, got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field=field.split("[", 1)[0])
     return value
 
 
@@ -74,22 +73,22 @@ def _to_routes(value: object) -> tuple[tuple[str, str], ...]:
         items = value
     else:
         msg = f"routes must be a mapping of path prefix -> pool name, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="routes")
     routes: dict[str, str] = {}
     for item in items:
         if not (isinstance(item, Sequence) and len(item) == 2):
             msg = f"routes items must be (path prefix, pool name) pairs, got {item!r}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="routes")
         prefix, pool = item
         if not isinstance(prefix, str):
             msg = f"routes prefix must be a str, got {type(prefix).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="routes")
         if not prefix.startswith("/") or not prefix.isprintable():
             msg = f"routes prefix must be a printable path starting with '/', got {prefix!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="routes")
         if prefix in routes:
             msg = f"routes prefix {prefix!r} appears twice"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="routes")
         routes[prefix] = _check_pool_name(f"routes[{prefix!r}]", pool)
     # Longest prefix first, so the first match in upstream_for() is the most specific one.
     return tuple(sorted(routes.items(), key=lambda kv: (-len(kv[0]), kv[0])))
@@ -98,12 +97,12 @@ def _to_routes(value: object) -> tuple[tuple[str, str], ...]:
 def _to_limits(value: object) -> tuple[Rate, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         msg = f"limits must be an iterable of Rate, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="limits")
     limits = tuple(value)
     for i, rate in enumerate(limits):
         if not isinstance(rate, Rate):
             msg = f"limits[{i}] must be a tenantlb.Rate, got {type(rate).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="limits")
     return limits
 
 
@@ -115,20 +114,22 @@ def _to_shard_size(value: object) -> int | None:
     return optional_count("shard_size", value)
 
 
+def _to_max_body_size(value: object) -> int | None:
+    return optional_count("max_body_size", value)
+
+
+def _to_max_header_size(value: object) -> int | None:
+    return optional_count("max_header_size", value)
+
+
 def _to_weight(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"weight must be a number, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (math.isfinite(value) and value > 0):
-        msg = f"weight must be a finite number > 0, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
+    return positive("weight", value)
 
 
 def _to_enabled(value: object) -> bool:
     if not isinstance(value, bool):
         msg = f"enabled must be a bool, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="enabled")
     return value
 
 
@@ -136,17 +137,17 @@ def _to_display_name(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     msg = f"display_name must be a str or None, got {type(value).__name__}"
-    raise TypeError(msg)
+    raise FieldTypeError(msg, field="display_name")
 
 
 def _to_metadata(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         msg = f"metadata must be a mapping, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="metadata")
     for key in value:
         if not isinstance(key, str):
             msg = f"metadata keys must be str, got {type(key).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="metadata")
     return types.MappingProxyType(dict(value))
 
 
@@ -193,6 +194,10 @@ class Tenant:
         shard_size: Shuffle-shard size: the tenant uses only this many endpoints of a shared
             pool (see `shuffle_shard`), or None for all of them.
         enabled: A disabled tenant is authenticated but refused with `Forbidden`.
+        max_body_size: Largest request body in bytes (413 `ContentTooLarge` beyond), or None
+            for the gateway's limit. The smaller of the two applies.
+        max_header_size: Largest total size of the request's header fields in bytes (431
+            `HeadersTooLarge` beyond), or None for the gateway's limit.
         display_name: Human-readable name, for dashboards.
         metadata: Free-form data for your own code (stored read-only).
 
@@ -216,6 +221,10 @@ class Tenant:
     weight: float = attrs.field(default=1.0, kw_only=True, converter=_to_weight)
     shard_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_shard_size)
     enabled: bool = attrs.field(default=True, kw_only=True, converter=_to_enabled)
+    max_body_size: int | None = attrs.field(default=None, kw_only=True, converter=_to_max_body_size)
+    max_header_size: int | None = attrs.field(
+        default=None, kw_only=True, converter=_to_max_header_size
+    )
     display_name: str | None = attrs.field(default=None, kw_only=True, converter=_to_display_name)
     metadata: Mapping[str, Any] = attrs.field(
         factory=dict, kw_only=True, converter=_to_metadata, hash=False

@@ -20,10 +20,11 @@ import attrs
 from .._clock import Clock
 from .._errors import EndpointNotFound
 from .._events import Event
-from .._validate import count, optional_count, percent, seconds
+from .._validate import FieldTypeError, count, optional_count, percent, seconds
 
 if TYPE_CHECKING:
-    from ..balancing import EndpointState, Pool
+    from ._balancer import EndpointState
+    from ._pool import Pool
 
 __all__ = ["OutlierDetector", "OutlierDetectorStats", "OutlierEndpointStats"]
 
@@ -189,7 +190,7 @@ class OutlierDetector:
         checked: object = clock  # callers may not be type-checked
         if checked is not None and not callable(checked):
             msg = f"clock must be callable, got {type(clock).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="clock")
         self._clock: Clock | None = clock
         self._rng = rng if rng is not None else random.Random()
         self._cap = max(

@@ -1,0 +1,103 @@
+"""ASGI plumbing shared by `TenantMiddleware` and `ProxyApp`: types, the request view, refusals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ._problem import problem
+
+if TYPE_CHECKING:
+    from .._errors import RequestRejected
+    from ..gateway import Gateway
+    from ..ratelimit import Decision
+    from ..tenants import RequestInfo
+
+__all__ = [
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "encode_headers",
+    "ratelimit_headers",
+    "request_info",
+    "send_problem",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def request_info(gateway: Gateway, scope: Scope) -> RequestInfo:
+    """The `RequestInfo` of an ``http`` or ``websocket`` scope (trusted proxies honoured)."""
+    client = scope.get("client")
+    return gateway.request(
+        scope.get("method", "GET"),
+        scope["path"],
+        scope["headers"],
+        scheme=scope.get("scheme", "http"),
+        client=None if client is None else (client[0], client[1]),
+    )
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``(name, value)`` str pairs as the Latin-1 bytes ASGI wants."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+_POLICY_CACHE: dict[int, tuple[object, bytes, tuple[bytes, ...]]] = {}
+
+
+def ratelimit_headers(decision: Decision | None) -> list[tuple[bytes, bytes]]:
+    """The RateLimit fields of an *allowed* decision as ASGI bytes, the same text as
+    `Decision.headers` gives, built without re-formatting the (immutable) policies each time."""
+    if decision is None:
+        return []
+    policies = decision.policies
+    cached = _POLICY_CACHE.get(id(policies))
+    if cached is None or cached[0] is not policies:
+        fields = decision.headers()
+        labels = tuple(
+            ('"' + p.label.replace("\\", "\\\\").replace('"', '\\"') + '"').encode("latin-1")
+            for p in policies
+        )
+        if len(_POLICY_CACHE) >= 1024:
+            _POLICY_CACHE.clear()
+        cached = _POLICY_CACHE[id(policies)] = (policies, fields[0][1].encode("latin-1"), labels)
+        if not decision.allowed:
+            return _lower(fields)
+    if not decision.allowed:
+        return _lower(decision.headers())
+    # Decision.headers' rounding: remaining down, reset up.
+    remaining = max(0, math.floor(decision.remaining + 1e-9))
+    reset = max(0, math.ceil(decision.reset_after - 1e-9))
+    label = cached[2][policies.index(decision.policy)] if len(policies) > 1 else cached[2][0]
+    return [
+        (b"ratelimit-policy", cached[1]),
+        (b"ratelimit", b"%s;r=%d;t=%d" % (label, remaining, reset)),
+    ]
+
+
+def _lower(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+async def send_problem(scope: Scope, send: Send, exc: RequestRejected) -> None:
+    """Answer *exc* as problem+json; a websocket is denied (a denial response where the server
+    supports it, else a close with 1008 Policy Violation)."""
+    status, headers, body = problem(exc)
+    raw = encode_headers(headers)
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.title})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

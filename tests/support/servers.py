@@ -1,0 +1,141 @@
+"""Real servers on loopback, run in a background thread of the test process.
+
+```python
+with serve(app, "uvicorn") as url:          # or "hypercorn-asyncio", "hypercorn-trio", "aiohttp"
+    httpx.get(url + "/path")
+```
+
+The app runs in the test process, so a test can look at the gateway it uses (in-flight counts,
+slots) after the requests; the server is stopped (gracefully) when the block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .backends import free_port, wait_for_port
+
+SERVERS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+
+
+@contextlib.contextmanager
+def serve(app: Any, server: str = "uvicorn", *, port: int | None = None) -> Iterator[str]:
+    """Run *app* (ASGI, or an aiohttp ``web.Application`` for ``"aiohttp"``) on a free port."""
+    port = port or free_port()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    if server == "uvicorn":
+        target = _uvicorn(app, port, stop)
+    elif server == "hypercorn-asyncio":
+        target = _hypercorn_asyncio(app, port, stop)
+    elif server == "hypercorn-trio":
+        target = _hypercorn_trio(app, port, stop)
+    elif server == "aiohttp":
+        target = _aiohttp(app, port, stop)
+    else:
+        raise ValueError(f"unknown server {server!r}")
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=f"{server}:{port}", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, 15.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    if errors:
+        raise errors[0]
+
+
+def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(server.serve())
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set() and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        server.should_exit = True
+        await task
+
+    return lambda: asyncio.run(main())
+
+
+def _hypercorn_config(port: int) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    return config
+
+
+def _hypercorn_asyncio(app: Any, port: int, stop: threading.Event) -> Any:
+    from hypercorn.asyncio import serve as hyper_serve
+
+    async def trigger() -> None:
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        await hyper_serve(app, _hypercorn_config(port), shutdown_trigger=trigger)
+
+    return lambda: asyncio.run(main())
+
+
+def _hypercorn_trio(app: Any, port: int, stop: threading.Event) -> Any:
+    import trio
+    from hypercorn.trio import serve as hyper_serve
+
+    async def trigger() -> None:
+        # a threading.Event set by the test thread: polled, it cannot be awaited
+        while not stop.is_set():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+    async def main() -> None:
+        await hyper_serve(app, _hypercorn_config(port), shutdown_trigger=trigger)
+
+    return lambda: trio.run(main)
+
+
+def _aiohttp(app: Any, port: int, stop: threading.Event) -> Any:
+    from aiohttp import web
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        try:
+            # a threading.Event set by the test thread: polled, it cannot be awaited
+            while not stop.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        finally:
+            await runner.cleanup()
+
+    return lambda: asyncio.run(main())
