@@ -122,6 +122,7 @@ _TOP = {"gateway", "pools", "tenants"}
 _GATEWAY = {
     "algorithm",
     "hash_on",
+    "lease_ttl",
     "secret",
     "secret_env",
     "trusted_proxies",
@@ -291,6 +292,9 @@ class _Builder:
             self.error(
                 "gateway.trusted_proxies", f"must be a list of CIDR strings, got {trusted!r}"
             )
+        lease_ttl = gw.get("lease_ttl", 60.0)
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float):
+            self.error("gateway.lease_ttl", f"must be a number of seconds > 0, got {lease_ttl!r}")
         anonymous = self.anonymous(gw.get("anonymous"), pools)
         sizes = {k: gw[k] for k in ("max_body_size", "max_header_size") if k in gw}
         if self.errors:
@@ -307,7 +311,14 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            {"trusted_proxies", "hash_on", "algorithm", "max_body_size", "max_header_size"},
+            {
+                "trusted_proxies",
+                "hash_on",
+                "algorithm",
+                "lease_ttl",
+                "max_body_size",
+                "max_header_size",
+            },
             Gateway,
             registry=registry,
             pools=pools,
@@ -317,6 +328,7 @@ class _Builder:
             services=services,
             trusted_proxies=tuple(trusted),
             owns_store=True,
+            lease_ttl=lease_ttl,
             anonymous=anonymous,
             concurrency=self.fair_queues,
             **sizes,

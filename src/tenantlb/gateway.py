@@ -110,6 +110,10 @@ class Gateway:
         trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
         owns_store: Close the store (its Redis clients) when the gateway is closed; set by
             `from_config`, which builds the store itself.
+        lease_ttl: Seconds a tenant's concurrency slot lives in Redis without renewal (> 0,
+            default 60). Slots of running requests are renewed in the background every third
+            of it, so a long request (a stream) keeps its slot; a crashed process's slots come
+            back within it.
         anonymous: The policy for requests without credentials: None (default) refuses them
             with 401; a `Tenant` (without API keys) admits them as that tenant, its ``limits``
             and ``max_concurrency`` applied to each client IP separately (the IP honours
@@ -126,6 +130,7 @@ class Gateway:
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
+        ValueError: *lease_ttl* is not a finite number > 0.
         ConfigError: A tenant names an upstream that is not in *pools* (all such problems listed).
         ValueError: An *anonymous* tenant with API keys, or a size limit that is not >= 1.
     """
@@ -141,6 +146,7 @@ class Gateway:
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
+        lease_ttl: float = 60.0,
         anonymous: Tenant | None = None,
         max_body_size: int | None = None,
         max_header_size: int | None = None,
@@ -175,6 +181,7 @@ class Gateway:
         self._hash_on = hash_on
         self._services = tuple(services)
         self._owns_store = owns_store
+        self._lease_ttl = lease_ttl
         self._trusted_proxies = tuple(trusted_proxies)
         self._trusted_networks = tuple(
             network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
@@ -195,7 +202,10 @@ class Gateway:
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
+        self._prune_at = 64  # limiters kept for tenants of past reloads are dropped past this
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
+        # Fail fast on a bad lease_ttl rather than at the first request.
+        ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
         self._fair = fair_queues(concurrency)
         # Observability: subscribers (per-request ones only tested for emptiness on hot paths)
         # and the per-tenant counters behind stats().
@@ -504,10 +514,12 @@ class Gateway:
         except BaseException:
             if fair is not None and turn is not None:
                 fair.release(turn, record=False)  # synchronous: nothing can interrupt it
-            if slots is not None and slot is not None:
-                await self._free(slots, slot)
-            if limiter is not None:
-                await self._refund(limiter, key, cost)
+            try:
+                if slots is not None and slot is not None:
+                    await self._free(slots, slot)
+            finally:  # a cancel while freeing (asyncio: at any await) must not skip the refund
+                if limiter is not None:
+                    await self._refund(limiter, key, cost)
             raise
         counters = self._events.admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
@@ -573,6 +585,8 @@ class Gateway:
         with self._lock:
             limiter = self._limiters.get(rates)
             if limiter is None:
+                if len(self._limiters) + len(self._slots) >= self._prune_at:
+                    self._prune()
                 limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
                 self._limiters[rates] = limiter
             if len(self._by_identity) >= 65536:
@@ -586,9 +600,28 @@ class Gateway:
             with self._lock:
                 slots = self._slots.get(limit)
                 if slots is None:
-                    slots = ConcurrencyLimiter(limit, store=self._store)
+                    if len(self._limiters) + len(self._slots) >= self._prune_at:
+                        self._prune()
+                    slots = ConcurrencyLimiter(limit, store=self._store, lease_ttl=self._lease_ttl)
                     self._slots[limit] = slots
         return slots
+
+    def _prune(self) -> None:
+        """Forget limiters no current tenant uses (left by hot reloads); under ``self._lock``.
+
+        Runs when the cache doubled since the last prune, so it is amortised O(1) per new
+        limiter, and the caches stay within twice what the current tenants need. Requests
+        still running on an old registry keep their limiter through their ticket.
+        """
+        tenants = list(self._registry)
+        if self._anonymous is not None:
+            tenants.append(self._anonymous)
+        limits = {t.limits for t in tenants if t.limits}
+        caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
+        self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
+        self._slots = {k: v for k, v in self._slots.items() if k in caps}
+        self._by_identity.clear()
+        self._prune_at = max(64, 2 * (len(self._limiters) + len(self._slots)))
 
     def _target(self, tenant: Tenant, pool: Pool, pool_name: str) -> Pool | PoolSubset:
         k = tenant.shard_size
