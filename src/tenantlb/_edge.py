@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from typing import Any
 
 from ._errors import ContentTooLarge, HeadersTooLarge, RequestRejected
 from ._validate import FieldTypeError, FieldValueError
 from .fairness import FairQueue
-from .tenants import APIKeyResolver, RequestInfo, TenantRegistry
+from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry
 
-__all__ = ["challenge", "check_size", "client_key", "fair_queues", "network", "smaller"]
+__all__ = [
+    "challenge",
+    "check_size",
+    "client_key",
+    "fair_queues",
+    "hash_key",
+    "network",
+    "smaller",
+]
 
 
 def check_size(request: RequestInfo, max_header: int | None, max_body: int | None) -> None:
@@ -91,3 +100,15 @@ def network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6
     except ValueError:
         msg = f"{where} must be an IP address or CIDR, got {value!r}"
         raise FieldValueError(msg, field="trusted_proxies") from None
+
+
+def hash_key(hash_on: Any, request: RequestInfo, tenant: Tenant) -> str | bytes | None:
+    """The key hashing balancers get, by the gateway's ``hash_on`` setting."""
+    if hash_on is None:
+        return None
+    if hash_on == "client_ip":
+        return request.client_ip
+    if hash_on == "tenant":
+        return tenant.id
+    result: str | bytes | None = hash_on(request, tenant)
+    return result

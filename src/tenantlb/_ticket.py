@@ -8,7 +8,7 @@ outcome (if the caller did not) and gives back the concurrency slot the ticket h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -33,8 +33,10 @@ from .tenants import Tenant
 
 if TYPE_CHECKING:
     from ._gateway_events import GatewayEvents
+    from .gateway import Gateway
+    from .tenants import RequestInfo
 
-__all__ = ["GatewayStats", "TenantStats", "Ticket"]
+__all__ = ["Admission", "GatewayStats", "TenantStats", "Ticket"]
 
 
 @final
@@ -252,3 +254,36 @@ def _reason(exc: RequestRejected) -> str:
         if reason is not None:
             return reason
     return "rejected"
+
+
+@final
+class Admission:
+    """The async context manager `Gateway.admit` returns; it yields a `Ticket`."""
+
+    __slots__ = ("_cost", "_gateway", "_lease", "_request", "_ticket")
+
+    def __init__(
+        self, gateway: Gateway, request: RequestInfo, cost: float, lease: bool | None
+    ) -> None:
+        self._gateway = gateway
+        self._request = request
+        self._cost = cost
+        self._lease = lease
+        self._ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        if self._ticket is not None:
+            msg = "an admission can be entered once"
+            raise RuntimeError(msg)
+        self._ticket = ticket = await self._gateway._admit(self._request, self._cost, self._lease)
+        return ticket
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ticket = self._ticket
+        if ticket is not None:
+            await self._gateway._finish(ticket, exc)

@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol, final
 import anyio
 from cachetools import LRUCache
 
-from ._edge import challenge, check_size, client_key, fair_queues, network, smaller
+from ._edge import challenge, check_size, client_key, fair_queues, hash_key, network, smaller
 from ._errors import (
     ConfigError,
     Forbidden,
@@ -51,7 +51,8 @@ from ._errors import (
 )
 from ._events import Event, EventHandler
 from ._gateway_events import GatewayEvents
-from ._ticket import GatewayStats, TenantStats, Ticket
+from ._limiters import LimiterCache
+from ._ticket import Admission, GatewayStats, TenantStats, Ticket
 from ._validate import FieldTypeError, FieldValueError, optional_count
 from .balancing import Lease, Pool, PoolSubset
 from .fairness import FairQueue, Turn
@@ -60,7 +61,6 @@ from .ratelimit import (
     ConcurrencyLimiter,
     Decision,
     MemoryStore,
-    Rate,
     RateLimiter,
     Slot,
     Store,
@@ -199,10 +199,13 @@ class Gateway:
         self._challenge = challenge(registry)
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lock = threading.Lock()
-        self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
-        self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
-        self._slots: dict[int, ConcurrencyLimiter] = {}
-        self._prune_at = 64  # limiters kept for tenants of past reloads are dropped past this
+        self._quotas = LimiterCache(
+            store=self._store,
+            algorithm=self._algorithm,
+            lease_ttl=self._lease_ttl,
+            lock=self._lock,
+            tenants=self._current_tenants,
+        )
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
         # Fail fast on a bad lease_ttl rather than at the first request.
         ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
@@ -483,7 +486,7 @@ class Gateway:
         decision: Decision | None = None
         limiter: RateLimiter | None = None
         if tenant.limits:
-            limiter = self._limiter(tenant.limits)
+            limiter = self._quotas.rates(tenant.limits)
             if self._sync_store:
                 decision = limiter.acquire_nowait(key, cost)
             else:
@@ -501,7 +504,7 @@ class Gateway:
         turn: Turn | None = None
         try:
             if tenant.max_concurrency is not None:
-                slots = self._concurrency(tenant.max_concurrency)
+                slots = self._quotas.slots(tenant.max_concurrency)
                 if self._sync_store:
                     slot = slots.acquire_nowait(key)  # raises OverCapacity when full
                 else:
@@ -510,7 +513,7 @@ class Gateway:
                 turn = await fair.acquire(key, tenant.weight)  # QueueFull / QueueTimeout
             if pool is not None and pool_name is not None:
                 target = self._target(tenant, pool, pool_name)
-                lease = target.acquire(self._key(request, tenant))
+                lease = target.acquire(hash_key(self._hash_on, request, tenant))
         except BaseException:
             if fair is not None and turn is not None:
                 fair.release(turn, record=False)  # synchronous: nothing can interrupt it
@@ -576,52 +579,11 @@ class Gateway:
             else:
                 await limiter.refund(key, cost)
 
-    def _limiter(self, rates: tuple[Rate, ...]) -> RateLimiter:
-        # Looked up by the identity of the tenant's (immutable) limits tuple first: hashing a tuple
-        # of attrs Rates on every request costs more than the rate-limit decision itself.
-        cached = self._by_identity.get(id(rates))
-        if cached is not None and cached[0] is rates:
-            return cached[1]
-        with self._lock:
-            limiter = self._limiters.get(rates)
-            if limiter is None:
-                if len(self._limiters) + len(self._slots) >= self._prune_at:
-                    self._prune()
-                limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
-                self._limiters[rates] = limiter
-            if len(self._by_identity) >= 65536:
-                self._by_identity.clear()  # bounded; stale ids from reloaded tenants go too
-            self._by_identity[id(rates)] = (rates, limiter)
-        return limiter
-
-    def _concurrency(self, limit: int) -> ConcurrencyLimiter:
-        slots = self._slots.get(limit)
-        if slots is None:
-            with self._lock:
-                slots = self._slots.get(limit)
-                if slots is None:
-                    if len(self._limiters) + len(self._slots) >= self._prune_at:
-                        self._prune()
-                    slots = ConcurrencyLimiter(limit, store=self._store, lease_ttl=self._lease_ttl)
-                    self._slots[limit] = slots
-        return slots
-
-    def _prune(self) -> None:
-        """Forget limiters no current tenant uses (left by hot reloads); under ``self._lock``.
-
-        Runs when the cache doubled since the last prune, so it is amortised O(1) per new
-        limiter, and the caches stay within twice what the current tenants need. Requests
-        still running on an old registry keep their limiter through their ticket.
-        """
+    def _current_tenants(self) -> list[Tenant]:
         tenants = list(self._registry)
         if self._anonymous is not None:
             tenants.append(self._anonymous)
-        limits = {t.limits for t in tenants if t.limits}
-        caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
-        self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
-        self._slots = {k: v for k, v in self._slots.items() if k in caps}
-        self._by_identity.clear()
-        self._prune_at = max(64, 2 * (len(self._limiters) + len(self._slots)))
+        return tenants
 
     def _target(self, tenant: Tenant, pool: Pool, pool_name: str) -> Pool | PoolSubset:
         k = tenant.shard_size
@@ -638,46 +600,3 @@ class Gateway:
         with self._lock:
             self._shards[cache_key] = (generation, subset)
         return subset
-
-    def _key(self, request: RequestInfo, tenant: Tenant) -> str | bytes | None:
-        hash_on = self._hash_on
-        if hash_on is None:
-            return None
-        if hash_on == "client_ip":
-            return request.client_ip
-        if hash_on == "tenant":
-            return tenant.id
-        return hash_on(request, tenant)
-
-
-@final
-class Admission:
-    """The async context manager `Gateway.admit` returns; it yields a `Ticket`."""
-
-    __slots__ = ("_cost", "_gateway", "_lease", "_request", "_ticket")
-
-    def __init__(
-        self, gateway: Gateway, request: RequestInfo, cost: float, lease: bool | None
-    ) -> None:
-        self._gateway = gateway
-        self._request = request
-        self._cost = cost
-        self._lease = lease
-        self._ticket: Ticket | None = None
-
-    async def __aenter__(self) -> Ticket:
-        if self._ticket is not None:
-            msg = "an admission can be entered once"
-            raise RuntimeError(msg)
-        self._ticket = ticket = await self._gateway._admit(self._request, self._cost, self._lease)
-        return ticket
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ticket = self._ticket
-        if ticket is not None:
-            await self._gateway._finish(ticket, exc)

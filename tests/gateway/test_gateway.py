@@ -346,7 +346,7 @@ async def test_hot_reload_under_load_leaks_nothing() -> None:
     assert outcomes["ok"] + outcomes["over"] == 1000
     assert outcomes["ok"] > 0
     assert gateway.stats().pools["shared"].in_flight == 0
-    slots = gateway._concurrency(50)
+    slots = gateway._quotas.slots(50)
     assert await slots.in_use("acme") == 0
     assert await slots.in_use("globex") == 0
 

@@ -30,6 +30,6 @@ async def test_reloads_with_new_limits_keep_caches_bounded() -> None:
         async with gateway.admit(info):
             pass
         clock.advance(1.0)  # the previous limits' state has recovered
-    assert len(gateway._limiters) + len(gateway._slots) <= 130  # was 2,000 each
-    assert len(gateway._by_identity) <= 130
+    assert len(gateway._quotas) <= 130  # was 2,000 each
+    assert gateway._quotas.identities() <= 130
     assert store.stats().limiters <= 130
