@@ -82,6 +82,8 @@ REFUSAL_REASONS: Final[frozenset[str]] = frozenset(
         "forbidden",
         "rate_limited",
         "over_capacity",
+        "queue_full",
+        "queue_timeout",
         "no_healthy_endpoint",
         "store_unavailable",
         "content_too_large",

@@ -19,6 +19,8 @@ from ._errors import (
     HeadersTooLarge,
     NoHealthyEndpoint,
     OverCapacity,
+    QueueFull,
+    QueueTimeout,
     RateLimited,
     RequestRejected,
     StoreUnavailable,
@@ -211,7 +213,7 @@ class TenantStats:
         admitted: Requests admitted.
         in_flight: Admitted requests not finished yet.
         refused: Refusals by reason code: ``"forbidden"``, ``"rate_limited"``,
-            ``"over_capacity"``, ``"no_healthy_endpoint"``, ``"store_unavailable"``,
+            ``"over_capacity"``, ``"queue_full"``, ``"queue_timeout"``, ``"no_healthy_endpoint"``, ``"store_unavailable"``,
             ``"content_too_large"``, ``"headers_too_large"`` (refusals before the tenant is known,
             such as ``"unauthenticated"`` and ``"unknown_tenant"``, are counted in
             `GatewayStats.refused` only).
@@ -240,6 +242,8 @@ _REASONS: dict[type[RequestRejected], str] = {
     Forbidden: "forbidden",
     RateLimited: "rate_limited",
     OverCapacity: "over_capacity",
+    QueueFull: "queue_full",  # a fair queue's refusals, more precise than their base class
+    QueueTimeout: "queue_timeout",
     NoHealthyEndpoint: "no_healthy_endpoint",
     StoreUnavailable: "store_unavailable",
     ContentTooLarge: "content_too_large",
