@@ -19,9 +19,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """The long runs left out of `tests`: 100 MB streams through ProxyApp with bounded memory."""
+    """The long runs: 100 MB streams through ProxyApp with bounded memory (marked `soak`, left out
+    of `tests`), then the end-to-end fault and load suites with their long schedules (60 s load,
+    faults held 8 s each) instead of the CI-sized ones `tests` runs."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "soak", "-s", *session.posargs)
+    session.run("pytest", "tests/e2e", "-s", *session.posargs, env={"TENANTLB_SOAK": "1"})
 
 
 @nox.session(python=PYTHON)
@@ -56,8 +59,18 @@ def examples(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run every benchmark in benchmarks/ (peers side by side, ratios printed)."""
-    session.install("-e", ".[test]", "limits", "aiolimiter", "pyrate-limiter", "throttled-py")
+    session.install(
+        "-e",
+        ".[test]",
+        "limits",
+        "aiolimiter",
+        "pyrate-limiter",
+        "throttled-py",
+        "slowapi",
+        "asgiproxy",
+    )
     import pathlib
 
-    for script in sorted(pathlib.Path("benchmarks").glob("*.py")):
+    # benchmarks/_*.py are helpers the scripts import (proxy.py needs wrk and nginx on PATH).
+    for script in sorted(pathlib.Path("benchmarks").glob("[!_]*.py")):
         session.run("python", str(script), *session.posargs)

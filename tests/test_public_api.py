@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import tenantlb
@@ -60,3 +62,19 @@ def test_extension_author_names_are_exported() -> None:
         for name in names:
             assert name in module.__all__, (module.__name__, name)
             assert hasattr(module, name), (module.__name__, name)
+
+
+def test_import_without_dnspython() -> None:
+    """`import tenantlb` works without the optional dnspython; DNSDiscovery then names the extra."""
+    code = (
+        "import sys; sys.modules['dns'] = None\n"  # makes `import dns` raise ImportError
+        "import tenantlb as tlb\n"
+        "try:\n"
+        "    tlb.DNSDiscovery(tlb.Pool([]), 'svc.internal', port=80)\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'tenantlb[dns]'" in out.stdout

@@ -12,15 +12,20 @@ with pool.acquire() as lease:
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._clock import Clock as Clock
 from ._errors import ConfigError as ConfigError
 from ._errors import ContentTooLarge as ContentTooLarge
+from ._errors import DiscoveryError as DiscoveryError
 from ._errors import EndpointNotFound as EndpointNotFound
 from ._errors import Forbidden as Forbidden
 from ._errors import HeadersTooLarge as HeadersTooLarge
 from ._errors import MissingCredentials as MissingCredentials
 from ._errors import NoHealthyEndpoint as NoHealthyEndpoint
 from ._errors import OverCapacity as OverCapacity
+from ._errors import QueueFull as QueueFull
+from ._errors import QueueTimeout as QueueTimeout
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
 from ._errors import StoreUnavailable as StoreUnavailable
@@ -51,11 +56,26 @@ from .balancing import SlowStart as SlowStart
 from .balancing import WeightedRandom as WeightedRandom
 from .balancing import register_balancer as register_balancer
 
-# --- gateway and config ---
+# isort: split
+# --- discovery ---
+from .discovery import Discovery as Discovery
+from .discovery import DiscoveryResult as DiscoveryResult
+from .discovery import DiscoverySource as DiscoverySource
+from .discovery import DiscoveryStats as DiscoveryStats
+from .discovery import DNSDiscovery as DNSDiscovery
+from .discovery import FileDiscovery as FileDiscovery
+
+# isort: split
+# --- config, fairness and the gateway ---
 from .config import load_config as load_config
+from .fairness import AdaptiveConcurrency as AdaptiveConcurrency
+from .fairness import AdaptiveConcurrencyStats as AdaptiveConcurrencyStats
+from .fairness import FairQueue as FairQueue
+from .fairness import FairQueueStats as FairQueueStats
 from .gateway import Admission as Admission
 from .gateway import Gateway as Gateway
 from .gateway import GatewayStats as GatewayStats
+from .gateway import TenantStats as TenantStats
 from .gateway import Ticket as Ticket
 
 # --- health ---
@@ -98,8 +118,14 @@ from .tenants import shuffle_shard as shuffle_shard
 
 __version__ = "0.1.0.dev0"
 
+# A library stays quiet unless the application configures logging (state changes are logged under
+# "tenantlb"; without this, Python's last-resort handler would print warnings to stderr).
+_logging.getLogger("tenantlb").addHandler(_logging.NullHandler())
+
 __all__ = [
     "APIKeyResolver",
+    "AdaptiveConcurrency",
+    "AdaptiveConcurrencyStats",
     "Admission",
     "Algorithm",
     "Balancer",
@@ -109,12 +135,21 @@ __all__ = [
     "ConcurrencyLimiter",
     "ConfigError",
     "ContentTooLarge",
+    "DNSDiscovery",
     "Decision",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryResult",
+    "DiscoverySource",
+    "DiscoveryStats",
     "Endpoint",
     "EndpointHealth",
     "EndpointNotFound",
     "EndpointStats",
     "Event",
+    "FairQueue",
+    "FairQueueStats",
+    "FileDiscovery",
     "Forbidden",
     "Gateway",
     "GatewayStats",
@@ -140,6 +175,8 @@ __all__ = [
     "PoolStats",
     "Probe",
     "ProbeResult",
+    "QueueFull",
+    "QueueTimeout",
     "Rate",
     "RateLimited",
     "RateLimiter",
@@ -160,6 +197,7 @@ __all__ = [
     "TenantLBError",
     "TenantRegistry",
     "TenantResolver",
+    "TenantStats",
     "Ticket",
     "Unauthenticated",
     "UnknownTenant",

@@ -9,6 +9,7 @@ are translated at the boundary with ``raise X(...) from exc``.
 TenantLBError
 ├── ConfigError                 (also a ValueError) a bad config document; .path names the field
 ├── EndpointNotFound            (also a LookupError) an unknown endpoint URL
+├── DiscoveryError              a discovery source could not produce endpoints (the pool keeps its own)
 └── RequestRejected             a request cannot be served; .status is the HTTP status to answer
     ├── UnknownTenant           no tenant matched the request (401)
     ├── Unauthenticated         missing or wrong credentials (401)
@@ -16,6 +17,8 @@ TenantLBError
     ├── Forbidden               the tenant is disabled or may not use that upstream (403)
     ├── RateLimited             a rate limit said no; .decision tells when to retry (429)
     ├── OverCapacity            the tenant's concurrency slots are all taken (503)
+    │   ├── QueueFull           a fair queue had no room for the request (503, Retry-After)
+    │   └── QueueTimeout        a request waited in a fair queue past its timeout (503, Retry-After)
     ├── NoHealthyEndpoint       a pool had nothing to pick from (503)
     ├── StoreUnavailable        a rate-limit store (Redis) could not answer; fail_closed (503)
     ├── ContentTooLarge         the request body is over the size limit (413)
@@ -30,6 +33,7 @@ Messages never contain raw API keys: they name the tenant id or the header, neve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -41,12 +45,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "ContentTooLarge",
+    "DiscoveryError",
     "EndpointNotFound",
     "Forbidden",
     "HeadersTooLarge",
     "MissingCredentials",
     "NoHealthyEndpoint",
     "OverCapacity",
+    "QueueFull",
+    "QueueTimeout",
     "RateLimited",
     "RequestRejected",
     "StoreUnavailable",
@@ -96,6 +103,14 @@ class EndpointNotFound(TenantLBError, LookupError):
 
     def __str__(self) -> str:  # LookupError would repr() the message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class DiscoveryError(TenantLBError):
+    """A discovery source failed to produce an endpoint list (lookup failed, file invalid).
+
+    The discovery runner counts it and keeps the pool's last good endpoints; a source of your own may
+    raise it (or anything else) from ``resolve()``.
+    """
 
 
 class RequestRejected(TenantLBError):
@@ -215,3 +230,40 @@ class HeadersTooLarge(RequestRejected):
     ) -> None:
         super().__init__(message, headers=headers)
         self.limit = limit
+
+
+class QueueFull(OverCapacity):
+    """A `FairQueue` had no room: every queue in the flow's hand was at its length limit.
+
+    Attributes:
+        flow: The flow (tenant) whose request was refused.
+        retry_after: Seconds after which a retry has a fair chance (also in ``headers``).
+    """
+
+    title = "Queue full"
+
+    def __init__(self, message: str, *, flow: str, retry_after: float) -> None:
+        super().__init__(message, headers=[("Retry-After", _retry_after_header(retry_after))])
+        self.flow = flow
+        self.retry_after = retry_after
+
+
+class QueueTimeout(OverCapacity):
+    """A request waited in a `FairQueue` longer than its timeout and was dropped from the queue.
+
+    Attributes:
+        flow: The flow (tenant) whose request timed out.
+        retry_after: Seconds after which a retry has a fair chance (also in ``headers``).
+    """
+
+    title = "Queue timeout"
+
+    def __init__(self, message: str, *, flow: str, retry_after: float) -> None:
+        super().__init__(message, headers=[("Retry-After", _retry_after_header(retry_after))])
+        self.flow = flow
+        self.retry_after = retry_after
+
+
+def _retry_after_header(seconds: float) -> str:
+    # RFC 9110: a non-negative integer of seconds; round up so a client never retries too early.
+    return str(max(1, math.ceil(seconds)))

@@ -30,31 +30,31 @@ limits and concurrency are keyed by its id, so tenants never share quota.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, final
 
 import anyio
-import attrs
 from cachetools import LRUCache
 
+from ._edge import challenge, check_size, client_key, fair_queues, network, smaller
 from ._errors import (
     ConfigError,
-    ContentTooLarge,
     Forbidden,
-    HeadersTooLarge,
     MissingCredentials,
-    NoHealthyEndpoint,
     RateLimited,
     RequestRejected,
     Unauthenticated,
     UnknownTenant,
 )
+from ._events import Event, EventHandler
+from ._gateway_events import GatewayEvents
+from ._ticket import GatewayStats, TenantStats, Ticket
 from ._validate import FieldTypeError, FieldValueError, optional_count
-from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
+from .balancing import Lease, Pool, PoolSubset
+from .fairness import FairQueue, Turn
 from .ratelimit import (
     Algorithm,
     ConcurrencyLimiter,
@@ -66,11 +66,11 @@ from .ratelimit import (
     Store,
     resolve_algorithm,
 )
-from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffle_shard
+from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
 
 logger = logging.getLogger("tenantlb")
 
-__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "Ticket"]
+__all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
@@ -78,7 +78,7 @@ HashOn = (
 
 
 class _Service(Protocol):
-    """Something the gateway runs while it is entered (a `HealthChecker`)."""
+    """Something the gateway runs while it is entered (a `HealthChecker`, a `Discovery`)."""
 
     async def __aenter__(self) -> Any: ...
 
@@ -106,10 +106,14 @@ class Gateway:
             trusted proxies), ``"tenant"`` (stickiness per tenant), a callable
             ``(request, tenant) -> key``, or None (default; no key).
         services: Things to run while the gateway is entered with ``async with gateway:``, such as
-            the `HealthChecker` objects `from_config` builds.
+            the `HealthChecker` and discovery runners `from_config` builds.
         trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
         owns_store: Close the store (its Redis clients) when the gateway is closed; set by
             `from_config`, which builds the store itself.
+        lease_ttl: Seconds a tenant's concurrency slot lives in Redis without renewal (> 0,
+            default 60). Slots of running requests are renewed in the background every third
+            of it, so a long request (a stream) keeps its slot; a crashed process's slots come
+            back within it.
         anonymous: The policy for requests without credentials: None (default) refuses them
             with 401; a `Tenant` (without API keys) admits them as that tenant, its ``limits``
             and ``max_concurrency`` applied to each client IP separately (the IP honours
@@ -118,9 +122,15 @@ class Gateway:
             A tenant's own ``max_body_size`` applies if smaller.
         max_header_size: Largest total size of the header fields in bytes (431 beyond), or None;
             checked before authentication. A tenant's own ``max_header_size`` applies if smaller.
+        concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
+            fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
+            anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
+        on_event: A handler called with the gateway's state changes, its store's and its
+            services' (discovery outages); more, and per-request events, with `subscribe`.
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
+        ValueError: *lease_ttl* is not a finite number > 0.
         ConfigError: A tenant names an upstream that is not in *pools* (all such problems listed).
         ValueError: An *anonymous* tenant with API keys, or a size limit that is not >= 1.
     """
@@ -136,9 +146,12 @@ class Gateway:
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
+        lease_ttl: float = 60.0,
         anonymous: Tenant | None = None,
         max_body_size: int | None = None,
         max_header_size: int | None = None,
+        concurrency: Mapping[str, FairQueue] | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         if not isinstance(registry, TenantRegistry):
             msg = f"registry must be a TenantRegistry, got {type(registry).__name__}"
@@ -168,9 +181,10 @@ class Gateway:
         self._hash_on = hash_on
         self._services = tuple(services)
         self._owns_store = owns_store
+        self._lease_ttl = lease_ttl
         self._trusted_proxies = tuple(trusted_proxies)
         self._trusted_networks = tuple(
-            _network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
+            network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
         )
         if anonymous is not None:
             if not isinstance(anonymous, Tenant):
@@ -182,13 +196,28 @@ class Gateway:
         self._anonymous = anonymous
         self._max_body_size = optional_count("max_body_size", max_body_size)
         self._max_header_size = optional_count("max_header_size", max_header_size)
-        self._challenge = _challenge(registry)
+        self._challenge = challenge(registry)
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lock = threading.Lock()
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
+        self._prune_at = 64  # limiters kept for tenants of past reloads are dropped past this
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
+        # Fail fast on a bad lease_ttl rather than at the first request.
+        ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
+        self._fair = fair_queues(concurrency)
+        # Observability: subscribers (per-request ones only tested for emptiness on hot paths)
+        # and the per-tenant counters behind stats().
+        self._events = GatewayEvents(on_event, self._lock)
+        store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
+        self._store_unsubscribe: Callable[[], None] | None = (
+            store_subscribe(self._events.weak_relay()) if callable(store_subscribe) else None
+        )
+        for service in self._services:  # discovery runners: discovery_failed / _recovered
+            service_subscribe = getattr(service, "subscribe", None)
+            if callable(service_subscribe):
+                service_subscribe(self._events.relay)
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -204,6 +233,11 @@ class Gateway:
                 for name in sorted(anonymous.upstreams)
                 if name not in self._pools
             ]
+        problems += [
+            (f"concurrency.{name}", f"pool {name!r} is not configured")
+            for name in sorted(self._fair)
+            if name not in self._pools
+        ]
         if problems:
             raise ConfigError.collect(problems)
 
@@ -281,7 +315,7 @@ class Gateway:
 
     @property
     def services(self) -> tuple[_Service, ...]:
-        """What ``async with gateway:`` runs (health checkers)."""
+        """What ``async with gateway:`` runs (discovery runners, health checkers)."""
         return self._services
 
     async def __aenter__(self) -> Gateway:
@@ -306,6 +340,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the store if the gateway built it (`from_config`); ``async with`` calls this."""
+        unsubscribe, self._store_unsubscribe = self._store_unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         close = getattr(self._store, "aclose", None) if self._owns_store else None
         if close is not None:
             with anyio.CancelScope(shield=True):
@@ -349,33 +386,88 @@ class Gateway:
         return Admission(self, request, cost, lease)
 
     def stats(self) -> GatewayStats:
-        """A snapshot of every pool and the number of tenants."""
+        """A snapshot of every pool, the number of tenants and the per-tenant counters."""
+        admitted, in_flight, refused, by_tenant = self._events.snapshot()
+        store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
-            pools={name: pool.stats() for name, pool in self._pools.items()},
+            pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
+            queues=MappingProxyType({name: fair.stats() for name, fair in self._fair.items()}),
+            admitted=admitted,
+            in_flight=in_flight,
+            refused=refused,
+            by_tenant=by_tenant,
+            store=store_stats() if callable(store_stats) else None,
         )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
+
+        The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
+        ``store_recovered``, from a store that reports them, such as `RedisStore`) and its
+        services' (discovery failures). Pools have their own `Pool.subscribe`; an exporter
+        subscribes to both.
+
+        Args:
+            handler: Called synchronously with each `Event`; keep it quick.
+            per_request: Also deliver the per-request events ``admitted``, ``refused``,
+                ``rate_limit`` and ``retry``. Without such a subscriber the gateway builds none.
+
+        Raises:
+            TypeError: *handler* is not callable.
+        """
+        return self._events.subscribe(handler, per_request=per_request)
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this gateway's subscribers, as if the gateway had emitted it.
+
+        For adapters: a proxy whose `RetryBudget` refuses a retry emits
+        ``Event(kind="retry_budget_exhausted", pool=ticket.upstream, tenant=ticket.tenant.id)``
+        (`Ticket.reroute` emits ``retry`` itself). Per-request kinds reach only subscribers that
+        asked for them.
+
+        Raises:
+            TypeError: *event* is not an `Event`.
+        """
+        self._events.emit(event)
 
     # -- the flow ----------------------------------------------------------------------------------
 
     async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
-        if self._max_header_size is not None or self._max_body_size is not None:
-            self._check_size(request, self._max_header_size, self._max_body_size)
         try:
-            tenant = self._registry.resolve(request)
-            key = tenant.id
-        except MissingCredentials as exc:
-            if self._anonymous is None:
+            if self._max_header_size is not None or self._max_body_size is not None:
+                check_size(request, self._max_header_size, self._max_body_size)
+            try:
+                tenant = self._registry.resolve(request)
+                key = tenant.id
+            except MissingCredentials as exc:
+                if self._anonymous is None:
+                    self._add_challenge(exc)
+                    raise
+                tenant = self._anonymous
+                key = f"{tenant.id}@{client_key(request.client_ip)}"  # limits per client
+            except (Unauthenticated, UnknownTenant) as exc:
                 self._add_challenge(exc)
                 raise
-            tenant = self._anonymous
-            key = f"{tenant.id}@{request.client_ip or 'unknown'}"  # limits per client IP
-        except (Unauthenticated, UnknownTenant) as exc:
-            self._add_challenge(exc)
+        except RequestRejected as exc:
+            self._events.refused(exc, None, "")
             raise
+        try:
+            return await self._admit_tenant(request, tenant, key, cost, want)
+        except RequestRejected as exc:
+            pool = None if want is False else tenant.upstream_for(request.path)
+            self._events.refused(exc, tenant, pool or "")
+            raise
+
+    async def _admit_tenant(
+        self, request: RequestInfo, tenant: Tenant, key: str, cost: float, want: bool | None
+    ) -> Ticket:
         max_body = self._max_body_size
         if tenant.max_header_size is not None or tenant.max_body_size is not None:
-            max_body = _smaller(max_body, tenant.max_body_size)
-            self._check_size(request, tenant.max_header_size, max_body)
+            max_body = smaller(max_body, tenant.max_body_size)
+            check_size(request, tenant.max_header_size, max_body)
         path = request.path
         pool_name = None if want is False else tenant.upstream_for(path)
         pool: Pool | None = None
@@ -396,6 +488,8 @@ class Gateway:
                 decision = limiter.acquire_nowait(key, cost)
             else:
                 decision = await limiter.acquire(key, cost)
+            if self._events.traffic:
+                self._events.decision(tenant, pool_name or "", decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
@@ -403,6 +497,8 @@ class Gateway:
         slot: Slot | None = None
         target: Pool | PoolSubset | None = None
         lease: Lease | None = None
+        fair = None if pool_name is None else self._fair.get(pool_name)
+        turn: Turn | None = None
         try:
             if tenant.max_concurrency is not None:
                 slots = self._concurrency(tenant.max_concurrency)
@@ -410,39 +506,41 @@ class Gateway:
                     slot = slots.acquire_nowait(key)  # raises OverCapacity when full
                 else:
                     slot = await slots.acquire(key)  # raises OverCapacity when full
+            if fair is not None:
+                turn = await fair.acquire(key, tenant.weight)  # QueueFull / QueueTimeout
             if pool is not None and pool_name is not None:
                 target = self._target(tenant, pool, pool_name)
                 lease = target.acquire(self._key(request, tenant))
         except BaseException:
-            if slots is not None and slot is not None:
-                await self._free(slots, slot)
-            if limiter is not None:
-                await self._refund(limiter, key, cost)
+            if fair is not None and turn is not None:
+                fair.release(turn, record=False)  # synchronous: nothing can interrupt it
+            try:
+                if slots is not None and slot is not None:
+                    await self._free(slots, slot)
+            finally:  # a cancel while freeing (asyncio: at any await) must not skip the refund
+                if limiter is not None:
+                    await self._refund(limiter, key, cost)
             raise
-        return Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
-
-    def _check_size(
-        self, request: RequestInfo, max_header: int | None, max_body: int | None
-    ) -> None:
-        if max_header is not None and request.header_size > max_header:
-            msg = f"the request's header fields are over {max_header} bytes"
-            raise HeadersTooLarge(msg, limit=max_header)
-        if max_body is not None:
-            declared = request.header("content-length")
-            if declared is not None:
-                text = declared.strip()
-                if not (text.isascii() and text.isdigit() and len(text) <= 19):
-                    msg = "the content-length header is not a number of bytes"
-                    raise RequestRejected(msg)
-                if int(text) > max_body:
-                    msg = f"the request body is over {max_body} bytes"
-                    raise ContentTooLarge(msg, limit=max_body)
+        counters = self._events.admitted(tenant, pool_name or "", target, lease)
+        ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
+        ticket._events = self._events
+        ticket._counters = counters
+        if turn is not None:
+            ticket._fair, ticket._turn = fair, turn
+        return ticket
 
     def _add_challenge(self, exc: RequestRejected) -> None:
         if not any(name.lower() == "www-authenticate" for name, _ in exc.headers):
             exc.headers.append(("WWW-Authenticate", self._challenge))
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
+        turn, fair = ticket._turn, ticket._fair
+        if turn is not None and fair is not None:
+            ticket._turn = None
+            fair.release(turn, record=exc is None)  # first, and without awaiting
+        counters = ticket._counters
+        if counters is not None:
+            self._events.finished(counters)
         lease = ticket.lease
         try:
             if lease is not None and not lease.released:
@@ -487,6 +585,8 @@ class Gateway:
         with self._lock:
             limiter = self._limiters.get(rates)
             if limiter is None:
+                if len(self._limiters) + len(self._slots) >= self._prune_at:
+                    self._prune()
                 limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
                 self._limiters[rates] = limiter
             if len(self._by_identity) >= 65536:
@@ -500,9 +600,28 @@ class Gateway:
             with self._lock:
                 slots = self._slots.get(limit)
                 if slots is None:
-                    slots = ConcurrencyLimiter(limit, store=self._store)
+                    if len(self._limiters) + len(self._slots) >= self._prune_at:
+                        self._prune()
+                    slots = ConcurrencyLimiter(limit, store=self._store, lease_ttl=self._lease_ttl)
                     self._slots[limit] = slots
         return slots
+
+    def _prune(self) -> None:
+        """Forget limiters no current tenant uses (left by hot reloads); under ``self._lock``.
+
+        Runs when the cache doubled since the last prune, so it is amortised O(1) per new
+        limiter, and the caches stay within twice what the current tenants need. Requests
+        still running on an old registry keep their limiter through their ticket.
+        """
+        tenants = list(self._registry)
+        if self._anonymous is not None:
+            tenants.append(self._anonymous)
+        limits = {t.limits for t in tenants if t.limits}
+        caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
+        self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
+        self._slots = {k: v for k, v in self._slots.items() if k in caps}
+        self._by_identity.clear()
+        self._prune_at = max(64, 2 * (len(self._limiters) + len(self._slots)))
 
     def _target(self, tenant: Tenant, pool: Pool, pool_name: str) -> Pool | PoolSubset:
         k = tenant.shard_size
@@ -529,32 +648,6 @@ class Gateway:
         if hash_on == "tenant":
             return tenant.id
         return hash_on(request, tenant)
-
-
-def _smaller(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _challenge(registry: TenantRegistry) -> str:
-    # RFC 9110 §11.6.1: a 401 carries at least one challenge. A Bearer resolver names its scheme;
-    # a bare key header (x-api-key) has no registered scheme, so we name the header instead.
-    for resolver in registry.resolvers:
-        if isinstance(resolver, APIKeyResolver) and resolver.scheme is not None:
-            return f'{resolver.scheme} realm="tenantlb"'
-    return 'ApiKey realm="tenantlb"'
-
-
-def _network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    if not isinstance(value, str):
-        msg = f"{where} must be an IP or CIDR string, got {type(value).__name__}"
-        raise FieldTypeError(msg, field="trusted_proxies")
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        msg = f"{where} must be an IP address or CIDR, got {value!r}"
-        raise FieldValueError(msg, field="trusted_proxies") from None
 
 
 @final
@@ -588,123 +681,3 @@ class Admission:
         ticket = self._ticket
         if ticket is not None:
             await self._gateway._finish(ticket, exc)
-
-
-@final
-class Ticket:
-    """An admitted request: who it is for, where to send it, and what to tell the client.
-
-    Attributes:
-        tenant: The `Tenant` snapshot the request was admitted under (kept even if the registry
-            is reloaded meanwhile); the gateway's ``anonymous`` tenant for requests without
-            credentials.
-        lease: The `Lease` on the chosen endpoint (replaced by `reroute`), or None when the
-            request was admitted without an upstream.
-        upstream: The name of the pool the endpoint came from, or None.
-        decision: The rate-limit `Decision`, or None if the tenant has no limits.
-        max_body_size: The body size limit in bytes that applies (the smaller of the gateway's
-            and the tenant's), or None; adapters enforce it while streaming the body.
-        status: The status given to `record`, or None (nothing recorded yet).
-    """
-
-    __slots__ = (
-        "_slot",
-        "_slots",
-        "_target",
-        "_tried",
-        "decision",
-        "lease",
-        "max_body_size",
-        "status",
-        "tenant",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        tenant: Tenant,
-        lease: Lease | None,
-        target: Pool | PoolSubset | None,
-        upstream: str | None,
-        decision: Decision | None,
-        slots: ConcurrencyLimiter | None,
-        slot: Slot | None,
-        max_body_size: int | None = None,
-    ) -> None:
-        self.tenant = tenant
-        self.lease = lease
-        self.upstream = upstream
-        self.decision = decision
-        self.max_body_size = max_body_size
-        self.status: int | None = None
-        self._target = target
-        self._slots = slots
-        self._slot = slot
-        self._tried: list[str] = [] if lease is None else [lease.url]
-
-    def __repr__(self) -> str:
-        where = None if self.lease is None else self.lease.url
-        return f"<Ticket tenant={self.tenant.id!r} endpoint={where!r}>"
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        """Response headers to add: IETF ``RateLimit`` / ``RateLimit-Policy`` (empty without limits).
-
-        Built on access, so requests whose adapter does not send them do not pay for them.
-        """
-        return self.decision.headers() if self.decision is not None else []
-
-    @property
-    def endpoint(self) -> Endpoint | None:
-        """The endpoint to send the request to (None when admitted without an upstream)."""
-        return None if self.lease is None else self.lease.endpoint
-
-    def record(self, *, status: int | None = None, error: BaseException | None = None) -> None:
-        """Record the outcome: kept in `status`, and on the current lease if there is one.
-
-        See `Lease.record`; without a lease only *status* is kept (for stats and logs).
-        """
-        self.status = status
-        if self.lease is not None:
-            self.lease.record(status=status, error=error)
-
-    def reroute(self, error: BaseException) -> Endpoint:
-        """Record *error* on the current endpoint and lease another one from the same upstream.
-
-        Use it to retry connection errors (the request never reached the backend); endpoints
-        already tried are excluded.
-
-        Returns:
-            The new endpoint (also ``ticket.endpoint``).
-
-        Raises:
-            NoHealthyEndpoint: Every endpoint of the tenant's upstream (or shard) was tried.
-            RuntimeError: The ticket has no upstream (admitted without a lease).
-        """
-        if self._target is None or self.lease is None:
-            msg = "a ticket admitted without an upstream cannot be rerouted"
-            raise RuntimeError(msg)
-        if not self.lease.released:
-            self.lease.record(error=error)
-        try:
-            lease = self._target.acquire(exclude=self._tried)
-        except NoHealthyEndpoint as exc:
-            msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
-            raise NoHealthyEndpoint(msg) from exc
-        self.lease = lease
-        self._tried.append(lease.url)
-        return lease.endpoint
-
-    @property
-    def attempts(self) -> int:
-        """How many endpoints this request has been sent to (1 + reroutes; 0 without an upstream)."""
-        return len(self._tried)
-
-
-@final
-@attrs.define(frozen=True, kw_only=True)
-class GatewayStats:
-    """A snapshot of a gateway: tenant count and each pool's stats."""
-
-    tenants: int
-    pools: Mapping[str, PoolStats]

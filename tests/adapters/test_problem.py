@@ -63,3 +63,20 @@ def test_own_headers_are_not_doubled() -> None:
     busy = tlb.OverCapacity("busy", headers=[("Retry-After", "7")])
     _, headers, _ = problem(busy)
     assert [v for n, v in headers if n.lower() == "retry-after"] == ["7"]
+
+
+def test_asgi_ratelimit_headers_match_the_decisions_own() -> None:
+    """The adapters' cached RateLimit bytes are exactly what Decision.headers() says, for one and two policies."""
+    from tenantlb.adapters._asgi import encode_headers, ratelimit_headers
+
+    for rates in (
+        [tlb.Rate(5, per=1.0)],
+        [tlb.Rate(5, per=1.0, name='a"b'), tlb.Rate(100, per=60.0)],
+    ):
+        limiter = tlb.RateLimiter(rates, store=tlb.MemoryStore())
+        for _ in range(7):
+            decision = limiter.acquire_nowait("k")
+            assert ratelimit_headers(decision) == [
+                (n.lower(), v) for n, v in encode_headers(decision.headers())
+            ]
+    assert ratelimit_headers(None) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +19,19 @@ from tests.support.servers import serve
 AUTH = {"x-api-key": KEY}
 
 
-@pytest.fixture(params=["uvicorn", "hypercorn-trio"])
+@pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp"])
 def server(request: pytest.FixtureRequest) -> str:
-    """Each test runs under uvicorn (asyncio) and hypercorn (trio)."""
+    """Each test runs under uvicorn (asyncio) and hypercorn (trio) with the httpcore client, and
+    under uvicorn with the aiohttp client."""
     return request.param  # type: ignore[no-any-return]
+
+
+def make_proxy(server: str, gateway: tlb.Gateway, **kwargs: Any) -> ProxyApp:
+    return ProxyApp(gateway, client="aiohttp" if "aiohttp" in server else "httpcore", **kwargs)
+
+
+def host(server: str) -> str:
+    return server.split("+", 1)[0]
 
 
 def seen_headers(response: httpx.Response) -> dict[str, str]:
@@ -33,7 +43,7 @@ def test_forwards_and_strips_hop_by_hop_headers(
 ) -> None:
     """Hop-by-hop fields (and those Connection names) go neither upstream nor back; end-to-end ones do."""
     gateway = make_gateway([b.url for b in backends])
-    with serve(ProxyApp(gateway), server) as url:
+    with serve(make_proxy(server, gateway), host(server)) as url:
         response = httpx.get(
             url + "/echo?q=1",
             headers={
@@ -77,7 +87,7 @@ def test_x_forwarded_for_is_appended_only_for_trusted_peers(
         "x-tenant-id": "someone-else",
     }
     untrusted = make_gateway([backends[0].url])
-    with serve(ProxyApp(untrusted), server) as url:
+    with serve(make_proxy(server, untrusted), host(server)) as url:
         seen = seen_headers(httpx.get(url + "/", headers=spoof))
         assert seen["x-forwarded-for"] == "127.0.0.1"
         assert seen["x-forwarded-proto"] == "http"
@@ -86,7 +96,7 @@ def test_x_forwarded_for_is_appended_only_for_trusted_peers(
         assert seen["x-tenant-id"] == "acme"
         assert seen["host"] == backends[0].url.removeprefix("http://")
     trusted = make_gateway([backends[0].url], trusted_proxies=["127.0.0.1/32"])
-    with serve(ProxyApp(trusted, preserve_host=True), server) as url:
+    with serve(make_proxy(server, trusted, preserve_host=True), host(server)) as url:
         seen = seen_headers(httpx.get(url + "/", headers=spoof))
         assert seen["x-forwarded-for"] == "6.6.6.6, 127.0.0.1"
         assert seen["x-forwarded-proto"] == "https"
@@ -99,7 +109,7 @@ def test_x_forwarded_for_is_appended_only_for_trusted_peers(
 def test_refusals_are_problem_documents(backends: list[BackendProcess], server: str) -> None:
     """401 (with a challenge), 403 and 429 (with Retry-After and RateLimit fields) as problem+json."""
     gateway = make_gateway([backends[0].url], limits=[tlb.Rate(1, per=60.0)])
-    with serve(ProxyApp(gateway), server) as url:
+    with serve(make_proxy(server, gateway), host(server)) as url:
         missing = httpx.get(url + "/")
         assert missing.status_code == 401
         assert missing.headers["content-type"] == "application/problem+json"
@@ -123,14 +133,14 @@ def test_unreachable_is_502_and_a_connect_error_is_retried_elsewhere(
     """A dead endpoint is retried on a live one (even for POST: nothing was sent); all dead answers 502."""
     dead = f"http://127.0.0.1:{free_port()}"
     gateway = make_gateway([dead, backends[0].url])
-    with serve(ProxyApp(gateway), server) as url:
+    with serve(make_proxy(server, gateway), host(server)) as url:
         for _ in range(4):
             assert httpx.get(url + "/", headers=AUTH).status_code == 200
             assert httpx.post(url + "/upload", headers=AUTH, content=b"abc").json()["size"] == 3
     stats = {e.url: e for e in gateway.stats().pools["p"].endpoints}
     assert stats[dead].failures >= 1
     alone = make_gateway([dead])
-    with serve(ProxyApp(alone), server) as url:
+    with serve(make_proxy(server, alone), host(server)) as url:
         response = httpx.get(url + "/", headers=AUTH)
         assert response.status_code == 502
         assert response.headers["content-type"] == "application/problem+json"
@@ -140,8 +150,8 @@ def test_unreachable_is_502_and_a_connect_error_is_retried_elsewhere(
 def test_upstream_timeout_is_504(backends: list[BackendProcess], server: str) -> None:
     """An endpoint that does not answer within read_timeout gives 504, and everything is released."""
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = ProxyApp(gateway, read_timeout=0.3, retries=0)
-    with serve(proxy, server) as url:
+    proxy = make_proxy(server, gateway, read_timeout=0.3, retries=0)
+    with serve(proxy, host(server)) as url:
         response = httpx.get(url + "/hang", headers=AUTH)
         assert response.status_code == 504
         assert response.json()["title"] == "Gateway Timeout"
@@ -155,7 +165,7 @@ def test_retry_statuses_for_idempotent_requests_only(
 ) -> None:
     """A 503 GET is retried on the other endpoints (each tried once); a 503 POST is not retried."""
     gateway = make_gateway([b.url for b in backends])
-    with serve(ProxyApp(gateway, retries=2), server) as url:
+    with serve(make_proxy(server, gateway, retries=2), host(server)) as url:
 
         def requests() -> list[int]:
             return sorted(e.requests for e in gateway.stats().pools["p"].endpoints)
@@ -174,8 +184,8 @@ def test_max_body_size_answers_413_also_for_chunked_bodies(
 ) -> None:
     """A declared length over the limit and a chunked body growing past it both answer 413."""
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = ProxyApp(gateway, max_body_size=100_000)
-    with serve(proxy, server) as url:
+    proxy = make_proxy(server, gateway, max_body_size=100_000)
+    with serve(proxy, host(server)) as url:
         declared = httpx.post(url + "/upload", headers=AUTH, content=b"x" * 100_001)
         assert declared.status_code == 413
         assert declared.headers["content-type"] == "application/problem+json"
@@ -199,8 +209,8 @@ def test_client_disconnect_mid_stream_releases_lease_slot_and_connection(
 ) -> None:
     """A client that reads a little of a large download and hangs up frees its lease, slot and upstream connection."""
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = ProxyApp(gateway)
-    with serve(proxy, server) as url:
+    proxy = make_proxy(server, gateway)
+    with serve(proxy, host(server)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
@@ -234,10 +244,10 @@ def test_bad_input_is_4xx_or_a_clean_close_never_500(
 ) -> None:
     """Malformed, oversized, lying or never-ending requests get a 4xx or a closed connection, and leak nothing."""
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = ProxyApp(gateway, client_body_timeout=0.5)
+    proxy = make_proxy(server, gateway, client_body_timeout=0.5)
     if b"%s" in payload:
         payload = payload.replace(b"%s", KEY.encode())
-    with serve(proxy, server) as url:
+    with serve(proxy, host(server)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(payload)
@@ -262,7 +272,7 @@ def test_bad_input_is_4xx_or_a_clean_close_never_500(
 def test_streams_a_body_both_ways(backends: list[BackendProcess], server: str) -> None:
     """A 20 MB upload arrives whole and a 20 MB download comes back whole, chunk by chunk."""
     gateway = make_gateway([backends[0].url])
-    with serve(ProxyApp(gateway), server) as url:
+    with serve(make_proxy(server, gateway), host(server)) as url:
 
         def chunks() -> Iterator[bytes]:
             for _ in range(320):
@@ -281,9 +291,22 @@ def test_streams_a_body_both_ways(backends: list[BackendProcess], server: str) -
 def test_problem_bodies_never_hold_the_key(backends: list[BackendProcess], server: str) -> None:
     """A wrong key is refused without echoing it."""
     gateway = make_gateway([backends[0].url])
-    with serve(ProxyApp(gateway), server) as url:
+    with serve(make_proxy(server, gateway), host(server)) as url:
         wrong = "sk-wrong-0123456789abcdef"
         response = httpx.get(url + "/", headers={"x-api-key": wrong})
         assert response.status_code == 401
         assert wrong not in response.text
         assert wrong not in json.dumps(dict(response.headers))
+
+
+def test_the_retry_budget_caps_retries(backends: list[BackendProcess], server: str) -> None:
+    """With an empty retry budget a dead endpoint is not retried elsewhere: 502, not a second try."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = make_gateway([dead, backends[0].url])
+    budget = tlb.RetryBudget(ratio=0.0, min_retries_per_second=0.0)
+    with serve(make_proxy(server, gateway, retry_budget=budget), host(server)) as url:
+        statuses = {httpx.get(url + "/", headers=AUTH).status_code for _ in range(4)}
+    assert statuses == {200, 502}  # round robin: every other request meets the dead one
+    assert budget.stats().exhausted >= 1
+    with pytest.raises(TypeError, match="retry_budget"):
+        ProxyApp(gateway, retry_budget=0.2)  # type: ignore[arg-type]

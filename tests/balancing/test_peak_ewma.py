@@ -7,6 +7,8 @@ import math
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tenantlb as tlb
 from tenantlb.balancing import EndpointState
@@ -177,3 +179,71 @@ def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], match:
     """Non-positive, non-finite or non-numeric settings are refused with the field named."""
     with pytest.raises(error, match=match):
         tlb.PeakEWMA(**kwargs)  # type: ignore[arg-type]
+
+
+class CountingClock(ManualClock):
+    """A manual clock that counts its readings."""
+
+    readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return super().__call__()
+
+
+def test_pick_reads_no_clock_once_endpoints_have_samples() -> None:
+    """With a sample on every endpoint, picking needs neither the clock nor exp(): the decay to
+    now is common to both candidates, so it cancels out of the comparison."""
+    clock = CountingClock(100.0)
+    pool = tlb.Pool(URLS[:5], tlb.PeakEWMA(seed=7), clock=clock)
+    balancer = pool.balancer
+    for i, url in enumerate(URLS[:5]):
+        clock.advance(0.5)
+        balancer.observe(pool.state(url), 0.010 * (i + 1), False)
+    clock.readings = 0
+    for _ in range(100):
+        balancer.pick(None)
+    assert clock.readings == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.floats(min_value=1e-3, max_value=5.0),  # latency
+            st.floats(min_value=0.0, max_value=5.0),  # time since the previous sample
+            st.booleans(),  # failed
+        ),
+        min_size=2,
+        max_size=12,
+    ),
+    in_flight=st.tuples(st.integers(0, 300), st.integers(0, 300)),
+    weights=st.tuples(st.integers(1, 10), st.integers(1, 10)),
+    idle=st.floats(min_value=0.0, max_value=10.0),
+)
+def test_pick_takes_the_lower_decayed_load(
+    samples: list[tuple[float, float, bool]],
+    in_flight: tuple[int, int],
+    weights: tuple[int, int],
+    idle: float,
+) -> None:
+    """Of two candidates, pick takes the one with the lower cost(now) x (in_flight + 1) / weight."""
+    clock = ManualClock(1000.0)
+    endpoints = [tlb.Endpoint(u, weight=w) for u, w in zip(URLS[:2], weights, strict=True)]
+    balancer = tlb.PeakEWMA(seed=11)
+    pool = tlb.Pool(endpoints, balancer, clock=clock)
+    states = [pool.state(u) for u in URLS[:2]]
+    for k, (latency, gap, failed) in enumerate(samples):
+        clock.advance(gap)
+        balancer.observe(states[k % 2], latency, failed)
+    clock.advance(idle)
+    for state, count in zip(states, in_flight, strict=True):
+        state.in_flight = count
+    loads = [balancer.cost(s) * (s.in_flight + 1) / s.weight for s in states]
+    if math.isclose(loads[0], loads[1], rel_tol=1e-9):
+        return  # a tie: either is right
+    best = states[loads.index(min(loads))]
+    for _ in range(4):
+        assert balancer.pick(None) is best
+    for state in states:
+        state.in_flight = 0

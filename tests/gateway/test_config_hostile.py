@@ -132,3 +132,14 @@ def test_check_command_prints_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert "tenants[0].limits[0].limit" in result.stderr
+
+
+def test_endpoint_error_with_a_bad_port_hides_the_password() -> None:
+    """A URL with a password and an unparsable port is redacted in the ValueError."""
+    for bad in ("http://admin:hunter2@10.0.0.1:99999", "http://admin:hunter2@[::1"):
+        with pytest.raises(ValueError, match="endpoint url") as info:
+            tlb.Endpoint(bad)
+        assert "hunter2" not in str(info.value)
+        with pytest.raises(ValueError, match="endpoint url") as info:
+            tlb.Pool([bad])
+        assert "hunter2" not in str(info.value)

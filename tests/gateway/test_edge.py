@@ -229,3 +229,26 @@ def test_config_keys_for_edge_policies() -> None:
         )
     paths = [p for p, _ in caught.value.errors]
     assert "gateway.anonymous.api_keys" in paths
+
+
+@pytest.mark.anyio
+async def test_anonymous_ipv6_clients_are_limited_per_64() -> None:
+    """Rotating addresses inside one IPv6 /64 does not buy a fresh per-client quota."""
+    gw = tlb.Gateway.from_config(
+        {
+            "gateway": {"anonymous": {"limits": [{"limit": 1, "per": 60}]}},
+            "pools": {"p": {"endpoints": ["http://127.0.0.1:9"]}},
+        }
+    )
+    admitted = 0
+    for i in range(1, 21):
+        info = gw.request("GET", "/", [], client=(f"2001:db8:1:2::{i:x}", 40000))
+        try:
+            async with gw.admit(info, lease=False):
+                admitted += 1
+        except tlb.RateLimited:
+            pass
+    assert admitted == 1
+    other = gw.request("GET", "/", [], client=("2001:db8:1:3::1", 40000))  # another /64
+    async with gw.admit(other, lease=False):
+        pass

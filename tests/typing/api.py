@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tenantlb as tlb
 from tenantlb.testing import ManualClock
 
@@ -69,10 +71,28 @@ async def rate_limiting() -> None:
     remaining: float = decision.remaining
     headers: list[tuple[str, str]] = decision.headers()
     limiter.refund_nowait("acme", 1)
-    slots = tlb.ConcurrencyLimiter(10)
-    async with slots.slot("acme"):
-        pass
-    del allowed, remaining, headers
+    slots = tlb.ConcurrencyLimiter(10, lease_ttl=30.0)
+    async with slots.slot("acme") as slot:
+        renewed: bool = await slots.renew(slot)
+        del renewed
+    memory_stats: tlb.ratelimit.MemoryStoreStats = tlb.MemoryStore().stats()
+    evictions: int = memory_stats.evictions
+    del allowed, remaining, headers, evictions
+
+
+def redis_store(client: object) -> None:
+    import redis
+    import redis.asyncio
+
+    for c in (
+        redis.asyncio.Redis(),
+        redis.asyncio.RedisCluster(host="localhost", port=7000),
+        redis.Redis(),
+        redis.RedisCluster(host="localhost", port=7000),
+    ):
+        store = tlb.RedisStore(c, on_error="fail_open", timeout=0.5)
+        stats: tlb.ratelimit.RedisStoreStats = store.stats()
+        del stats
 
 
 async def gateway() -> None:
@@ -104,6 +124,10 @@ async def gateway() -> None:
         retry_after: float = exc.decision.retry_after
         status: int = exc.status
         del retry_after, status
+    stats: tlb.GatewayStats = gw.stats()
+    per_tenant: tlb.TenantStats = stats.by_tenant["acme"]
+    refused: int = per_tenant.refused.get("rate_limited", 0) + stats.refused.get("forbidden", 0)
+    del per_tenant, refused
     loaded: tlb.Gateway = tlb.load_config("gateway.toml")
     edge = tlb.Gateway(
         registry=registry,
@@ -238,3 +262,138 @@ def extension_points() -> None:
         tlb.RequestInfo("GET", "/", [])
     )
     del balancer, factory, names, in_process, admission
+
+
+def adapters_server(gateway: tlb.Gateway) -> None:
+    """The server adapters' public surface, type-checked only."""
+    from aiohttp import web
+
+    from tenantlb.adapters.aiohttp import TENANT_KEY, problem_response, tenant_middleware
+    from tenantlb.adapters.asgi import ProxyApp, ProxyStats, TenantMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    protected = TenantMiddleware(app, gateway=gateway)
+    proxy = ProxyApp(
+        gateway,
+        connect_timeout=2.0,
+        read_timeout=30.0,
+        retries=1,
+        retry_budget=tlb.RetryBudget(),
+        max_body_size=1 << 20,
+        client="httpcore",
+    )
+    stats: ProxyStats = proxy.stats()
+    aio = web.Application(middlewares=[tenant_middleware(gateway, key=TENANT_KEY)])
+    answer: web.Response = problem_response(tlb.OverCapacity("busy"))
+    del protected, stats, aio, answer
+
+
+class ConsulLikeSource:
+    async def resolve(self) -> tlb.DiscoveryResult:
+        return tlb.DiscoveryResult(
+            ["http://10.0.0.1:8000", tlb.Endpoint("http://b", weight=2)], ttl=5.0
+        )
+
+
+class ListSource:
+    async def resolve(self) -> list[str]:
+        return ["http://10.0.0.1:8000"]
+
+
+async def discovery() -> None:
+    pool = tlb.Pool([])
+    source: tlb.DiscoverySource = ConsulLikeSource()
+    plain: tlb.DiscoverySource = ListSource()
+    await tlb.Discovery(pool, plain).refresh()
+    async with tlb.Discovery(pool, source, interval=10.0, jitter=1.0, timeout=2.0) as runner:
+        stats: tlb.DiscoveryStats = await runner.refresh()
+        outcome: str | None = stats.last_outcome
+        del outcome
+    async with tlb.DNSDiscovery(pool, "svc.internal", port=8000, interval=30.0):
+        pass
+    dns = tlb.DNSDiscovery(
+        pool,
+        srv="_http._tcp.svc.internal",
+        nameservers=["127.0.0.1:5353"],
+        family="ipv4",
+        min_interval=2.0,
+        allow_empty=False,
+        on_event=lambda event: None,
+    )
+    unsubscribe = dns.subscribe(lambda event: None)
+    unsubscribe()
+    async with tlb.FileDiscovery(pool, "endpoints.toml", interval=5.0) as watcher:
+        failures: int = watcher.stats().failures
+        in_outage: bool = watcher.stats().in_outage
+        del failures, in_outage
+    try:
+        raise tlb.DiscoveryError("consul unreachable")
+    except tlb.TenantLBError:
+        pass
+    del stats
+
+
+async def fairness() -> None:
+    clock = ManualClock()
+    fq = tlb.FairQueue(64, queues=64, hand_size=8, queue_length=50, timeout=5.0, clock=clock)
+    try:
+        async with fq.acquire("acme", weight=2.0) as turn:
+            flow: str = turn.flow
+            del flow
+    except (tlb.QueueFull, tlb.QueueTimeout) as exc:
+        status: int = exc.status
+        headers: list[tuple[str, str]] = exc.headers
+        retry_after: float = exc.retry_after
+        del status, headers, retry_after
+    held = fq.acquire_nowait("acme")
+    fq.release(held, record=False)
+    stats: tlb.FairQueueStats = fq.stats(top=5)
+    depths: tuple[tuple[str, int], ...] = stats.deepest_flows
+    adaptive = tlb.AdaptiveConcurrency(min_limit=3, max_limit=1000, clock=clock)
+    shared = tlb.FairQueue(adaptive)
+    async with adaptive.acquire():
+        pass
+    with adaptive.acquire_nowait():
+        pass
+    adaptive.record(0.25)
+    limit: int = adaptive.limit
+    a_stats: tlb.AdaptiveConcurrencyStats = adaptive.stats()
+    min_rtt: float | None = a_stats.min_rtt
+    gw = tlb.Gateway(
+        registry=tlb.TenantRegistry([tlb.Tenant("acme", upstream="p", weight=2.0)]),
+        pools={"p": tlb.Pool(["http://a"])},
+        concurrency={"p": fq},
+    )
+    queue_stats: tlb.FairQueueStats = gw.stats().queues["p"]
+    del depths, shared, limit, min_rtt, queue_stats
+
+
+def observability() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tenantlb.observability import Event, EventHandler
+    from tenantlb.observability.otel import OTelMetrics
+    from tenantlb.observability.prometheus import PrometheusMetrics
+
+    pool = tlb.Pool(["http://a"], name="api")
+    gateway = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={"api": pool})
+
+    def on_event(event: Event) -> None:
+        tenant: str | None = event.tenant
+        latency: float | None = event.latency
+        del tenant, latency
+
+    handler: EventHandler = on_event
+    unsubscribe = pool.subscribe(handler, per_request=True)
+    unsubscribe()
+    gateway.subscribe(on_event, per_request=True)()
+    pool.emit(Event(kind="retry", pool="api", url="http://a", reason="ConnectError"))
+    with pool.acquire() as lease:
+        lease.tenant = "acme"
+        lease.record(status=200)
+    metrics = PrometheusMetrics(gateway, registry=CollectorRegistry(), tenant_label=True)
+    metrics.watch(tlb.Pool(["http://b"]))
+    metrics.close()
+    OTelMetrics(gateway, tenant_label=False).close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from ._problem import problem
 if TYPE_CHECKING:
     from .._errors import RequestRejected
     from ..gateway import Gateway
+    from ..ratelimit import Decision
     from ..tenants import RequestInfo
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Scope",
     "Send",
     "encode_headers",
+    "ratelimit_headers",
     "request_info",
     "send_problem",
 ]
@@ -45,6 +48,43 @@ def request_info(gateway: Gateway, scope: Scope) -> RequestInfo:
 def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """``(name, value)`` str pairs as the Latin-1 bytes ASGI wants."""
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+_POLICY_CACHE: dict[int, tuple[object, bytes, tuple[bytes, ...]]] = {}
+
+
+def ratelimit_headers(decision: Decision | None) -> list[tuple[bytes, bytes]]:
+    """The RateLimit fields of an *allowed* decision as ASGI bytes, the same text as
+    `Decision.headers` gives, built without re-formatting the (immutable) policies each time."""
+    if decision is None:
+        return []
+    policies = decision.policies
+    cached = _POLICY_CACHE.get(id(policies))
+    if cached is None or cached[0] is not policies:
+        fields = decision.headers()
+        labels = tuple(
+            ('"' + p.label.replace("\\", "\\\\").replace('"', '\\"') + '"').encode("latin-1")
+            for p in policies
+        )
+        if len(_POLICY_CACHE) >= 1024:
+            _POLICY_CACHE.clear()
+        cached = _POLICY_CACHE[id(policies)] = (policies, fields[0][1].encode("latin-1"), labels)
+        if not decision.allowed:
+            return _lower(fields)
+    if not decision.allowed:
+        return _lower(decision.headers())
+    # Decision.headers' rounding: remaining down, reset up.
+    remaining = max(0, math.floor(decision.remaining + 1e-9))
+    reset = max(0, math.ceil(decision.reset_after - 1e-9))
+    label = cached[2][policies.index(decision.policy)] if len(policies) > 1 else cached[2][0]
+    return [
+        (b"ratelimit-policy", cached[1]),
+        (b"ratelimit", b"%s;r=%d;t=%d" % (label, remaining, reset)),
+    ]
+
+
+def _lower(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
 
 
 async def send_problem(scope: Scope, send: Send, exc: RequestRejected) -> None:

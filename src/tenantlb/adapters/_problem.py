@@ -34,7 +34,9 @@ def problem_type(exc: RequestRejected) -> str:
     cls = type(exc)
     found = _TYPES.get(cls)
     if found is None:
-        found = _TYPES[cls] = "urn:tenantlb:problem:" + _KEBAB.sub("-", cls.__name__).lower()
+        found = _TYPES[cls] = (
+            "urn:tenantlb:problem:" + _KEBAB.sub("-", cls.__name__.lstrip("_")).lower()
+        )
     return found
 
 

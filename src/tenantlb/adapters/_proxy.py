@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Final, Protocol, final
+from contextlib import aclosing
+from typing import Final, Literal, final
 
 import anyio
 import attrs
@@ -13,10 +14,17 @@ import httpcore
 
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from .._validate import count, optional_count, seconds
+from ..balancing import RetryBudget
 from ..gateway import Gateway, Ticket
-from ..ratelimit import MemoryStore
-from ._asgi import Receive, Scope, Send, encode_headers, request_info, send_problem
+from ._asgi import Receive, Scope, Send, ratelimit_headers, request_info, send_problem
 from ._cleanup import finish
+from ._transport import (
+    AiohttpTransport,
+    HttpcoreTransport,
+    Transport,
+    UpstreamFailure,
+    UpstreamResponse,
+)
 
 __all__ = ["ProxyApp", "ProxyStats"]
 
@@ -59,14 +67,6 @@ class ProxyStats:
     active: int
 
 
-class RetryBudgetLike(Protocol):
-    """What `ProxyApp` needs of a retry budget (`tenantlb.RetryBudget`)."""
-
-    def deposit(self) -> None: ...
-
-    def try_withdraw(self) -> bool: ...
-
-
 class _BadGateway(RequestRejected):
     status = 502
     title = "Bad Gateway"
@@ -75,6 +75,11 @@ class _BadGateway(RequestRejected):
 class _GatewayTimeout(RequestRejected):
     status = 504
     title = "Gateway Timeout"
+
+
+class _Busy(RequestRejected):
+    status = 503
+    title = "Service Unavailable"
 
 
 class _RequestTimeout(RequestRejected):
@@ -103,9 +108,10 @@ class ProxyApp:
       forwarding headers from a peer outside the gateway's ``trusted_proxies`` are dropped, not
       believed. The tenant id goes upstream in *tenant_header* (a client's own value is dropped).
     - An endpoint that cannot be reached answers 502, one that times out 504. A connect failure is
-      retried on another endpoint for any method (the request never left), a reset before the
-      response or a status in *retry_statuses* only for idempotent methods without a body, and
-      only while *retry_budget* allows.
+      retried on another endpoint for any method (the request never left); a reset or a read
+      timeout before the response, or a status in *retry_statuses*, only for idempotent methods
+      whose body can be replayed; all only while *retry_budget* allows. A full upstream connection
+      pool (*pool_timeout*) answers 503 and counts against no endpoint: it is back-pressure.
     - Every attempt's outcome (status or error, latency) is recorded on its lease. A client that
       disconnects mid-stream releases the lease, the concurrency slot and the upstream connection.
     - A body over *max_body_size* (or the tenant's / gateway's limit) answers 413, also when it is
@@ -131,6 +137,9 @@ class ProxyApp:
         tenant_header: Header that tells the upstream the tenant id, or None.
         manage_gateway: Enter the gateway (its health checkers) on ASGI lifespan startup and leave
             it on shutdown. The connection pool is closed on shutdown either way.
+        client: The upstream HTTP client: ``"httpcore"`` (default; asyncio and trio) or
+            ``"aiohttp"`` (asyncio only, needs ``tenantlb[aiohttp]``): its compiled parser costs
+            about half the CPU per request, which decides a proxy's throughput on CPython.
 
     Raises:
         TypeError: A parameter has the wrong type.
@@ -148,7 +157,7 @@ class ProxyApp:
         client_body_timeout: float = 60.0,
         retries: int = 2,
         retry_statuses: Iterable[int] = (502, 503, 504),
-        retry_budget: RetryBudgetLike | None = None,
+        retry_budget: RetryBudget | None = None,
         max_connections: int = 1000,
         max_keepalive_connections: int = 100,
         keepalive_expiry: float = 30.0,
@@ -156,6 +165,7 @@ class ProxyApp:
         preserve_host: bool = False,
         tenant_header: str | None = "x-tenant-id",
         manage_gateway: bool = True,
+        client: Literal["httpcore", "aiohttp"] = "httpcore",
     ) -> None:
         if not isinstance(gateway, Gateway):
             msg = f"gateway must be a tenantlb.Gateway, got {type(gateway).__name__}"
@@ -167,28 +177,35 @@ class ProxyApp:
             "write": seconds("write_timeout", write_timeout),
             "pool": seconds("pool_timeout", pool_timeout),
         }
-        self._extensions = {"timeout": self._timeouts}
         self._body_timeout = seconds("client_body_timeout", client_body_timeout)
         self._retries = count("retries", retries, minimum=0)
         self._retry_statuses = frozenset(_statuses(retry_statuses))
-        self._budget = retry_budget if retry_budget is not None else _default_budget()
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            msg = f"retry_budget must be a tenantlb.RetryBudget, got {type(retry_budget).__name__}"
+            raise TypeError(msg)
+        self._budget = RetryBudget() if retry_budget is None else retry_budget
         self._max_body_size = optional_count("max_body_size", max_body_size)
         self._preserve_host = bool(preserve_host)
         self._tenant_header = None if tenant_header is None else _header_name(tenant_header)
         self._manage = bool(manage_gateway)
-        self._pool = httpcore.AsyncConnectionPool(
+        if client not in ("httpcore", "aiohttp"):
+            msg = f"client must be 'httpcore' or 'aiohttp', got {client!r}"
+            raise ValueError(msg)
+        make = HttpcoreTransport if client == "httpcore" else AiohttpTransport
+        self._transport: Transport = make(
+            timeouts=self._timeouts,
             max_connections=count("max_connections", max_connections),
             max_keepalive_connections=count(
                 "max_keepalive_connections", max_keepalive_connections, minimum=0
             ),
             keepalive_expiry=seconds("keepalive_expiry", keepalive_expiry),
         )
-        self._sync = isinstance(gateway.store, MemoryStore)
+        self._sync = bool(gateway.store.in_process)
         self._trusted = tuple(
             ipaddress.ip_network(p, strict=False) for p in gateway.trusted_proxies
         )
         self._peers: dict[str, bool] = {}
-        self._targets: dict[str, tuple[bytes, bytes, int | None, bytes]] = {}
+        self._netlocs: dict[str, bytes] = {}
         self._entered = False
 
     def __repr__(self) -> str:
@@ -196,13 +213,12 @@ class ProxyApp:
 
     def stats(self) -> ProxyStats:
         """A snapshot of the upstream connection pool."""
-        connections = self._pool.connections
-        active = sum(1 for c in connections if not c.is_idle() and not c.is_closed())
-        return ProxyStats(connections=len(connections), active=active)
+        active, idle = self._transport.counts()
+        return ProxyStats(connections=active + idle, active=active)
 
     async def aclose(self) -> None:
         """Close every pooled upstream connection (lifespan shutdown does this)."""
-        await self._pool.aclose()
+        await self._transport.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -233,7 +249,7 @@ class ProxyApp:
                         self._entered = False
                         await self._gateway.__aexit__(None, None, None)
                 finally:
-                    await self._pool.aclose()
+                    await self._transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -265,15 +281,15 @@ class ProxyApp:
             # client has finished sending a body we will never read.
             await send_problem(scope, send, refusal)
 
-    def _target(self, url: str) -> tuple[bytes, bytes, int | None, bytes]:
-        found = self._targets.get(url)
+    def _netloc(self, url: str) -> bytes:
+        """The Host header value for an endpoint URL (cached)."""
+        found = self._netlocs.get(url)
         if found is None:
             parsed = httpcore.URL(url)
-            netloc = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
-            found = (parsed.scheme, parsed.host, parsed.port, netloc)
-            if len(self._targets) >= 4096:
-                self._targets.clear()
-            self._targets[url] = found
+            found = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
+            if len(self._netlocs) >= 4096:
+                self._netlocs.clear()
+            self._netlocs[url] = found
         return found
 
     def _trusted_peer(self, peer: str) -> bool:
@@ -295,7 +311,8 @@ class ProxyApp:
     def _headers(
         self, scope: Scope, ticket: Ticket
     ) -> tuple[list[tuple[bytes, bytes]], bytes | None, bool, int | None]:
-        """The headers to send upstream, the client's Host, whether a body follows, its length."""
+        """The headers to send upstream, the client's Host, whether the body is chunked (else
+        *length* says whether there is one), its length (-1: unusable Content-Length)."""
         client = scope.get("client")
         peer = "" if client is None else str(client[0])
         trusted = self._trusted_peer(peer)
@@ -349,19 +366,26 @@ class ProxyApp:
             out.append((b"x-forwarded-host", fwd_host or host))  # type: ignore[arg-type]
         if skip is not None:
             out.append((skip, ticket.tenant.id.encode("utf-8")))
-        has_body = chunked or bool(length)
         if chunked:
             length = None
             out = [(n, v) for n, v in out if n != b"content-length"]
-            out.append((b"transfer-encoding", b"chunked"))
-        return out, host, has_body, length
+        return out, host, chunked, length
 
 
 @final
 class _Body:
     """The client's request body as an async iterator for httpcore, capped and timed."""
 
-    __slots__ = ("_expected", "_limit", "_receive", "_timeout", "done", "received", "started")
+    __slots__ = (
+        "_expected",
+        "_limit",
+        "_receive",
+        "_timeout",
+        "done",
+        "failure",
+        "received",
+        "started",
+    )
 
     def __init__(
         self, receive: Receive, limit: int | None, timeout: float, expected: int | None
@@ -373,8 +397,19 @@ class _Body:
         self.started = False
         self.done = False
         self.received = 0
+        # What stopped the body (over the limit, stalled, client gone): a client library that
+        # sends bodies from a task of its own (aiohttp) reports it as a broken connection.
+        self.failure: Exception | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        except (RequestRejected, _ClientGone) as exc:
+            self.failure = exc
+            raise
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         self.started = True
         while not self.done:
             with anyio.move_on_after(self._timeout) as scope:
@@ -433,71 +468,74 @@ class _Exchange:
     async def _run(self) -> None:
         app, scope, ticket = self._app, self._scope, self.ticket
         method: str = scope["method"]
-        headers, client_host, has_body, length = app._headers(scope, ticket)
+        headers, client_host, chunked, length = app._headers(scope, ticket)
         if length == -1:
             msg = "the content-length header is not one number of bytes"
             raise RequestRejected(msg)
         limit = ticket.max_body_size
         if app._max_body_size is not None and (limit is None or app._max_body_size < limit):
             limit = app._max_body_size
-        if has_body and limit is not None and length is not None and length > limit:
+        if limit is not None and length is not None and length > limit:
             msg = f"the request body is over {limit} bytes"
             raise ContentTooLarge(msg, limit=limit)
+        has_body = chunked or bool(length)
         body = _Body(self._receive, limit, app._body_timeout, length) if has_body else None
         target = scope.get("raw_path") or scope["path"].encode("utf-8")
         query = scope.get("query_string")
         if query:
             target = target + b"?" + query
         idempotent = method in IDEMPOTENT
-        budget = app._budget
-        if budget is not None:
-            budget.deposit()
+        app._budget.deposit()
         retries_left = app._retries
+        fresh_retry = True  # one retry on a new connection when a reused one turns out stale
+        transport = app._transport
         while True:
             endpoint = ticket.endpoint
             assert endpoint is not None  # admitted with lease=True
-            scheme, host, port, netloc = app._target(endpoint.url)
-            host_header = client_host if app._preserve_host and client_host else netloc
-            request = httpcore.Request(
-                method,
-                httpcore.URL(scheme=scheme, host=host, port=port, target=target),
-                headers=[(b"host", host_header), *headers],
-                content=body,
-                extensions=app._extensions,
-            )
+            url = endpoint.url
+            host = client_host if app._preserve_host and client_host else app._netloc(url)
             replayable = body is None or not body.started
             try:
-                response = await app._pool.handle_async_request(request)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                if retries_left and (body is None or not body.started) and self._retry(exc):
-                    retries_left -= 1
-                    continue
-                self._record_error(exc)
-                if isinstance(exc, httpcore.ConnectTimeout):
-                    msg = f"connecting to upstream {ticket.upstream!r} timed out"
-                    raise _GatewayTimeout(msg) from exc
-                msg = f"upstream {ticket.upstream!r} could not be reached"
-                raise _BadGateway(msg) from exc
-            except httpcore.TimeoutException as exc:
-                self._record_error(exc)
-                msg = f"upstream {ticket.upstream!r} timed out"
-                raise _GatewayTimeout(msg) from exc
-            except httpcore.LocalProtocolError as exc:  # what the client sent cannot be forwarded
-                self._release()
-                msg = "the request cannot be forwarded as sent"
-                raise RequestRejected(msg) from exc
-            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-                if retries_left and idempotent and replayable and self._retry(exc):
-                    retries_left -= 1
-                    continue
-                self._record_error(exc)
-                msg = f"upstream {ticket.upstream!r} failed: {type(exc).__name__}"
-                raise _BadGateway(msg) from exc
-            except (RequestRejected, _ClientGone) as exc:
+                response = await transport.send(
+                    url, method, target, [(b"host", host), *headers], body, chunked
+                )
+            except (RequestRejected, _ClientGone):
                 # The client's body was over the limit, stalled, or the client went away: the
                 # endpoint is not to blame, release its lease without an outcome.
                 self._release()
-                raise exc from None
+                raise
+            except UpstreamFailure as failure:
+                if body is not None and body.failure is not None:
+                    self._release()
+                    raise body.failure from None
+                unsent = body is None or not body.started
+                kind = failure.kind
+                if kind == "busy":
+                    # Our own connection pool was busy: back-pressure, not the endpoint's failure.
+                    self._release()
+                    msg = f"no free upstream connection for {ticket.upstream!r}"
+                    raise _Busy(msg, headers=[("retry-after", "1")]) from None
+                if kind == "local":  # what the client sent cannot be forwarded
+                    self._release()
+                    msg = "the request cannot be forwarded as sent"
+                    raise RequestRejected(msg) from failure.cause
+                if kind == "reset" and failure.stale and fresh_retry and unsent:
+                    fresh_retry = False  # the endpoint closed an idle keep-alive connection
+                    continue
+                # A read or write timeout before any response is retried like a reset: for an
+                # idempotent request that can be replayed (Envoy retries per-try timeouts so).
+                retryable = (kind in ("connect", "connect_timeout") and unsent) or (
+                    kind in ("reset", "timeout") and idempotent and replayable
+                )
+                if retries_left and retryable and self._retry(failure.cause):
+                    retries_left -= 1
+                    continue
+                self._record_error(failure.cause)
+                if kind in ("timeout", "connect_timeout"):
+                    msg = f"upstream {ticket.upstream!r} timed out"
+                    raise _GatewayTimeout(msg) from failure.cause
+                msg = f"upstream {ticket.upstream!r} failed: {type(failure.cause).__name__}"
+                raise _BadGateway(msg) from failure.cause
             status = response.status
             if (
                 status in app._retry_statuses
@@ -507,14 +545,13 @@ class _Exchange:
                 and self._retry_status(status)
             ):
                 retries_left -= 1
-                await response.aclose()
+                await response.aclose(complete=False)
                 continue
             await self._stream(response, status)
             return
 
     def _retry(self, exc: BaseException) -> bool:
-        budget = self._app._budget
-        if budget is not None and not budget.try_withdraw():
+        if not self._app._budget.try_withdraw():
             return False
         try:
             self.ticket.reroute(exc)
@@ -523,8 +560,7 @@ class _Exchange:
         return True
 
     def _retry_status(self, status: int) -> bool:
-        budget = self._app._budget
-        if budget is not None and not budget.try_withdraw():
+        if not self._app._budget.try_withdraw():
             return False
         ticket = self.ticket
         ticket.record(status=status)
@@ -544,41 +580,39 @@ class _Exchange:
         if lease is not None and not lease.released:
             self.ticket.record(error=exc)
 
-    async def _stream(self, response: httpcore.Response, status: int) -> None:
-        """Send the response back; records the outcome and closes the upstream stream always."""
+    async def _stream(self, response: UpstreamResponse, status: int) -> None:
+        """Send the response back; records the outcome and gives the connection back always."""
         ticket = self.ticket
         send = self._send
         out = _response_headers(response.headers)
-        extra = ticket.headers
-        if extra:
-            out.extend(encode_headers(extra))
+        if ticket.decision is not None:
+            out.extend(ratelimit_headers(ticket.decision))
         completed = False
         try:
             length = _small_length(response.headers)
             if length is not None:  # a small body: read it whole, send it in one message
-                body = b"".join([chunk async for chunk in response.aiter_stream()])
+                async with aclosing(response.stream()) as chunks:
+                    body = b"".join([chunk async for chunk in chunks])
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": body})
             else:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
-                await self._stream_long(response.aiter_stream())
+                async with aclosing(response.stream()) as chunks:
+                    await self._stream_long(chunks)
             completed = True
-        except httpcore.TimeoutException as exc:
-            self._record_error(exc)
-            msg = f"upstream {ticket.upstream!r} timed out mid-body"
-            raise _GatewayTimeout(msg) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            self._record_error(exc)
+        except UpstreamFailure as failure:
+            self._record_error(failure.cause)
+            if failure.kind == "timeout":
+                msg = f"upstream {ticket.upstream!r} timed out mid-body"
+                raise _GatewayTimeout(msg) from failure.cause
             msg = f"upstream {ticket.upstream!r} failed mid-body"
-            raise _BadGateway(msg) from exc
+            raise _BadGateway(msg) from failure.cause
         finally:
+            await response.aclose(complete=completed)
             if completed:
-                await response.aclose()
                 ticket.record(status=status)
-            else:  # cancelled, disconnected or failed: the connection must not go back half-read
-                await finish(response.aclose)
 
     async def _stream_long(self, chunks: AsyncIterator[bytes]) -> None:
         """Stream a body of many chunks, stopping when the client disconnects."""
@@ -664,11 +698,3 @@ def _statuses(values: Iterable[int]) -> list[int]:
             raise ValueError(msg)
         out.append(value)
     return out
-
-
-def _default_budget() -> Any:
-    try:
-        from ..balancing import RetryBudget
-    except ImportError:  # until the core's RetryBudget lands: unbounded (retries still capped)
-        return None
-    return RetryBudget()

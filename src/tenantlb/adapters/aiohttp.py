@@ -25,10 +25,10 @@ from . import require
 require("aiohttp", "aiohttp")
 
 from aiohttp import web  # noqa: E402
+from aiohttp.typedefs import Middleware  # noqa: E402
 
 from .._errors import ContentTooLarge, RequestRejected  # noqa: E402
 from ..gateway import Gateway  # noqa: E402
-from ..ratelimit import MemoryStore  # noqa: E402
 from ..tenants import Tenant  # noqa: E402
 from ._aiohttp_client import BalancingMiddleware as BalancingMiddleware  # noqa: E402
 from ._aiohttp_client import balancing_middleware as balancing_middleware  # noqa: E402
@@ -50,7 +50,6 @@ TENANT_KEY: Any = web.RequestKey("tenant", Tenant) if hasattr(web, "RequestKey")
 """Where `tenant_middleware` stores the admitted `Tenant` on the request."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
@@ -80,7 +79,7 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
     if not isinstance(gateway, Gateway):
         msg = f"gateway must be a tenantlb.Gateway, got {type(gateway).__name__}"
         raise TypeError(msg)
-    sync = isinstance(gateway.store, MemoryStore)
+    sync = bool(gateway.store.in_process)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -20,14 +20,13 @@ from typing import final
 
 from .._errors import ContentTooLarge, RequestRejected
 from ..gateway import Gateway, Ticket
-from ..ratelimit import MemoryStore
 from ._asgi import (
     ASGIApp,
     Message,
     Receive,
     Scope,
     Send,
-    encode_headers,
+    ratelimit_headers,
     request_info,
     send_problem,
 )
@@ -77,8 +76,8 @@ class TenantMiddleware:
             raise TypeError(msg)
         self._app = app
         self._gateway = gateway
-        # With the in-memory store, leaving an admission never suspends: no cleanup task needed.
-        self._sync = isinstance(gateway.store, MemoryStore)
+        # An in-process store: leaving an admission never suspends, so no cleanup task is needed.
+        self._sync = bool(gateway.store.in_process)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -97,7 +96,22 @@ class TenantMiddleware:
             if state is None:
                 scope["state"] = state = {}
             state["tenant"] = ticket.tenant
-            if kind == "http":
+            if kind == "http" and ticket.max_body_size is None:
+                # The common case, kept to one closure: no body cap to enforce.
+                decision = ticket.decision
+
+                async def send_through(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        ticket.record(status=message["status"])
+                        if decision is not None:
+                            message["headers"] = [
+                                *message.get("headers", ()),
+                                *ratelimit_headers(decision),
+                            ]
+                    await send(message)
+
+                await self._app(scope, receive, send_through)
+            elif kind == "http":
                 await _Exchange(self._app, scope, receive, send, ticket).run()
             else:
                 await _WebSocket(self._app, scope, receive, send, ticket).run()
@@ -156,12 +170,13 @@ class _Exchange:
             if self._started:
                 return  # we answered 413 already: drop the app's answer
             self._started = True
-            status = message["status"]
-            self.ticket.record(status=status)
-            extra = self.ticket.headers
-            if extra:
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *encode_headers(extra)]
+            ticket = self.ticket
+            ticket.record(status=message["status"])
+            if ticket.decision is not None:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *ratelimit_headers(ticket.decision),
+                ]
         elif self._limit is not None and self._received > self._limit:
             return
         await self._send(message)
@@ -188,10 +203,11 @@ class _WebSocket:
         kind = message["type"]
         if kind == "websocket.accept":
             self.ticket.record(status=101)
-            extra = self.ticket.headers
-            if extra:
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *encode_headers(extra)]
+            if self.ticket.decision is not None:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *ratelimit_headers(self.ticket.decision),
+                ]
         elif kind == "websocket.close" and self.ticket.status is None:
             self.ticket.record(status=403)  # closed before it was accepted: the server denies it
         elif kind == "websocket.http.response.start":

@@ -16,7 +16,7 @@ import attrs
 
 from .._clock import Clock
 from .._errors import NoHealthyEndpoint
-from .._events import Event, EventKind
+from .._events import Event, EventHandler, EventKind, emit
 from ._balancer import Balancer, BalancerBase, EndpointState, OutcomeObserver
 from ._endpoint import Endpoint, normalize_url
 from ._lease import Lease, LeaseOwner
@@ -67,7 +67,16 @@ class PoolCore:
     out, a slow-start step); every acquisition, on the pool or a subset, checks it.
     """
 
-    __slots__ = ("clock", "lock", "name", "next_tick", "observer", "panic_threshold", "tick")
+    __slots__ = (
+        "clock",
+        "lock",
+        "name",
+        "next_tick",
+        "observer",
+        "panic_threshold",
+        "tick",
+        "traffic",
+    )
 
     def __init__(
         self,
@@ -85,6 +94,9 @@ class PoolCore:
         self.observer = observer
         self.next_tick = float("inf")
         self.tick = tick
+        # Per-request event subscribers. Mutated in place (under the lock) so that the pool, its
+        # subsets and their leases all test the same list; hot paths build nothing while it is empty.
+        self.traffic: list[EventHandler] = []
 
 
 class _Balanced:
@@ -97,6 +109,7 @@ class _Balanced:
         self._name = core.name
         self._clock = core.clock
         self._lock = core.lock
+        self._traffic = core.traffic
         self._panic = False
         self._members = members
         self._candidates: Sequence[EndpointState] = ()
@@ -120,6 +133,8 @@ class _Balanced:
             else balancer.observe,
             on_release=self._released if hooks else None,
             observer=core.observer,
+            name=core.name,
+            traffic=core.traffic,
         )
         self._recompute(now, [])
 
@@ -167,7 +182,13 @@ class _Balanced:
                 self._on_acquire(state)
         finally:
             lock.release()
+        if self._traffic:
+            self._picked(state, now)
         return Lease(self._lease_owner, state, now)
+
+    def _picked(self, state: EndpointState, now: float) -> None:
+        event = Event(kind="pick", pool=self._name, url=state.url, panic=self._panic, at=now)
+        emit(tuple(self._traffic), (event,))
 
     def _pick_excluding(
         self, first: EndpointState | None, exclude: Collection[str]

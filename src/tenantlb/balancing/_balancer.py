@@ -15,6 +15,7 @@ it overrides.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
@@ -32,7 +33,8 @@ class EndpointState:
     """The live state of one endpoint in a pool, shared by its balancer, its subsets and health.
 
     Mutated only under the pool's lock. Balancers read ``weight`` (the effective weight, after slow
-    start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``.
+    start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``
+    (and ``ewma_score``, the same in the log domain, for clock-free comparisons).
     """
 
     __slots__ = (
@@ -41,6 +43,7 @@ class EndpointState:
         "endpoint",
         "ewma",
         "ewma_at",
+        "ewma_score",
         "failures",
         "healthy",
         "in_flight",
@@ -65,6 +68,7 @@ class EndpointState:
         self.added_at = now
         self.slow_start_from: float | None = None
         self.ewma = -1.0  # < 0: no sample yet (PeakEWMA uses its default RTT)
+        self.ewma_score = -math.inf  # PeakEWMA's ln(ewma) + ewma_at / decay; -inf: no sample
         # Set by the outcome observer to see this endpoint's successes too (see OutcomeObserver).
         self.watched = False
         self.ewma_at = now

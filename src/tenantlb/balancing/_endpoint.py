@@ -41,7 +41,7 @@ def normalize_url(url: object) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        msg = f"invalid endpoint url {url!r}: {exc}"
+        msg = f"invalid endpoint url {redact(url)!r}: {exc}"
         raise ValueError(msg) from None
     scheme = parts.scheme.lower()
     host = parts.hostname

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
 from .._clock import Clock
+from .._events import Event, EventHandler, emit
 from ._balancer import EndpointState, OutcomeObserver
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class LeaseOwner:
     None when the balancer does not use them, so a lease skips the call.
     """
 
-    __slots__ = ("clock", "lock", "observe", "observer", "on_release")
+    __slots__ = ("clock", "lock", "name", "observe", "observer", "on_release", "traffic")
 
     def __init__(
         self,
@@ -42,12 +43,37 @@ class LeaseOwner:
         observe: Callable[[EndpointState, float, bool], None] | None,
         on_release: Callable[[EndpointState], None] | None,
         observer: OutcomeObserver | None,
+        name: str = "default",
+        traffic: list[EventHandler] | None = None,
     ) -> None:
         self.lock = lock
         self.clock = clock
         self.observe = observe
         self.on_release = on_release
         self.observer = observer
+        self.name = name
+        self.traffic: list[EventHandler] = [] if traffic is None else traffic
+
+    def recorded(
+        self,
+        lease: Lease,
+        status: int | None,
+        error: BaseException | None,
+        latency: float,
+        now: float,
+    ) -> None:
+        """Emit the ``outcome`` event (called only while there are per-request subscribers)."""
+        event = Event(
+            kind="outcome",
+            pool=self.name,
+            url=lease.url,
+            tenant=lease.tenant,
+            status=status,
+            latency=latency,
+            reason="" if error is None else type(error).__name__,
+            at=now,
+        )
+        emit(tuple(self.traffic), (event,))
 
     def release(self, state: EndpointState) -> None:
         """Give *state*'s in-flight slot back without an outcome."""
@@ -71,7 +97,9 @@ class Lease:
         latency: Seconds from `started` to `record`, or None until recorded.
     """
 
-    __slots__ = ("_open", "_owner", "_state", "endpoint", "latency", "started")
+    # _tenant stays unset (and costs nothing) unless someone tags the lease: see `tenant`.
+    __slots__ = ("_open", "_owner", "_state", "_tenant", "endpoint", "latency", "started")
+    _tenant: str | None
 
     def __init__(self, owner: LeaseOwner, state: EndpointState, started: float) -> None:
         self._owner = owner
@@ -80,6 +108,24 @@ class Lease:
         self.endpoint = state.endpoint
         self.started = started
         self.latency: float | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant id the lease serves, or None; named in its ``outcome`` event.
+
+        A `Gateway` sets it while it has per-request subscribers.
+        """
+        try:
+            return self._tenant
+        except AttributeError:
+            return None
+
+    @tenant.setter
+    def tenant(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            msg = f"tenant must be a str or None, got {type(value).__name__}"
+            raise TypeError(msg)
+        self._tenant = value
 
     def __enter__(self) -> Self:
         return self
@@ -157,6 +203,8 @@ class Lease:
                 observer.observe(state, status, error, now)
             except Exception:  # a detector's failure must not fail the request it observed
                 logger.exception("tenantlb outcome observer %r failed on %s", observer, state.url)
+        if owner.traffic:
+            owner.recorded(self, status, error, latency, now)
 
     def release(self) -> None:
         """Release without an outcome (idempotent; the context manager calls it for you)."""

@@ -16,6 +16,11 @@ __all__ = ["PeakEWMA"]
 # number of requests in flight tell endpoints apart.
 _MIN_COST = 1e-6
 _exp = math.exp
+_log = math.log
+_NO_SAMPLE = -math.inf  # EndpointState.ewma_score before the first sample
+# ln(in_flight + 1) for the common small counts: a tuple index instead of a call.
+_COUNTS = 256
+_LOG_COUNT = tuple(math.log(k + 1) for k in range(_COUNTS))
 
 
 @final
@@ -67,6 +72,7 @@ class PeakEWMA(BalancerBase):
         self._seed = seed
         self._rng = random.Random(seed)
         self._candidates: Sequence[EndpointState] = ()
+        self._log_weights: tuple[float, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -84,34 +90,39 @@ class PeakEWMA(BalancerBase):
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         self._candidates = tuple(candidates)
+        self._log_weights = tuple(math.log(c.weight) for c in candidates)
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         candidates = self._candidates
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        rand = self._rng.random
-        i = int(rand() * n)
-        j = int(rand() * (n - 1))
+        # Two distinct candidates from one draw: the integer part picks the first, the fraction
+        # (still 30+ random bits for any realistic n) the second.
+        r = self._rng.random() * n
+        i = int(r)
+        j = int((r - i) * (n - 1))
         if j >= i:
             j += 1
         a = candidates[i]
         b = candidates[j]
-        clock = self._clock
-        now = clock() if clock is not None else 0.0
-        # cost() inlined for both: this is the hot path of the default balancer.
-        default, tau = self.default_rtt, self.decay
-        cost_a, cost_b = a.ewma, b.ewma
-        if cost_a < 0.0:
-            cost_a = default
-        elif now > a.ewma_at:
-            cost_a *= _exp((a.ewma_at - now) / tau)
-        if cost_b < 0.0:
-            cost_b = default
-        elif now > b.ewma_at:
-            cost_b *= _exp((b.ewma_at - now) / tau)
-        load_a = max(cost_a, _MIN_COST) * (a.in_flight + 1) / a.weight
-        load_b = max(cost_b, _MIN_COST) * (b.in_flight + 1) / b.weight
+        score_a = a.ewma_score
+        score_b = b.ewma_score
+        if score_a == _NO_SAMPLE or score_b == _NO_SAMPLE:
+            return self._pick_cold(a, b)
+        # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
+        # decay to "now" is the same -now/tau on both sides, so no clock read and no exp().
+        in_a = a.in_flight
+        in_b = b.in_flight
+        log_weights = self._log_weights
+        load_a = score_a + (_LOG_COUNT[in_a] if in_a < _COUNTS else _log(in_a + 1)) - log_weights[i]
+        load_b = score_b + (_LOG_COUNT[in_b] if in_b < _COUNTS else _log(in_b + 1)) - log_weights[j]
+        return a if load_a <= load_b else b
+
+    def _pick_cold(self, a: EndpointState, b: EndpointState) -> EndpointState:
+        # One candidate has no sample yet: it costs default_rtt, undecayed, so compare at now.
+        load_a = self.cost(a) * (a.in_flight + 1) / a.weight
+        load_b = self.cost(b) * (b.in_flight + 1) / b.weight
         return a if load_a <= load_b else b
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
@@ -121,13 +132,18 @@ class PeakEWMA(BalancerBase):
         if failed:
             current = self.default_rtt if cost < 0.0 else cost
             latency = max(latency, self.failure_penalty, 2.0 * current)
+        tau = self.decay
         if cost < 0.0 or latency > cost:
-            state.ewma = latency  # first sample, or a peak: adopt it at once
+            cost = latency  # first sample, or a peak: adopt it at once
         else:
             elapsed = now - state.ewma_at
-            w = math.exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
-            state.ewma = cost * w + latency * (1.0 - w)
+            if elapsed > 0.0:
+                w = _exp(-elapsed / tau)
+                cost = cost * w + latency * (1.0 - w)
+        state.ewma = cost
         state.ewma_at = now
+        # What pick compares: ln(cost decayed to time 0), i.e. ln(cost) + ewma_at / tau.
+        state.ewma_score = _log(cost if cost > _MIN_COST else _MIN_COST) + now / tau
 
     def cost(self, state: EndpointState) -> float:
         """The current latency estimate of *state* in seconds (decayed to the clock's now)."""

@@ -31,7 +31,7 @@ from cachetools import LRUCache
 
 from .._clock import Clock, default_clock
 from .._errors import EndpointNotFound
-from .._events import Event, EventHandler, EventKind, emit
+from .._events import PER_REQUEST_KINDS, Event, EventHandler, EventKind, emit, log_state_changes
 from .._validate import FieldTypeError, FieldValueError, between, seconds
 from ._balanced import PoolCore, _Balanced
 from ._balancer import Balancer, EndpointState, OutcomeObserver
@@ -60,11 +60,13 @@ class Pool(_Balanced):
             `OutlierDetector` with Envoy's defaults, so a pool avoids failing endpoints out of the
             box (as Linkerd's failure accrual does); pass your own `OutlierDetector` (or any
             `OutcomeObserver`) to tune it, or None to turn it off.
-        on_event: A handler called with each `Event` (more with `subscribe`).
+        on_event: A handler called with each state-change `Event` (more, and per-request
+            events, with `subscribe`).
 
     Raises:
-        ValueError: Duplicate endpoints, or a bad threshold.
-        TypeError: An endpoint that is neither a str nor an `Endpoint`.
+        ValueError: Duplicate endpoints, or a threshold outside 0-1.
+        TypeError: An endpoint that is neither a str nor an `Endpoint`, a threshold that is not a
+            number, or a balancer that does not implement `Balancer`.
     """
 
     def __init__(
@@ -297,15 +299,54 @@ class Pool(_Balanced):
                 self._live.add(subset)
             return subset
 
-    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
-        """Call *handler* with every future `Event`; returns a function that unsubscribes it."""
-        self._handlers.append(handler)
+    def subscribe(self, handler: EventHandler, *, per_request: bool = False) -> Callable[[], None]:
+        """Call *handler* with every future `Event`; returns a function that unsubscribes it.
+
+        Args:
+            handler: Called synchronously, outside the pool's lock, with each event; keep it quick.
+            per_request: Also deliver ``pick`` and ``outcome`` (one each per request, subsets'
+                included). Without such a subscriber the pool builds no per-request event.
+
+        Raises:
+            TypeError: *handler* is not callable.
+        """
+        if not callable(handler):
+            msg = f"handler must be callable, got {type(handler).__name__}"
+            raise TypeError(msg)
+        with self._lock:  # in place: subsets and leases share the per-request list
+            self._handlers.append(handler)
+            if per_request:
+                self._traffic.append(handler)
 
         def unsubscribe() -> None:
-            if handler in self._handlers:
-                self._handlers.remove(handler)
+            with self._lock:
+                for handlers in (self._handlers, self._traffic):
+                    if handler in handlers:
+                        handlers.remove(handler)
 
         return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to this pool's subscribers, as if the pool had emitted it.
+
+        For client adapters: one that retries on another endpoint emits ``retry`` (``url`` the
+        endpoint that failed, ``reason`` the error's type name) and, when its `RetryBudget` says
+        no, ``retry_budget_exhausted``. Per-request kinds reach only subscribers that asked for
+        them; state changes are also logged.
+
+        Raises:
+            TypeError: *event* is not an `Event`.
+        """
+        if not isinstance(event, Event):
+            msg = f"event must be an Event, got {type(event).__name__}"
+            raise TypeError(msg)
+        if event.kind in PER_REQUEST_KINDS:
+            if self._traffic:
+                emit(tuple(self._traffic), (event,))
+            return
+        log_state_changes((event,))
+        if self._handlers:
+            emit(list(self._handlers), (event,))
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -320,8 +361,10 @@ class Pool(_Balanced):
             yield change
             if change.dirty:
                 self._apply(change)
-        if change.events and self._handlers:
-            emit(list(self._handlers), change.events)
+        if change.events:
+            log_state_changes(change.events)
+            if self._handlers:
+                emit(list(self._handlers), change.events)
 
     def _apply(self, change: _Change) -> None:
         # Caller holds the lock.

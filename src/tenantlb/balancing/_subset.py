@@ -42,6 +42,10 @@ class PoolSubset(_Balanced):
         """The pool this subset views."""
         return self._pool
 
+    def emit(self, event: Event) -> None:
+        """Deliver *event* to the pool's subscribers (see `Pool.emit`)."""
+        self._pool.emit(event)
+
     def _refresh(
         self, now: float, events: list[Event], members: list[EndpointState] | None
     ) -> None:

@@ -1,0 +1,343 @@
+"""How `ProxyApp` talks to an endpoint: httpcore (default, asyncio and trio) or aiohttp (asyncio).
+
+Both send one request and hand back an `UpstreamResponse`; every failure is an `UpstreamFailure`
+whose ``kind`` says what the proxy should do with it (retry elsewhere, 502, 504, 400).
+aiohttp is offered because its HTTP parser is compiled: on CPython it costs a proxy about half
+the CPU per request of httpcore's pure-Python h11 (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable
+from typing import Any, Literal, Protocol, cast, final
+
+import httpcore
+
+from ._cleanup import finish
+from ._upstream import Connection, UpstreamPool
+
+__all__ = [
+    "AiohttpTransport",
+    "HttpcoreTransport",
+    "Transport",
+    "UpstreamFailure",
+    "UpstreamResponse",
+]
+
+FailureKind = Literal["connect", "connect_timeout", "timeout", "reset", "local", "busy"]
+
+
+class UpstreamFailure(Exception):
+    """Talking to the endpoint failed.
+
+    Attributes:
+        kind: ``connect`` (nothing was sent), ``connect_timeout``, ``timeout`` (waiting for the
+            endpoint), ``reset`` (the connection broke), ``local`` (the request cannot be
+            sent as it is), ``busy`` (no free upstream connection in time).
+        stale: The connection was a reused keep-alive one (a reset may just mean the endpoint
+            closed it while idle: worth one retry on a fresh connection).
+    """
+
+    def __init__(self, cause: BaseException, *, kind: FailureKind, stale: bool = False) -> None:
+        super().__init__(f"{kind}: {type(cause).__name__}")
+        self.kind: FailureKind = kind
+        self.cause = cause
+        self.stale = stale
+
+
+class UpstreamResponse(Protocol):
+    """An endpoint's answer: status and headers now, the body as it arrives."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body chunks; raises `UpstreamFailure`."""
+        ...
+
+    async def aclose(self, *, complete: bool) -> None:
+        """Give the connection back (kept alive only if the body was read whole: *complete*)."""
+        ...
+
+
+class Transport(Protocol):
+    """Sends requests to endpoints over pooled keep-alive connections."""
+
+    async def send(
+        self,
+        url: str,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes] | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        """Send a request to the endpoint *url*; raises `UpstreamFailure`."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """(connections carrying a request, idle keep-alive connections)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        ...
+
+
+# -- httpcore ---------------------------------------------------------------------------------------
+
+
+def _httpcore_failure(exc: Exception, *, reused: bool) -> UpstreamFailure | None:
+    if isinstance(exc, httpcore.ConnectTimeout):
+        return UpstreamFailure(exc, kind="connect_timeout")
+    if isinstance(exc, httpcore.ConnectError):
+        return UpstreamFailure(exc, kind="connect")
+    if isinstance(exc, httpcore.PoolTimeout):
+        return UpstreamFailure(exc, kind="busy")
+    if isinstance(exc, httpcore.TimeoutException):
+        return UpstreamFailure(exc, kind="timeout")
+    if isinstance(exc, httpcore.LocalProtocolError):
+        return UpstreamFailure(exc, kind="local")
+    if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError):
+        return UpstreamFailure(exc, kind="reset", stale=reused)
+    return None
+
+
+@final
+class HttpcoreTransport:
+    """httpcore connections in an `UpstreamPool`; runs on asyncio and trio."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: dict[str, float],
+        max_connections: int,
+        max_keepalive_connections: int,
+        keepalive_expiry: float,
+    ) -> None:
+        self._pool = UpstreamPool(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=keepalive_expiry,
+            pool_timeout=timeouts["pool"],
+            connect_timeout=timeouts["connect"],
+        )
+        self._extensions = {"timeout": timeouts}
+        self._origins: dict[str, httpcore.Origin] = {}
+
+    def counts(self) -> tuple[int, int]:
+        return self._pool.active, self._pool.idle
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def send(
+        self,
+        url: str,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes] | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        origin = self._origins.get(url)
+        if origin is None:
+            if len(self._origins) >= 4096:
+                self._origins.clear()
+            origin = self._origins[url] = httpcore.URL(url).origin
+        if chunked:
+            headers = [*headers, (b"transfer-encoding", b"chunked")]
+        request = httpcore.Request(
+            method,
+            httpcore.URL(scheme=origin.scheme, host=origin.host, port=origin.port, target=target),
+            headers=headers,
+            content=body,
+            extensions=self._extensions,
+        )
+        pool = self._pool
+        try:
+            connection, reused = await pool.acquire(url, origin)
+        except Exception as exc:
+            failure = _httpcore_failure(exc, reused=False)
+            if failure is None:
+                raise
+            raise failure from exc
+        try:
+            response = await connection.handle_async_request(request)
+        except BaseException as exc:
+            await pool.release(url, connection)
+            failure = _httpcore_failure(exc, reused=reused) if isinstance(exc, Exception) else None
+            if failure is not None:
+                raise failure from exc
+            raise
+        return _HttpcoreResponse(pool, url, connection, response)
+
+
+@final
+class _HttpcoreResponse:
+    __slots__ = ("_connection", "_pool", "_response", "_url", "headers", "status")
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        url: str,
+        connection: Connection,
+        response: httpcore.Response,
+    ) -> None:
+        self._pool = pool
+        self._url = url
+        self._connection = connection
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        chunks = cast(AsyncGenerator[bytes, None], self._response.aiter_stream())  # a generator
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except Exception as exc:
+            failure = _httpcore_failure(exc, reused=False)
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            await chunks.aclose()  # closed now, not by the garbage collector (trio warns)
+
+    async def aclose(self, *, complete: bool) -> None:
+        try:
+            if complete:
+                await self._response.aclose()
+            else:  # cancelled, disconnected or failed: never back to the pool half-read
+                await finish(self._response.aclose)
+        finally:
+            await self._pool.release(self._url, self._connection)
+
+
+# -- aiohttp ----------------------------------------------------------------------------------------
+
+
+@final
+class AiohttpTransport:
+    """aiohttp's client (compiled HTTP parser, its own keep-alive pool); asyncio only."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: dict[str, float],
+        max_connections: int,
+        max_keepalive_connections: int,
+        keepalive_expiry: float,
+    ) -> None:
+        from . import require
+
+        self._aiohttp: Any = require("aiohttp", "aiohttp")
+        self._yarl: Any = require("yarl", "aiohttp")
+        self._timeouts = timeouts
+        self._limit = max_connections
+        self._expiry = keepalive_expiry
+        self._session: Any = None
+        self._active = 0
+
+    def counts(self) -> tuple[int, int]:
+        return self._active, 0
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open(self) -> Any:
+        try:
+            asyncio.current_task()
+        except RuntimeError:
+            msg = "ProxyApp(client='aiohttp') runs on asyncio only; use client='httpcore' on trio"
+            raise RuntimeError(msg) from None
+        aiohttp = self._aiohttp
+        timeouts = self._timeouts
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._limit, limit_per_host=0, keepalive_timeout=self._expiry
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=timeouts["pool"] + timeouts["connect"],
+                sock_connect=timeouts["connect"],
+                sock_read=timeouts["read"],
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def send(
+        self,
+        url: str,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes] | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        session = self._session or self._open()
+        aiohttp = self._aiohttp
+        try:
+            response = await session.request(
+                method,
+                self._yarl.URL(url + target.decode("latin-1"), encoded=True),
+                headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+                data=body,
+                chunked=True if chunked else None,
+                allow_redirects=False,
+                compress=None,
+            )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamFailure(exc, kind="connect_timeout") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamFailure(exc, kind="connect") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamFailure(exc, kind="timeout") from exc
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            raise UpstreamFailure(exc, kind="reset") from exc
+        except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamFailure(exc, kind="reset") from exc
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            raise UpstreamFailure(exc, kind="local") from exc
+        except aiohttp.ClientError as exc:  # e.g. our body iterator failed while sending
+            raise UpstreamFailure(exc, kind="reset") from exc
+        self._active += 1
+        return _AiohttpResponse(self, response)
+
+
+@final
+class _AiohttpResponse:
+    __slots__ = ("_closed", "_response", "_transport", "headers", "status")
+
+    def __init__(self, transport: AiohttpTransport, response: Any) -> None:
+        self._transport = transport
+        self._response = response
+        self._closed = False
+        self.status: int = response.status
+        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        aiohttp = self._transport._aiohttp
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamFailure(exc, kind="timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(exc, kind="reset") from exc
+
+    async def aclose(self, *, complete: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._transport._active -= 1
+        if complete:
+            self._response.release()  # back to aiohttp's keep-alive pool
+        else:
+            self._response.close()  # half-read: the connection is closed, not reused
