@@ -21,6 +21,7 @@ from ._transport import AiohttpTransport, HttpcoreTransport, Transport
 
 __all__ = ["ProxyApp", "ProxyStats"]
 
+
 @final
 @attrs.define(frozen=True, kw_only=True)
 class ProxyStats:
