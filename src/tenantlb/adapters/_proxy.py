@@ -51,10 +51,14 @@ class ProxyApp:
     - An endpoint that cannot be reached answers 502, one that times out 504. A connect failure is
       retried on another endpoint for any method (the request never left); a reset or a read
       timeout before the response, or a status in *retry_statuses*, only for idempotent methods
-      whose body can be replayed; all only while *retry_budget* allows. A full upstream connection
-      pool (*pool_timeout*) answers 503 and counts against no endpoint: it is back-pressure.
+      whose body can be replayed (none, or one of up to 64 KiB read whole: it is kept while it
+      streams); all only while *retry_budget* allows. A full upstream connection pool
+      (*pool_timeout*) answers 503 and counts against no endpoint: it is back-pressure.
     - Every attempt's outcome (status or error, latency) is recorded on its lease. A client that
-      disconnects mid-stream releases the lease, the concurrency slot and the upstream connection.
+      disconnects, before the answer or mid-stream, releases the lease, the concurrency slot and
+      the upstream connection at once.
+    - The target goes upstream in origin form (an absolute-form one is routed and sent by its
+      path). Header names with ``_`` that fold onto a managed header (``x_tenant_id``) are dropped.
     - A body over *max_body_size* (or the tenant's / gateway's limit) answers 413, also when it is
       chunked and grows past it; a client that stalls its body for *client_body_timeout* gets 408.
 
