@@ -141,7 +141,7 @@ def run(
         wait_for_port(port, 20.0, proxy)
         return anyio.run(load, f"http://127.0.0.1:{port}", seconds, with_noisy, 1)
     finally:
-        proxy.terminate()
+        proxy.kill()  # requests may still wait in its queue: no graceful drain
         proxy.wait(timeout=20)
 
 

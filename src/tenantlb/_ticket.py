@@ -32,7 +32,7 @@ from .ratelimit import ConcurrencyLimiter, Decision, Slot
 from .tenants import Tenant
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from ._gateway_events import GatewayEvents
 
 __all__ = ["GatewayStats", "TenantStats", "Ticket"]
 
@@ -56,8 +56,8 @@ class Ticket:
 
     __slots__ = (
         "_counters",
+        "_events",
         "_fair",
-        "_gateway",
         "_slot",
         "_slots",
         "_target",
@@ -94,7 +94,7 @@ class Ticket:
         self._fair: FairQueue | None = None
         self._turn: Turn | None = None
         self._tried: list[str] = [] if lease is None else [lease.url]
-        self._gateway: Gateway | None = None  # set by the gateway that admitted it
+        self._events: GatewayEvents | None = None  # set by the gateway that admitted it
         self._counters: _TenantCounters | None = None
 
     def __repr__(self) -> str:
@@ -142,23 +142,23 @@ class Ticket:
         failed = self.lease
         if not failed.released:
             failed.record(error=error)
-        gateway = self._gateway
-        if gateway is not None and gateway._traffic:
+        events = self._events
+        if events is not None and events.traffic:
             event = Event(
                 kind="retry",
                 pool=self.upstream or "",
                 url=failed.url,
                 tenant=self.tenant.id,
                 reason=type(error).__name__,
-                at=gateway._clock(),
+                at=events.clock(),
             )
-            emit(gateway._traffic, (event,))
+            emit(events.traffic, (event,))
         try:
             lease = self._target.acquire(exclude=self._tried)
         except NoHealthyEndpoint as exc:
             msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
-        if gateway is not None and gateway._traffic:
+        if events is not None and events.traffic:
             lease.tenant = self.tenant.id
         self.lease = lease
         self._tried.append(lease.url)

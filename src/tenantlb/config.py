@@ -122,6 +122,7 @@ _TOP = {"gateway", "pools", "tenants"}
 _GATEWAY = {
     "algorithm",
     "hash_on",
+    "lease_ttl",
     "secret",
     "secret_env",
     "trusted_proxies",
@@ -148,6 +149,7 @@ _POOL = {
     "outlier_detection",
     "health_check",
     "concurrency",
+    "discovery",
 }
 # A pool's shared concurrency budget: { limit = 64 } or { adaptive = true } (or a table of
 # AdaptiveConcurrency settings), plus the FairQueue's queueing settings.
@@ -158,6 +160,11 @@ _CONCURRENCY = {
     "hand_size",
     "queue_length",
     "timeout",
+}
+_DISCOVERY_COMMON = {"type", "interval", "min_interval", "jitter", "timeout", "allow_empty"}
+_DISCOVERY = {
+    "dns": _DISCOVERY_COMMON | {"name", "port", "srv", "scheme", "family", "nameservers"},
+    "file": _DISCOVERY_COMMON | {"path", "format"},
 }
 _ENDPOINT = {"url", "weight", "zone", "metadata", "priority"}
 _TENANT = {
@@ -285,6 +292,9 @@ class _Builder:
             self.error(
                 "gateway.trusted_proxies", f"must be a list of CIDR strings, got {trusted!r}"
             )
+        lease_ttl = gw.get("lease_ttl", 60.0)
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float):
+            self.error("gateway.lease_ttl", f"must be a number of seconds > 0, got {lease_ttl!r}")
         anonymous = self.anonymous(gw.get("anonymous"), pools)
         sizes = {k: gw[k] for k in ("max_body_size", "max_header_size") if k in gw}
         if self.errors:
@@ -301,7 +311,14 @@ class _Builder:
             return None
         return self.attempt(
             "gateway",
-            {"trusted_proxies", "hash_on", "algorithm", "max_body_size", "max_header_size"},
+            {
+                "trusted_proxies",
+                "hash_on",
+                "algorithm",
+                "lease_ttl",
+                "max_body_size",
+                "max_header_size",
+            },
             Gateway,
             registry=registry,
             pools=pools,
@@ -311,6 +328,7 @@ class _Builder:
             services=services,
             trusted_proxies=tuple(trusted),
             owns_store=True,
+            lease_ttl=lease_ttl,
             anonymous=anonymous,
             concurrency=self.fair_queues,
             **sizes,
@@ -330,7 +348,11 @@ class _Builder:
             table = self.table(path, spec, _POOL)
             if table is None:
                 continue
-            endpoints = self.endpoints(f"{path}.endpoints", table.get("endpoints"))
+            found = table.get("discovery")  # with discovery, listed endpoints are optional
+            if found is not None and "endpoints" not in table:
+                endpoints: list[Endpoint] | None = []  # filled by the first lookup
+            else:
+                endpoints = self.endpoints(f"{path}.endpoints", table.get("endpoints"))
             balancer = self.balancer(f"{path}.balancer", table.get("balancer", "peak_ewma"))
             slow = self.kwargs(f"{path}.slow_start", table.get("slow_start"))
             slow_start = None
@@ -358,6 +380,10 @@ class _Builder:
                 fair = self.concurrency(f"{path}.concurrency", table["concurrency"])
                 if fair is not None:
                     self.fair_queues[str(name)] = fair
+            if found is not None:  # entered before the health checker: checks start on a full pool
+                runner = self.discovery(f"{path}.discovery", pool, found)
+                if runner is not None:
+                    services.append(runner)
             check = table.get("health_check")
             if check is not None:
                 checker = self.health_check(f"{path}.health_check", pool, check)
@@ -473,6 +499,27 @@ class _Builder:
             return None
         options = {k: v for k, v in table.items() if k not in ("limit", "adaptive")}
         return self.attempt(path, set(options), FairQueue, capacity, **options)
+
+    def discovery(self, path: str, pool: Pool, value: object) -> Any:
+        from . import discovery
+
+        if not isinstance(value, Mapping):
+            self.error(path, f"must be a table, got {_type(value)}")
+            return None
+        kind = value.get("type")
+        if not isinstance(kind, str) or kind not in _DISCOVERY:
+            self.error(f"{path}.type", f"must be 'dns' or 'file', got {kind!r}")
+            return None
+        table = self.table(path, value, _DISCOVERY[kind])
+        if table is None:
+            return None
+        kwargs = {k: v for k, v in table.items() if k != "type" and k in _DISCOVERY[kind]}
+        make = discovery.DNSDiscovery if kind == "dns" else discovery.FileDiscovery
+        try:
+            return self.attempt(path, set(kwargs), make, pool, **kwargs)
+        except (ImportError, RuntimeError) as exc:  # no dnspython; no system DNS configuration
+            self.error(path, str(exc))
+            return None
 
     def kwargs(self, path: str, value: object) -> dict[str, Any] | None:
         """A table's items as keyword arguments; None (and an error) if it is not a table."""

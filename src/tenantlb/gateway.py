@@ -30,7 +30,6 @@ limits and concurrency are keyed by its id, so tenants never share quota.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -40,20 +39,19 @@ from typing import Any, Literal, Protocol, final
 import anyio
 from cachetools import LRUCache
 
-from ._clock import default_clock
+from ._edge import challenge, check_size, client_key, fair_queues, network, smaller
 from ._errors import (
     ConfigError,
-    ContentTooLarge,
     Forbidden,
-    HeadersTooLarge,
     MissingCredentials,
     RateLimited,
     RequestRejected,
     Unauthenticated,
     UnknownTenant,
 )
-from ._events import PER_REQUEST_KINDS, Event, EventHandler, emit
-from ._ticket import GatewayStats, TenantStats, Ticket, _reason, _TenantCounters
+from ._events import Event, EventHandler
+from ._gateway_events import GatewayEvents
+from ._ticket import GatewayStats, TenantStats, Ticket
 from ._validate import FieldTypeError, FieldValueError, optional_count
 from .balancing import Lease, Pool, PoolSubset
 from .fairness import FairQueue, Turn
@@ -68,7 +66,7 @@ from .ratelimit import (
     Store,
     resolve_algorithm,
 )
-from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry, shuffle_shard
+from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
 
 logger = logging.getLogger("tenantlb")
 
@@ -80,7 +78,7 @@ HashOn = (
 
 
 class _Service(Protocol):
-    """Something the gateway runs while it is entered (a `HealthChecker`)."""
+    """Something the gateway runs while it is entered (a `HealthChecker`, a `Discovery`)."""
 
     async def __aenter__(self) -> Any: ...
 
@@ -108,10 +106,14 @@ class Gateway:
             trusted proxies), ``"tenant"`` (stickiness per tenant), a callable
             ``(request, tenant) -> key``, or None (default; no key).
         services: Things to run while the gateway is entered with ``async with gateway:``, such as
-            the `HealthChecker` objects `from_config` builds.
+            the `HealthChecker` and discovery runners `from_config` builds.
         trusted_proxies: Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed by `request`.
         owns_store: Close the store (its Redis clients) when the gateway is closed; set by
             `from_config`, which builds the store itself.
+        lease_ttl: Seconds a tenant's concurrency slot lives in Redis without renewal (> 0,
+            default 60). Slots of running requests are renewed in the background every third
+            of it, so a long request (a stream) keeps its slot; a crashed process's slots come
+            back within it.
         anonymous: The policy for requests without credentials: None (default) refuses them
             with 401; a `Tenant` (without API keys) admits them as that tenant, its ``limits``
             and ``max_concurrency`` applied to each client IP separately (the IP honours
@@ -123,11 +125,12 @@ class Gateway:
         concurrency: A `FairQueue` per pool name: requests to that pool share its budget, queued
             fairly across tenants (the tenant's id is the flow, ``Tenant.weight`` its weight;
             anonymous clients are one flow per IP). `QueueFull` / `QueueTimeout` refuse with 503.
-        on_event: A handler called with the gateway's state changes (more, and per-request
-            events, with `subscribe`).
+        on_event: A handler called with the gateway's state changes, its store's and its
+            services' (discovery outages); more, and per-request events, with `subscribe`.
 
     Raises:
         TypeError: A pool that is not a `Pool`, or a registry that is not a `TenantRegistry`.
+        ValueError: *lease_ttl* is not a finite number > 0.
         ConfigError: A tenant names an upstream that is not in *pools* (all such problems listed).
         ValueError: An *anonymous* tenant with API keys, or a size limit that is not >= 1.
     """
@@ -143,6 +146,7 @@ class Gateway:
         services: Sequence[_Service] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
+        lease_ttl: float = 60.0,
         anonymous: Tenant | None = None,
         max_body_size: int | None = None,
         max_header_size: int | None = None,
@@ -177,9 +181,10 @@ class Gateway:
         self._hash_on = hash_on
         self._services = tuple(services)
         self._owns_store = owns_store
+        self._lease_ttl = lease_ttl
         self._trusted_proxies = tuple(trusted_proxies)
         self._trusted_networks = tuple(
-            _network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
+            network(f"trusted_proxies[{i}]", p) for i, p in enumerate(self._trusted_proxies)
         )
         if anonymous is not None:
             if not isinstance(anonymous, Tenant):
@@ -191,25 +196,28 @@ class Gateway:
         self._anonymous = anonymous
         self._max_body_size = optional_count("max_body_size", max_body_size)
         self._max_header_size = optional_count("max_header_size", max_header_size)
-        self._challenge = _challenge(registry)
+        self._challenge = challenge(registry)
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lock = threading.Lock()
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
         self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
+        self._prune_at = 64  # limiters kept for tenants of past reloads are dropped past this
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
-        self._fair = _fair_queues(concurrency)
-        # Observability: state-change subscribers, per-request subscribers (hot paths test this
-        # list and build no event while it is empty), and per-tenant counters for stats().
-        self._clock = default_clock
-        self._handlers: list[EventHandler] = [on_event] if on_event is not None else []
-        self._traffic: list[EventHandler] = []
-        self._counters: dict[str, _TenantCounters] = {}
-        self._refusals: dict[str, int] = {}
+        # Fail fast on a bad lease_ttl rather than at the first request.
+        ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
+        self._fair = fair_queues(concurrency)
+        # Observability: subscribers (per-request ones only tested for emptiness on hot paths)
+        # and the per-tenant counters behind stats().
+        self._events = GatewayEvents(on_event, self._lock)
         store_subscribe = getattr(self._store, "subscribe", None)  # RedisStore: outage events
         self._store_unsubscribe: Callable[[], None] | None = (
-            store_subscribe(self._relay) if callable(store_subscribe) else None
+            store_subscribe(self._events.weak_relay()) if callable(store_subscribe) else None
         )
+        for service in self._services:  # discovery runners: discovery_failed / _recovered
+            service_subscribe = getattr(service, "subscribe", None)
+            if callable(service_subscribe):
+                service_subscribe(self._events.relay)
         problems = [
             (f"tenants[{i}].upstream", f"pool {name!r} of tenant {tenant.id!r} is not configured")
             for i, tenant in enumerate(registry)
@@ -307,7 +315,7 @@ class Gateway:
 
     @property
     def services(self) -> tuple[_Service, ...]:
-        """What ``async with gateway:`` runs (health checkers)."""
+        """What ``async with gateway:`` runs (discovery runners, health checkers)."""
         return self._services
 
     async def __aenter__(self) -> Gateway:
@@ -332,6 +340,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the store if the gateway built it (`from_config`); ``async with`` calls this."""
+        unsubscribe, self._store_unsubscribe = self._store_unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         close = getattr(self._store, "aclose", None) if self._owns_store else None
         if close is not None:
             with anyio.CancelScope(shield=True):
@@ -376,26 +387,16 @@ class Gateway:
 
     def stats(self) -> GatewayStats:
         """A snapshot of every pool, the number of tenants and the per-tenant counters."""
-        with self._lock:
-            by_tenant = {
-                tenant_id: TenantStats(
-                    tenant=tenant_id,
-                    admitted=c.admitted,
-                    in_flight=c.in_flight,
-                    refused=MappingProxyType(dict(c.refused)),
-                )
-                for tenant_id, c in self._counters.items()
-            }
-            refused = dict(self._refusals)
+        admitted, in_flight, refused, by_tenant = self._events.snapshot()
         store_stats = getattr(self._store, "stats", None)
         return GatewayStats(
             tenants=len(self._registry),
             pools=MappingProxyType({name: pool.stats() for name, pool in self._pools.items()}),
             queues=MappingProxyType({name: fair.stats() for name, fair in self._fair.items()}),
-            admitted=sum(t.admitted for t in by_tenant.values()),
-            in_flight=sum(t.in_flight for t in by_tenant.values()),
-            refused=MappingProxyType(refused),
-            by_tenant=MappingProxyType(by_tenant),
+            admitted=admitted,
+            in_flight=in_flight,
+            refused=refused,
+            by_tenant=by_tenant,
             store=store_stats() if callable(store_stats) else None,
         )
 
@@ -405,8 +406,9 @@ class Gateway:
         """Call *handler* with the gateway's future events; returns a function that unsubscribes it.
 
         The gateway's state changes are its store's outages and recoveries (``store_unavailable``,
-        ``store_recovered``, from a store that reports them, such as `RedisStore`). Pools have their
-        own `Pool.subscribe`; an exporter subscribes to both.
+        ``store_recovered``, from a store that reports them, such as `RedisStore`) and its
+        services' (discovery failures). Pools have their own `Pool.subscribe`; an exporter
+        subscribes to both.
 
         Args:
             handler: Called synchronously with each `Event`; keep it quick.
@@ -416,20 +418,7 @@ class Gateway:
         Raises:
             TypeError: *handler* is not callable.
         """
-        if not callable(handler):
-            msg = f"handler must be callable, got {type(handler).__name__}"
-            raise TypeError(msg)
-        with self._lock:  # copy-on-write: emitters iterate the list they read, never a mutating one
-            self._handlers = [*self._handlers, handler]
-            if per_request:
-                self._traffic = [*self._traffic, handler]
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._handlers = [h for h in self._handlers if h is not handler]
-                self._traffic = [h for h in self._traffic if h is not handler]
-
-        return unsubscribe
+        return self._events.subscribe(handler, per_request=per_request)
 
     def emit(self, event: Event) -> None:
         """Deliver *event* to this gateway's subscribers, as if the gateway had emitted it.
@@ -442,71 +431,14 @@ class Gateway:
         Raises:
             TypeError: *event* is not an `Event`.
         """
-        if not isinstance(event, Event):
-            msg = f"event must be an Event, got {type(event).__name__}"
-            raise TypeError(msg)
-        handlers = self._traffic if event.kind in PER_REQUEST_KINDS else self._handlers
-        if handlers:
-            emit(handlers, (event,))
-
-    def _relay(self, event: Event) -> None:
-        # The store's own events (outage, recovery) reach the gateway's state subscribers.
-        handlers = self._handlers
-        if handlers:
-            emit(handlers, (event,))
-
-    def _refused(self, exc: RequestRejected, tenant: Tenant | None, pool: str) -> None:
-        reason = _reason(exc)
-        with self._lock:
-            self._refusals[reason] = self._refusals.get(reason, 0) + 1
-            if tenant is not None:
-                counters = self._counters.get(tenant.id)
-                if counters is None:
-                    counters = self._counters[tenant.id] = _TenantCounters()
-                counters.refused[reason] = counters.refused.get(reason, 0) + 1
-        traffic = self._traffic
-        if traffic:
-            event = Event(
-                kind="refused",
-                pool=pool,
-                tenant=None if tenant is None else tenant.id,
-                reason=reason,
-                status=exc.status,
-                at=self._clock(),
-            )
-            emit(traffic, (event,))
-
-    def _emit_decision(self, tenant: Tenant, pool: str, decision: Decision) -> None:
-        event = Event(
-            kind="rate_limit",
-            pool=pool,
-            tenant=tenant.id,
-            allowed=decision.allowed,
-            remaining=decision.remaining,
-            retry_after=decision.retry_after,
-            at=self._clock(),
-        )
-        emit(self._traffic, (event,))
-
-    def _emit_admitted(
-        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
-    ) -> None:
-        event = Event(
-            kind="admitted",
-            pool=pool,
-            url=None if lease is None else lease.url,
-            tenant=tenant.id,
-            panic=False if target is None else target.panic,
-            at=self._clock() if lease is None else lease.started,
-        )
-        emit(self._traffic, (event,))
+        self._events.emit(event)
 
     # -- the flow ----------------------------------------------------------------------------------
 
     async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
         try:
             if self._max_header_size is not None or self._max_body_size is not None:
-                self._check_size(request, self._max_header_size, self._max_body_size)
+                check_size(request, self._max_header_size, self._max_body_size)
             try:
                 tenant = self._registry.resolve(request)
                 key = tenant.id
@@ -515,18 +447,18 @@ class Gateway:
                     self._add_challenge(exc)
                     raise
                 tenant = self._anonymous
-                key = f"{tenant.id}@{_client_key(request.client_ip)}"  # limits per client
+                key = f"{tenant.id}@{client_key(request.client_ip)}"  # limits per client
             except (Unauthenticated, UnknownTenant) as exc:
                 self._add_challenge(exc)
                 raise
         except RequestRejected as exc:
-            self._refused(exc, None, "")
+            self._events.refused(exc, None, "")
             raise
         try:
             return await self._admit_tenant(request, tenant, key, cost, want)
         except RequestRejected as exc:
             pool = None if want is False else tenant.upstream_for(request.path)
-            self._refused(exc, tenant, pool or "")
+            self._events.refused(exc, tenant, pool or "")
             raise
 
     async def _admit_tenant(
@@ -534,8 +466,8 @@ class Gateway:
     ) -> Ticket:
         max_body = self._max_body_size
         if tenant.max_header_size is not None or tenant.max_body_size is not None:
-            max_body = _smaller(max_body, tenant.max_body_size)
-            self._check_size(request, tenant.max_header_size, max_body)
+            max_body = smaller(max_body, tenant.max_body_size)
+            check_size(request, tenant.max_header_size, max_body)
         path = request.path
         pool_name = None if want is False else tenant.upstream_for(path)
         pool: Pool | None = None
@@ -556,8 +488,8 @@ class Gateway:
                 decision = limiter.acquire_nowait(key, cost)
             else:
                 decision = await limiter.acquire(key, cost)
-            if self._traffic:
-                self._emit_decision(tenant, pool_name or "", decision)
+            if self._events.traffic:
+                self._events.decision(tenant, pool_name or "", decision)
             if not decision.allowed:
                 msg = f"tenant {tenant.id!r} is over its rate limit"
                 raise RateLimited(msg, decision=decision, headers=decision.headers())
@@ -582,44 +514,20 @@ class Gateway:
         except BaseException:
             if fair is not None and turn is not None:
                 fair.release(turn, record=False)  # synchronous: nothing can interrupt it
-            if slots is not None and slot is not None:
-                await self._free(slots, slot)
-            if limiter is not None:
-                await self._refund(limiter, key, cost)
+            try:
+                if slots is not None and slot is not None:
+                    await self._free(slots, slot)
+            finally:  # a cancel while freeing (asyncio: at any await) must not skip the refund
+                if limiter is not None:
+                    await self._refund(limiter, key, cost)
             raise
-        with self._lock:
-            counters = self._counters.get(tenant.id)
-            if counters is None:
-                counters = self._counters[tenant.id] = _TenantCounters()
-            counters.admitted += 1
-            counters.in_flight += 1
-        if self._traffic:
-            if lease is not None:
-                lease.tenant = tenant.id  # the pool's outcome event names the tenant
-            self._emit_admitted(tenant, pool_name or "", target, lease)
+        counters = self._events.admitted(tenant, pool_name or "", target, lease)
         ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
-        ticket._gateway = self
+        ticket._events = self._events
         ticket._counters = counters
         if turn is not None:
             ticket._fair, ticket._turn = fair, turn
         return ticket
-
-    def _check_size(
-        self, request: RequestInfo, max_header: int | None, max_body: int | None
-    ) -> None:
-        if max_header is not None and request.header_size > max_header:
-            msg = f"the request's header fields are over {max_header} bytes"
-            raise HeadersTooLarge(msg, limit=max_header)
-        if max_body is not None:
-            declared = request.header("content-length")
-            if declared is not None:
-                text = declared.strip()
-                if not (text.isascii() and text.isdigit() and len(text) <= 19):
-                    msg = "the content-length header is not a number of bytes"
-                    raise RequestRejected(msg)
-                if int(text) > max_body:
-                    msg = f"the request body is over {max_body} bytes"
-                    raise ContentTooLarge(msg, limit=max_body)
 
     def _add_challenge(self, exc: RequestRejected) -> None:
         if not any(name.lower() == "www-authenticate" for name, _ in exc.headers):
@@ -632,8 +540,7 @@ class Gateway:
             fair.release(turn, record=exc is None)  # first, and without awaiting
         counters = ticket._counters
         if counters is not None:
-            with self._lock:
-                counters.in_flight -= 1
+            self._events.finished(counters)
         lease = ticket.lease
         try:
             if lease is not None and not lease.released:
@@ -678,6 +585,8 @@ class Gateway:
         with self._lock:
             limiter = self._limiters.get(rates)
             if limiter is None:
+                if len(self._limiters) + len(self._slots) >= self._prune_at:
+                    self._prune()
                 limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
                 self._limiters[rates] = limiter
             if len(self._by_identity) >= 65536:
@@ -691,9 +600,28 @@ class Gateway:
             with self._lock:
                 slots = self._slots.get(limit)
                 if slots is None:
-                    slots = ConcurrencyLimiter(limit, store=self._store)
+                    if len(self._limiters) + len(self._slots) >= self._prune_at:
+                        self._prune()
+                    slots = ConcurrencyLimiter(limit, store=self._store, lease_ttl=self._lease_ttl)
                     self._slots[limit] = slots
         return slots
+
+    def _prune(self) -> None:
+        """Forget limiters no current tenant uses (left by hot reloads); under ``self._lock``.
+
+        Runs when the cache doubled since the last prune, so it is amortised O(1) per new
+        limiter, and the caches stay within twice what the current tenants need. Requests
+        still running on an old registry keep their limiter through their ticket.
+        """
+        tenants = list(self._registry)
+        if self._anonymous is not None:
+            tenants.append(self._anonymous)
+        limits = {t.limits for t in tenants if t.limits}
+        caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
+        self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
+        self._slots = {k: v for k, v in self._slots.items() if k in caps}
+        self._by_identity.clear()
+        self._prune_at = max(64, 2 * (len(self._limiters) + len(self._slots)))
 
     def _target(self, tenant: Tenant, pool: Pool, pool_name: str) -> Pool | PoolSubset:
         k = tenant.shard_size
@@ -720,62 +648,6 @@ class Gateway:
         if hash_on == "tenant":
             return tenant.id
         return hash_on(request, tenant)
-
-
-def _client_key(ip: str | None) -> str:
-    """Who an anonymous client is for per-IP limits: its IPv4 address, or its IPv6 /64.
-
-    One IPv6 host holds a whole /64 (SLAAC, privacy addresses), so keying by the full address would
-    give it a fresh quota per address it picks: the /64 is the smallest unit a client controls.
-    """
-    if not ip:
-        return "unknown"
-    if ":" in ip:
-        try:
-            network = ipaddress.IPv6Network(f"{ip}/64", strict=False)
-        except ValueError:
-            return ip
-        return f"{network.network_address}/64"
-    return ip
-
-
-def _smaller(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _challenge(registry: TenantRegistry) -> str:
-    # RFC 9110 §11.6.1: a 401 carries at least one challenge. A Bearer resolver names its scheme;
-    # a bare key header (x-api-key) has no registered scheme, so we name the header instead.
-    for resolver in registry.resolvers:
-        if isinstance(resolver, APIKeyResolver) and resolver.scheme is not None:
-            return f'{resolver.scheme} realm="tenantlb"'
-    return 'ApiKey realm="tenantlb"'
-
-
-def _fair_queues(value: object) -> dict[str, FairQueue]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        msg = f"concurrency must be a mapping of pool name -> FairQueue, got {type(value).__name__}"
-        raise FieldTypeError(msg, field="concurrency")
-    for name, fair in value.items():
-        if not isinstance(name, str) or not isinstance(fair, FairQueue):
-            msg = f"concurrency[{name!r}] must be a FairQueue, got {type(fair).__name__}"
-            raise FieldTypeError(msg, field="concurrency")
-    return dict(value)
-
-
-def _network(where: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    if not isinstance(value, str):
-        msg = f"{where} must be an IP or CIDR string, got {type(value).__name__}"
-        raise FieldTypeError(msg, field="trusted_proxies")
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        msg = f"{where} must be an IP address or CIDR, got {value!r}"
-        raise FieldValueError(msg, field="trusted_proxies") from None
 
 
 @final

@@ -370,3 +370,34 @@ def test_subsets_emit_through_their_pool(clock: ManualClock) -> None:
     retry = Event(kind="retry", pool="api", url=URLS[1], reason="ReadError")
     pool.subset([URLS[1]]).emit(retry)
     assert seen.events == [retry]
+
+
+def test_lease_tenant_tag(clock: ManualClock) -> None:
+    """A lease names no tenant until tagged; a tag must be a str or None."""
+    pool = make_pool(clock)
+    seen = Recorder()
+    pool.subscribe(seen, per_request=True)
+    with pool.acquire() as lease:
+        assert lease.tenant is None
+        lease.tenant = "acme"
+        with pytest.raises(TypeError, match="tenant must be a str or None"):
+            lease.tenant = 42  # type: ignore[assignment]
+        lease.record(status=204)
+    assert seen.of("outcome")[0].tenant == "acme"
+
+
+@pytest.mark.anyio
+async def test_gateway_relays_events_from_emit(clock: ManualClock) -> None:
+    """`Gateway.emit` routes per-request kinds to per-request subscribers only."""
+    gateway = make_gateway(clock)
+    state, traffic = Recorder(), Recorder()
+    gateway.subscribe(state)
+    gateway.subscribe(traffic, per_request=True)
+    exhausted = Event(kind="retry_budget_exhausted", pool="shared", tenant="acme")
+    outage = Event(kind="store_unavailable", reason="test")
+    gateway.emit(exhausted)
+    gateway.emit(outage)
+    assert state.events == [outage]
+    assert traffic.events == [exhausted, outage]
+    with pytest.raises(TypeError, match="must be an Event"):
+        gateway.emit(None)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import tenantlb as tlb
-from tenantlb import _events, gateway
+from tenantlb import _events, _gateway_events, _ticket
 from tenantlb.balancing import _balanced, _lease, _pool
 from tenantlb.observability import Event
 
@@ -29,7 +29,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         _events.emit(handlers, events)
 
     monkeypatch.setattr(Event, "__init__", counting_init)
-    for module in (_balanced, _lease, _pool, gateway):
+    for module in (_balanced, _lease, _pool, _gateway_events, _ticket):
         monkeypatch.setattr(module, "emit", counting_emit)
     return kinds
 

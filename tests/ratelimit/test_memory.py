@@ -275,7 +275,7 @@ def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("max_keys", [1, 100])
 def test_max_keys_caps_memory(clock: ManualClock, algorithm: str, max_keys: int) -> None:
-    """With more live keys than max_keys, the oldest are forgotten and max_keys is never exceeded."""
+    """With more live keys than max_keys, the least recently used go and max_keys is never exceeded."""
     store = MemoryStore(clock, max_keys=max_keys)
     lim = RateLimiter(Rate(1, per=3600), store=store, algorithm=algo(algorithm))
     for i in range(1000):
@@ -453,3 +453,66 @@ def test_fast_path_decides_exactly_as_the_generic_path(
             fast.refund_nowait(key, cost)
             generic.refund_nowait(key, cost)
         assert fast.peek_nowait(key, fast.max_cost) == generic.peek_nowait(key, fast.max_cost)
+
+
+@pytest.mark.parametrize("rates", [1, 2, 3])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_an_attackers_new_keys_never_reset_a_victim_still_in_use(
+    clock: ManualClock, algorithm: str, rates: int
+) -> None:
+    """At max_keys, a flood of new keys evicts the least recently used, never a key still being denied."""
+    store = MemoryStore(clock, max_keys=100)
+    lim = RateLimiter(
+        [Rate(5, per=3600 * (i + 1)) for i in range(rates)], store=store, algorithm=algo(algorithm)
+    )
+    for _ in range(5):
+        assert lim.acquire_nowait("victim").allowed
+    for i in range(5000):  # 50x the bound of fresh, live keys
+        assert lim.acquire_nowait(f"attacker{i}").allowed
+        if i % 50 == 0:
+            assert not lim.acquire_nowait("victim").allowed  # still exhausted
+    assert store.keys() <= 100
+    assert store.stats().evictions >= 4900
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["gcra", "token_bucket", "generic-gcra", "generic-token_bucket"]
+)
+def test_expired_keys_are_evicted_before_live_ones(clock: ManualClock, algorithm: str) -> None:
+    """At max_keys, expired keys among the least recently used go before a live one."""
+    store = MemoryStore(clock, max_keys=10)
+    lim = RateLimiter(Rate(10, per=10), store=store, algorithm=algo(algorithm))
+    assert lim.acquire_nowait("long", 10).allowed  # recovers fully only after 10 s
+    for i in range(9):
+        assert lim.acquire_nowait(f"short{i}", 1).allowed  # recovered after 1 s
+    clock.advance(2.0)
+    for i in range(9):
+        assert lim.acquire_nowait(f"new{i}").allowed
+    # "long" is the least recently used key, but live: its state was kept, not reset to 10.
+    assert lim.peek_nowait("long").remaining == pytest.approx(1.0)  # 2 regained, 1 peeked
+    assert store.stats().evictions == 0
+
+
+def test_evictions_are_counted_and_logged_once(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each eviction of a live key is counted in stats; only the first is logged."""
+    store = MemoryStore(clock, max_keys=10)
+    lim = RateLimiter(Rate(1, per=3600), store=store)
+    with caplog.at_level("WARNING", logger="tenantlb.ratelimit"):
+        for i in range(30):
+            lim.acquire_nowait(f"k{i}")
+    assert store.stats().evictions == 20
+    assert store.stats().keys == 10
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "MemoryStore reached max_keys=10: evictin"
+    ]
+
+
+def test_tables_of_unused_specs_are_dropped_once_their_state_expired(clock: ManualClock) -> None:
+    """Limiters made and dropped (hot reloads) leave no table behind once their state expired."""
+    store = MemoryStore(clock)
+    for i in range(2000):
+        RateLimiter(Rate(100 + i, per=1), store=store).acquire_nowait("acme")
+        clock.advance(1.0)
+    assert store.stats().limiters < 200

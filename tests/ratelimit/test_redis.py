@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from tenantlb import (
     RedisStore,
     StoreUnavailable,
 )
+
+from .conftest import Target
 
 ALGORITHMS = ["gcra", "token_bucket", "sliding_window", "fixed_window"]
 # RedisStore runs a lean script for one rate and another for several: tests that decide through
@@ -75,10 +78,10 @@ async def make_store(
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.anyio
 async def test_admits_the_allowance_then_denies(
-    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str, script: str
+    redis_target: Target, anyio_backend: tuple[str, Any], algorithm: str, script: str
 ) -> None:
     """Decisions in Redis admit exactly the allowance of a fresh key, then deny with a retry time."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         rate = Rate(5, per=3600)
         lim = RateLimiter(rates_for(script, rate), store=store, algorithm=algorithm)
         decisions = [await lim.acquire("acme") for _ in range(7)]
@@ -93,10 +96,10 @@ async def test_admits_the_allowance_then_denies(
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.anyio
 async def test_peek_and_refund(
-    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str, script: str
+    redis_target: Target, anyio_backend: tuple[str, Any], algorithm: str, script: str
 ) -> None:
     """In Redis, peek consumes nothing and a refund gives cost back for the next request."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         lim = RateLimiter(rates_for(script, Rate(3, per=3600)), store=store, algorithm=algorithm)
         assert (await lim.peek("k", 3)).allowed
         assert (await lim.acquire("k", 3)).allowed
@@ -110,10 +113,10 @@ async def test_peek_and_refund(
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.anyio
 async def test_one_and_several_rate_scripts_share_state(
-    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str
+    redis_target: Target, anyio_backend: tuple[str, Any], algorithm: str
 ) -> None:
     """A one-rate and a two-rate limiter with the same rate read and write one state per key."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         rate = Rate(4, per=3600)
         one = RateLimiter(rate, store=store, algorithm=algorithm)
         two = RateLimiter(rates_for("two_rates", rate), store=store, algorithm=algorithm)
@@ -176,10 +179,10 @@ async def test_timed_out_decision_never_answers_a_later_one(
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.anyio
 async def test_denial_by_one_rate_consumes_nothing(
-    redis_url: str, anyio_backend: tuple[str, Any], algorithm: str
+    redis_target: Target, anyio_backend: tuple[str, Any], algorithm: str
 ) -> None:
     """In Redis too, a request denied by the hourly rate does not consume the per-second rate."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         rates = [Rate(4, per=10_000, name="second"), Rate(2, per=100_000, name="hourly")]
         lim = RateLimiter(rates, store=store, algorithm=algorithm)
         assert (await lim.acquire("k", 2)).allowed
@@ -220,14 +223,13 @@ async def test_one_round_trip_per_decision(
 
 @pytest.mark.anyio
 async def test_reloads_scripts_after_script_flush(
-    redis_url: str, anyio_backend: tuple[str, Any]
+    redis_target: Target, anyio_backend: tuple[str, Any]
 ) -> None:
     """A NOSCRIPT answer (Redis restarted or flushed) reloads the script transparently."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         lim = RateLimiter(Rate(3, per=60), store=store)
         assert (await lim.acquire("k")).allowed
-        with sync_client(redis_url) as admin:
-            admin.script_flush()
+        redis_target.script_flush()
         assert (await lim.acquire("k")).allowed
         assert store.stats().available
 
@@ -272,7 +274,7 @@ def test_bad_arguments() -> None:
     client = redis.Redis()
     try:
         with pytest.raises(
-            TypeError, match=r"client must be a redis\.asyncio\.Redis or redis\.Redis"
+            TypeError, match=r"client must be a redis\.asyncio\.Redis, redis\.asyncio\.RedisCluster"
         ):
             RedisStore("redis://localhost")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="prefix must be a non-empty str"):
@@ -320,53 +322,92 @@ async def test_redis_killed_mid_run_then_back(
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, json, sys
     import redis.asyncio
     from tenantlb import Rate, RateLimiter, RedisStore
 
-    async def main(url, algorithm, script):
-        client = redis.asyncio.Redis.from_url(url, max_connections=64)
-        rates = [Rate(120, per=1_000_000)]
-        if script == "two_rates":
-            rates.append(Rate(120_000, per=10_000_000, name="generous"))
-        lim = RateLimiter(rates, store=RedisStore(client), algorithm=algorithm)
-        decisions = await asyncio.gather(*(lim.acquire("shared") for _ in range(50)))
-        await client.aclose()
-        print(sum(d.allowed for d in decisions))
+    async def main(kind, port, combos, tenants, allowance, attempts):
+        if kind == "cluster":
+            client = redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+        else:
+            client = redis.asyncio.Redis(port=port, max_connections=64)
+        store = RedisStore(client, timeout=30)
+        work, admitted = [], {}
+        for combo in combos.split(","):
+            algorithm, script = combo.split(":")
+            rates = [Rate(allowance, per=1_000_000)]
+            if script == "two_rates":
+                rates.append(Rate(allowance * 1000, per=10_000_000, name="generous"))
+            lim = RateLimiter(rates, store=store, algorithm=algorithm, name=script)
+            keys = [f"tenant-{t}" for t in range(tenants)]
+            admitted[combo] = dict.fromkeys(keys, 0)
+            work += [(combo, lim, key) for key in keys] * attempts
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+        async def task(i):
+            for combo, lim, key in work[i::50]:
+                if (await lim.acquire(key)).allowed:
+                    admitted[combo][key] += 1
+
+        await asyncio.gather(*(task(i) for i in range(50)))
+        await client.aclose()
+        print(json.dumps(admitted))
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:])))
     """
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_four_processes_share_exactly_one_allowance(
-    redis_url: str, algorithm: str, script: str
-) -> None:
-    """4 OS processes x 50 tasks on one RedisStore admit exactly the allowance of 120."""
+def run_workers(target: Target, combos: list[str], *args: int) -> dict[str, dict[str, int]]:
+    """Run 4 worker processes (50 tasks each); return what they admitted per combo and tenant."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_url, algorithm, script],
+            [sys.executable, "-c", WORKER, target.kind, str(target.port), ",".join(combos)]
+            + [str(a) for a in args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
-    counts = []
+    total: dict[str, dict[str, int]] = {}
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        counts.append(int(out))
-    assert sum(counts) == 120
+        for combo, counts in json.loads(out).items():
+            for tenant, n in counts.items():
+                total.setdefault(combo, {}).setdefault(tenant, 0)
+                total[combo][tenant] += n
+    return total
+
+
+@pytest.mark.slow
+def test_four_processes_share_exactly_one_allowance(redis_target: Target) -> None:
+    """4 OS processes x 50 tasks on one RedisStore admit exactly 120, for every algorithm and script."""
+    combos = [f"{a}:{s}" for a in ALGORITHMS for s in SCRIPTS]
+    total = run_workers(redis_target, combos, 1, 120, 50)
+    assert {combo: counts["tenant-0"] for combo, counts in total.items()} == dict.fromkeys(
+        combos, 120
+    )
+
+
+@pytest.mark.slow
+def test_four_processes_share_a_thousand_tenants_exactly(redis_target: Target) -> None:
+    """4 processes x 50 tasks deciding for 1,000 tenants admit exactly each tenant's allowance."""
+    per_tenant = run_workers(redis_target, ["gcra:two_rates"], 1000, 2, 1)["gcra:two_rates"]
+    assert len(per_tenant) == 1000
+    assert set(per_tenant.values()) == {2}  # 4 attempts each: 2 admitted, never 3
+    if redis_target.kind == "cluster":
+        store = RedisStore(redis.Redis())  # only to spell the keys
+        masters = {redis_target.master_of(store.key_prefix(t)) for t in per_tenant}
+        assert len(masters) == 3
 
 
 @pytest.mark.anyio
-async def test_concurrency_slots_in_redis(redis_url: str, anyio_backend: tuple[str, Any]) -> None:
+async def test_concurrency_slots_in_redis(
+    redis_target: Target, anyio_backend: tuple[str, Any]
+) -> None:
     """Redis slots are shared: a full key raises OverCapacity, and release frees a slot."""
-    async with make_store(redis_url, anyio_backend) as store:
+    async with redis_target.store(anyio_backend) as store:
         a = ConcurrencyLimiter(2, store=store)
         b = ConcurrencyLimiter(2, store=store)  # another process would see the same slots
         async with a.slot("acme"):

@@ -71,10 +71,28 @@ async def rate_limiting() -> None:
     remaining: float = decision.remaining
     headers: list[tuple[str, str]] = decision.headers()
     limiter.refund_nowait("acme", 1)
-    slots = tlb.ConcurrencyLimiter(10)
-    async with slots.slot("acme"):
-        pass
-    del allowed, remaining, headers
+    slots = tlb.ConcurrencyLimiter(10, lease_ttl=30.0)
+    async with slots.slot("acme") as slot:
+        renewed: bool = await slots.renew(slot)
+        del renewed
+    memory_stats: tlb.ratelimit.MemoryStoreStats = tlb.MemoryStore().stats()
+    evictions: int = memory_stats.evictions
+    del allowed, remaining, headers, evictions
+
+
+def redis_store(client: object) -> None:
+    import redis
+    import redis.asyncio
+
+    for c in (
+        redis.asyncio.Redis(),
+        redis.asyncio.RedisCluster(host="localhost", port=7000),
+        redis.Redis(),
+        redis.RedisCluster(host="localhost", port=7000),
+    ):
+        store = tlb.RedisStore(c, on_error="fail_open", timeout=0.5)
+        stats: tlb.ratelimit.RedisStoreStats = store.stats()
+        del stats
 
 
 async def gateway() -> None:

@@ -165,7 +165,9 @@ class BalancingMiddleware:
                     lease.record(error=exc)
                     tried.append(lease.url)
                     following = (
-                        self._policy.next_lease(pool, key, tried, attempt)
+                        self._policy.next_lease(
+                            pool, key, tried, attempt, reason=type(exc).__name__
+                        )
                         if self._retry_error(exc, method, req, replayable)
                         else None
                     )
@@ -182,7 +184,9 @@ class BalancingMiddleware:
                     and method in IDEMPOTENT
                     and self._can_resend(req, replayable)
                 ):
-                    following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
+                    following = policy.next_lease(
+                        pool, key, [*tried, lease.url], attempt, reason=str(status)
+                    )
                     if following is not None:
                         response.release()
                         lease.record(status=status)

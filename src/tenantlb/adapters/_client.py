@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Generic, TypeVar, final
 
 from .._errors import NoHealthyEndpoint
+from .._events import Event
 from ..balancing import Lease, Pool, PoolSubset, RetryBudget
 from ..health import HealthChecker
 
@@ -112,12 +113,21 @@ class ClientPolicy(Generic[R]):
         return by_host.get(host)
 
     def next_lease(
-        self, pool: Balanced, key: str | bytes | None, tried: list[str], attempt: int
+        self,
+        pool: Balanced,
+        key: str | bytes | None,
+        tried: list[str],
+        attempt: int,
+        *,
+        reason: str = "",
     ) -> Lease | None:
         """A lease on an endpoint not in *tried* for one more attempt, or None.
 
         None when *attempt* used up ``retries``, no other endpoint is available, or the budget
-        refuses (a refusal is counted in its stats). Only a granted retry is withdrawn.
+        refuses (a refusal is counted in its stats). Only a granted retry is withdrawn. A granted
+        retry emits a ``retry`` event on the pool and a refusal ``retry_budget_exhausted``, both
+        naming the endpoint that failed and *reason* (the error's type name or the status); only
+        per-request subscribers receive them.
         """
         if attempt >= self.retries or len(tried) >= len(pool):
             return None
@@ -125,9 +135,14 @@ class ClientPolicy(Generic[R]):
             lease = pool.acquire(key=key, exclude=tried)
         except NoHealthyEndpoint:
             return None
+        failed = tried[-1] if tried else None
         if not self.budget.try_withdraw():
             lease.release()
+            pool.emit(
+                Event(kind="retry_budget_exhausted", pool=pool.name, url=failed, reason=reason)
+            )
             return None
+        pool.emit(Event(kind="retry", pool=pool.name, url=failed, reason=reason))
         return lease
 
 

@@ -229,7 +229,7 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._policy.next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt, reason=type(exc).__name__)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -242,7 +242,9 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
                 raise
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
-                following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
+                following = policy.next_lease(
+                    pool, key, [*tried, lease.url], attempt, reason=str(status)
+                )
                 if following is not None:
                     try:
                         await response.aclose()
@@ -373,7 +375,7 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                 lease.record(error=exc)
                 tried.append(lease.url)
                 following = (
-                    self._policy.next_lease(pool, key, tried, attempt)
+                    self._policy.next_lease(pool, key, tried, attempt, reason=type(exc).__name__)
                     if self._retry_error(exc, method, replayable)
                     else None
                 )
@@ -386,7 +388,9 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
                 raise
             status = response.status_code
             if replayable and status in policy.retry_statuses and method in IDEMPOTENT:
-                following = policy.next_lease(pool, key, [*tried, lease.url], attempt)
+                following = policy.next_lease(
+                    pool, key, [*tried, lease.url], attempt, reason=str(status)
+                )
                 if following is not None:
                     try:
                         response.close()

@@ -19,7 +19,7 @@ import anyio
 from .._clock import Clock, default_clock
 from .._errors import DiscoveryError
 from .._events import EventHandler
-from .._validate import seconds
+from .._validate import FieldTypeError, FieldValueError, seconds
 from ..balancing import Pool
 from ._runner import Discovery
 from ._source import DiscoveryResult, EndpointCache
@@ -116,19 +116,19 @@ class DNSDiscovery(Discovery):
             name = check_hostname("name", name)
             if port is None:
                 msg = "port is required with name= (SRV records carry their own ports)"
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="port")
             port = _check_port("port", port)
         else:
             srv = check_hostname("srv", srv)
             if port is not None:
                 msg = "port must not be given with srv= (SRV records carry their own ports)"
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="port")
         if not isinstance(scheme, str) or not _SCHEME.match(scheme):
             msg = f"scheme must be a URL scheme like 'http', got {scheme!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="scheme")
         if family not in _FAMILIES:
             msg = f"family must be 'any', 'ipv4' or 'ipv6', got {family!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="family")
         servers = _check_nameservers(nameservers)
         source = _DNSSource(
             name=name,
@@ -338,7 +338,7 @@ def check_hostname(arg: str, value: object) -> str:
     """
     if not isinstance(value, str):
         msg = f"{arg} must be a hostname str, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field=arg)
     host = value[:-1] if value.endswith(".") else value
     try:
         ipaddress.ip_address(host)
@@ -346,10 +346,10 @@ def check_hostname(arg: str, value: object) -> str:
         pass
     else:
         msg = f"{arg} must be a DNS hostname, not an IP address ({value!r}); list fixed addresses in the Pool"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field=arg)
     if not host or len(host) > 253 or not all(_LABEL.match(label) for label in host.split(".")):
         msg = f"{arg} must be a DNS hostname like 'svc.internal', got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field=arg)
     return value
 
 
@@ -362,7 +362,7 @@ def parse_nameserver(arg: str, value: object) -> tuple[str, int]:
     """
     if not isinstance(value, str):
         msg = f"{arg} must be an 'IP' or 'IP:PORT' str, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field=_base(arg))
     host, port_text = value, ""
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
@@ -376,10 +376,10 @@ def parse_nameserver(arg: str, value: object) -> tuple[str, int]:
         port = int(port_text) if port_text else 53
     except ValueError:
         msg = f"{arg} must be 'IP' or 'IP:PORT' (e.g. '127.0.0.1:5353', '[::1]:53'), got {value!r}"
-        raise ValueError(msg) from None
+        raise FieldValueError(msg, field=_base(arg)) from None
     if (port_text and not port_text.isdigit()) or not 1 <= port <= 65535:
         msg = f"{arg} port must be between 1 and 65535, got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field=_base(arg))
     return str(ip), port
 
 
@@ -388,21 +388,25 @@ def _check_nameservers(value: object) -> list[tuple[str, int]] | None:
         return None
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         msg = f"nameservers must be a list of 'IP' or 'IP:PORT' strs, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field="nameservers")
     if not value:
         msg = "nameservers must not be empty (omit it to use the system's)"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field="nameservers")
     return [parse_nameserver(f"nameservers[{i}]", item) for i, item in enumerate(value)]
 
 
 def _check_port(arg: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         msg = f"{arg} must be an int, got {type(value).__name__}"
-        raise TypeError(msg)
+        raise FieldTypeError(msg, field=arg)
     if not 1 <= value <= 65535:
         msg = f"{arg} must be between 1 and 65535, got {value!r}"
-        raise ValueError(msg)
+        raise FieldValueError(msg, field=arg)
     return value
+
+
+def _base(arg: str) -> str:
+    return arg.split("[", 1)[0]  # "nameservers[1]" -> "nameservers"
 
 
 def _require_dnspython() -> None:

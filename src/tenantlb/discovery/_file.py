@@ -22,6 +22,7 @@ import anyio.to_thread
 from .._clock import Clock, default_clock
 from .._errors import DiscoveryError
 from .._events import EventHandler
+from .._validate import FieldTypeError, FieldValueError
 from ..balancing import Endpoint, Pool
 from ._runner import Discovery
 from ._source import DiscoveryResult
@@ -87,17 +88,17 @@ class FileDiscovery(Discovery):
     ) -> None:
         if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
             msg = f"path must be a str or os.PathLike, got {type(path).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="path")
         file = Path(path)
         if format is None:
             suffix = file.suffix.lower()
             if suffix not in (".toml", ".json"):
                 msg = f"path must end in .toml or .json (or pass format=), got {str(path)!r}"
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="path")
             format = "toml" if suffix == ".toml" else "json"
         elif format not in ("toml", "json"):
             msg = f"format must be 'toml' or 'json', got {format!r}"
-            raise ValueError(msg)
+            raise FieldValueError(msg, field="format")
         super().__init__(
             pool,
             _FileSource(file, format),

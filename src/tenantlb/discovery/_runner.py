@@ -28,7 +28,7 @@ import attrs
 from .._clock import Clock, default_clock
 from .._errors import DiscoveryError
 from .._events import Event, EventHandler, EventKind, emit
-from .._validate import seconds
+from .._validate import FieldTypeError, FieldValueError, seconds
 from ..balancing import Endpoint, Pool
 from ._source import DiscoveryResult, DiscoverySource, EndpointCache, as_endpoints
 
@@ -145,11 +145,11 @@ class Discovery:
     ) -> None:
         if not isinstance(pool, Pool):
             msg = f"pool must be a tenantlb.Pool, got {type(pool).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="pool")
         resolve = getattr(source, "resolve", None)
         if resolve is None or not inspect.iscoroutinefunction(resolve):
             msg = f"source must have an async resolve() method (DiscoverySource), got {source!r}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="source")
         self.interval = seconds("interval", interval)
         if min_interval is None:
             self.min_interval = min(_DEFAULT_MIN_INTERVAL, self.interval)
@@ -157,12 +157,12 @@ class Discovery:
             self.min_interval = seconds("min_interval", min_interval)
             if self.min_interval > self.interval:
                 msg = f"min_interval must be <= interval ({self.interval:g}), got {min_interval!r}"
-                raise ValueError(msg)
+                raise FieldValueError(msg, field="min_interval")
         self.jitter = None if jitter is None else seconds("jitter", jitter, allow_zero=True)
         self.timeout = seconds("timeout", timeout)
         if not isinstance(allow_empty, bool):
             msg = f"allow_empty must be a bool, got {type(allow_empty).__name__}"
-            raise TypeError(msg)
+            raise FieldTypeError(msg, field="allow_empty")
         self.allow_empty = allow_empty
         self.pool = pool
         self.source: DiscoverySource = source

@@ -17,7 +17,7 @@ Names:
 - Algorithms: `GCRA` (default), `TokenBucket`, `SlidingWindow`, `FixedWindow`; `Algorithm` to add one
   (with `State`, `Step`, `Kernel`, `KernelResult`, `EPSILON`), `register_algorithm` to name it in
   `ALGORITHMS` (what ``Gateway(algorithm="name")`` and config files look up).
-- Stores: `MemoryStore` (one process), `RedisStore` (shared, one round trip per decision);
+- Stores: `MemoryStore` (one process), `RedisStore` (shared: one atomic script per decision, pipelined);
   `Store` is the protocol a new store implements (with `RateSpec`, `RateBackend`, ...);
   `STORES` / `register_store` name stores for config files.
 - `ConcurrencyLimiter` - slots in flight per key (`async with limiter.slot(key)`), held as `Slot`.
@@ -43,9 +43,10 @@ from ._concurrency import ConcurrencyLimiter as ConcurrencyLimiter
 from ._decision import Decision as Decision
 from ._limiter import RateLimiter as RateLimiter
 from ._memory import MemoryStore as MemoryStore
+from ._memory import MemoryStoreStats as MemoryStoreStats
 from ._rate import Rate as Rate
-from ._redis import RedisStore as RedisStore
-from ._redis import RedisStoreStats as RedisStoreStats
+from ._redis_store import RedisStore as RedisStore
+from ._redis_store import RedisStoreStats as RedisStoreStats
 from ._store import ConcurrencyBackend as ConcurrencyBackend
 from ._store import ConcurrencySpec as ConcurrencySpec
 from ._store import RateBackend as RateBackend
@@ -70,6 +71,7 @@ __all__ = [
     "Kernel",
     "KernelResult",
     "MemoryStore",
+    "MemoryStoreStats",
     "Rate",
     "RateBackend",
     "RateLimiter",

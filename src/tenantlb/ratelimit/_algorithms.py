@@ -142,19 +142,21 @@ class GCRA(Algorithm):
     name = "gcra"
     lua = """
 local function step(s, limit, per, burst, now, cost)
+  -- Offsets from now (d = tat - now), not absolute times: server time is ~1e8 s, and
+  -- subtracting such large doubles would cost remaining ~1e-6 of precision.
   local T = per / limit
-  local tat = now
-  if s and s[1] > now then tat = s[1] end
-  local new = tat + cost * T
-  local allow_at = new - burst * T
-  if allow_at - now <= EPSILON * T then
-    local rem = (now - allow_at) / T
+  local d = 0
+  if s and s[1] > now then d = s[1] - now end
+  local nd = d + cost * T
+  local allow = nd - burst * T
+  if allow <= EPSILON * T then
+    local rem = -allow / T
     if rem < 0 then rem = 0 end
-    return true, {new}, rem, new - now, 0, new - now
+    return true, {now + nd}, rem, nd, 0, nd
   end
-  local rem = (now + burst * T - tat) / T
+  local rem = (burst * T - d) / T
   if rem < 0 then rem = 0 end
-  return false, s, rem, tat - now, allow_at - now, tat - now
+  return false, s, rem, d, allow, d
 end
 local function refund(s, limit, per, burst, now, cost)
   if not s then return nil, 0 end

@@ -32,9 +32,12 @@ class ConcurrencyLimiter:
         limiter.release_nowait(slot)
     ```
 
-    On a `RedisStore` a slot is a lease that expires *lease_ttl* seconds after it was taken (or
-    last `renew`-ed), so a process that dies holding slots cannot leak them for longer than that.
-    Keep *lease_ttl* above your longest request, or renew.
+    On a `RedisStore` a slot is a lease that expires *lease_ttl* seconds after it was taken or
+    last renewed, so a process that dies holding slots cannot leak them for longer than that.
+    Slots taken with ``await acquire`` (or ``slot()``) are renewed in the background every third
+    of *lease_ttl* while their `Slot` object is alive, so a request (an LLM stream) may outlive
+    the lease; a slot taken with the sync ``acquire_nowait`` is renewed by calling
+    `renew_nowait` within each *lease_ttl*.
 
     Args:
         max: Slots per key (>= 1).
@@ -110,6 +113,23 @@ class ConcurrencyLimiter:
         """Give *slot* back; returns False if it was not held any more (twice, expired)."""
         return await slot._backend.release(slot)
 
+    async def renew(self, slot: Slot) -> bool:
+        """Extend *slot*'s lease to *lease_ttl* from now; False if it was not held any more.
+
+        Background renewal does this for slots taken asynchronously; call it yourself only for
+        slots you keep outside ``async with slot()`` for longer than the lease.
+        """
+        return await slot._backend.renew(slot)
+
+    def renew_nowait(self, slot: Slot) -> bool:
+        """Extend *slot*'s lease now, synchronously; the sync twin of `renew`."""
+        return slot._backend.renew_nowait(slot)
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a Redis lease lives without renewal."""
+        return self._spec.lease_ttl
+
     async def in_use(self, key: str) -> int:
         """How many slots of *key* are held now."""
         check_key(key)
@@ -126,6 +146,8 @@ class ConcurrencyLimiter:
         try:
             yield held
         finally:
+            # A Redis release is handed to the store's own task before the first checkpoint,
+            # so even a plain asyncio task.cancel() cannot stop it; the shield covers waiting.
             with anyio.CancelScope(shield=True):
                 await self.release(held)
 

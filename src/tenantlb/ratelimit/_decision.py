@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from ._algorithms import EPSILON
 from ._rate import Rate
 
 __all__ = ["Decision"]
@@ -42,7 +43,9 @@ class Decision(NamedTuple):
 
         By default the fields of draft-ietf-httpapi-ratelimit-headers:
         ``RateLimit-Policy: "burst";q=100;w=1, "hourly";q=10000;w=3600`` (every policy) and
-        ``RateLimit: "burst";r=42;t=1`` (the deciding one: remaining rounded down, reset rounded up),
+        ``RateLimit: "burst";r=42;t=1`` (the deciding one: remaining rounded down, reset rounded up,
+        both with a tolerance of 1e-6 so float noise never changes a field; MemoryStore and
+        RedisStore answer the same fields for the same state),
         plus ``Retry-After`` (whole seconds, rounded up, at least 1) on denial.
 
         Args:
@@ -53,8 +56,8 @@ class Decision(NamedTuple):
             ``(name, value)`` pairs, ready for an ASGI/httpx/aiohttp response.
         """
         policy = self.policy
-        remaining = max(0, math.floor(self.remaining + 1e-9))
-        reset = max(0, math.ceil(self.reset_after - 1e-9))
+        remaining = max(0, math.floor(self.remaining + EPSILON))
+        reset = max(0, math.ceil(self.reset_after - EPSILON))
         if legacy:
             headers = [
                 ("X-RateLimit-Limit", str(policy.quota)),
@@ -80,7 +83,7 @@ class Decision(NamedTuple):
             return 0
         if not math.isfinite(self.retry_after):
             return max(1, math.ceil(self.policy.per))
-        return max(1, math.ceil(self.retry_after - 1e-9))
+        return max(1, math.ceil(self.retry_after - EPSILON))
 
 
 def _sf_string(text: str) -> str:

@@ -1,29 +1,62 @@
 """`MemoryStore`: rate-limit and concurrency state in this process.
 
 O(1) per decision, no background threads or timers, thread-safe for sync callers (one uncontended
-`threading.Lock` per limiter), bounded memory: idle keys are dropped by a lazy sweep that runs when
-the table has doubled since the last one (amortised O(1)), and never more than *max_keys* are kept.
+`threading.Lock` per limiter), bounded memory without a sweep. Each limiter's keys live in an
+`OrderedDict` kept in least-recently-used order (a decision moves its key to the end, O(1)):
+
+- Expired state (a key whose quota has fully recovered, so forgetting it changes nothing) is
+  dropped as it reaches the least-recently-used end: every new key checks the oldest two.
+- At *max_keys*, a new key first drops an expired key among the 4 least recently used, and
+  only if there is none evicts the least recently used live key. So an evicted *live* key is
+  always the one that went longest without a decision (it then starts afresh); evictions are
+  counted in `MemoryStore.stats` and the first one is logged.
+
+Each step is O(1), so no call pays for the table's size (no stop-the-world sweep).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, ClassVar, cast, final
+
+import attrs
 
 from .._clock import Clock
 from .._validate import check_cost, check_key, unchecked_cost
 from ._algorithms import EPSILON, GCRA, Kernel, State
 from ._decision import Decision
-from ._rate import Rate
+from ._memory_compiled import TIDY_FROM as _TIDY_FROM
+from ._memory_compiled import compile_many, compile_one, compile_two, pick
 from ._store import ConcurrencySpec, RateSpec, Slot
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "MemoryStoreStats"]
+
+logger = logging.getLogger("tenantlb.ratelimit")
 
 _new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
-_MIN_SWEEP = 1024
+_LOOK = 4  # how many least-recently-used keys an eviction checks for an expired one
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MemoryStoreStats:
+    """A snapshot of a `MemoryStore`.
+
+    Attributes:
+        keys: Keys held across all rate limiters.
+        limiters: Rate-limit tables (one per distinct rate spec still in use or holding state).
+        evictions: Live keys forgotten because a table reached *max_keys* (each was its table's
+            least recently used key).
+    """
+
+    keys: int
+    limiters: int
+    evictions: int
 
 
 @final
@@ -35,15 +68,17 @@ class MemoryStore:
 
     Args:
         clock: Seconds as a float; `time.monotonic` by default, a `ManualClock` in tests.
-        max_keys: The most keys kept per limiter. Idle keys go first; if live keys exceed it,
-            the oldest are forgotten (those keys start afresh, so keep it well above your tenant count).
+        max_keys: The most keys kept per limiter. Expired keys go first; at the bound a new key
+            evicts the least recently used one (which starts afresh if it comes back), so keep it
+            well above the number of keys active within one window. Evictions are counted in
+            `stats` and the first is logged.
 
     Raises:
         TypeError: *clock* is not callable or *max_keys* not an int.
         ValueError: *max_keys* < 1.
     """
 
-    __slots__ = ("_clock", "_concurrency", "_lock", "_max_keys", "_tables")
+    __slots__ = ("_clock", "_concurrency", "_lock", "_log", "_max_keys", "_prune_at", "_tables")
 
     in_process: ClassVar[bool] = True  # see Store: decides without I/O
     supports_nowait: ClassVar[bool] = True
@@ -61,8 +96,13 @@ class MemoryStore:
         self._clock = clock
         self._max_keys = max_keys
         self._tables: dict[RateSpec, _Table] = {}
-        self._concurrency: dict[ConcurrencySpec, _MemoryConcurrency] = {}
+        self._prune_at = 64
+        # Held weakly: a backend lives as long as a limiter or a held Slot refers to it.
+        self._concurrency: weakref.WeakValueDictionary[ConcurrencySpec, _MemoryConcurrency] = (
+            weakref.WeakValueDictionary()
+        )
         self._lock = threading.Lock()
+        self._log = _EvictionLog(max_keys)
 
     def __repr__(self) -> str:
         return f"MemoryStore(max_keys={self._max_keys})"
@@ -78,11 +118,30 @@ class MemoryStore:
         with self._lock:
             table = self._tables.get(spec)
             if table is None:
+                if len(self._tables) >= self._prune_at:
+                    self._prune()
                 expires: Callable[[Any], float] = float if fast else _expiry(spec)
-                table = self._tables[spec] = _Table(self._max_keys, expires)
+                table = self._tables[spec] = _Table(self._max_keys, expires, self._log)
+        backend: _MemoryGCRA | _MemoryRates
         if fast:
-            return _MemoryGCRA(spec, table, self._clock)
-        return _MemoryRates(spec, table, self._clock)
+            backend = _MemoryGCRA(spec, table, self._clock)
+        else:
+            backend = _MemoryRates(spec, table, self._clock)
+        table.users.add(backend)
+        return backend
+
+    def _prune(self) -> None:
+        """Drop tables no limiter uses that hold no live state (hot reloads leave such behind).
+
+        Called when the number of tables doubled since the last prune: amortised O(1) per bind.
+        """
+        now = self._clock()
+        for spec, table in list(self._tables.items()):
+            if not table.users:
+                with table.lock:
+                    if all(table.expires(v) <= now for v in table.states.values()):
+                        del self._tables[spec]
+        self._prune_at = max(64, 2 * len(self._tables))
 
     def bind_concurrency(self, spec: ConcurrencySpec) -> _MemoryConcurrency:
         """Return the slot backend for *spec* (shared by limiters with an equal spec)."""
@@ -93,53 +152,91 @@ class MemoryStore:
             return backend
 
     def keys(self) -> int:
-        """How many keys are held across all rate limiters (live and not yet swept)."""
+        """How many keys are held across all rate limiters (live and not yet dropped)."""
         with self._lock:  # bind_rates (another thread) may add a table meanwhile
             tables = list(self._tables.values())
         return sum(len(t.states) for t in tables)
 
+    def stats(self) -> MemoryStoreStats:
+        """A snapshot: keys held, rate-limit tables, live keys evicted at *max_keys*."""
+        with self._lock:
+            tables = list(self._tables.values())
+        return MemoryStoreStats(
+            keys=sum(len(t.states) for t in tables),
+            limiters=len(tables),
+            evictions=self._log.evictions,
+        )
+
+
+class _EvictionLog:
+    """Counts evictions of one store and logs the first."""
+
+    __slots__ = ("evictions", "max_keys")
+
+    def __init__(self, max_keys: int) -> None:
+        self.evictions = 0
+        self.max_keys = max_keys
+
+    def evicted(self) -> None:
+        self.evictions += 1
+        if self.evictions == 1:
+            logger.warning(
+                "MemoryStore reached max_keys=%d: evicting the least recently used live keys "
+                "(they start afresh); raise max_keys above the keys active within one window",
+                self.max_keys,
+            )
+
 
 class _Table:
-    """A dict of per-key state with a lazy sweep of idle keys and a hard cap."""
+    """One limiter's per-key state in least-recently-used order, bounded by *max_keys*."""
 
-    __slots__ = ("expires", "lock", "max_keys", "states", "sweep_at")
+    __slots__ = ("expires", "lock", "log", "max_keys", "states", "users")
 
-    def __init__(self, max_keys: int, expires: Callable[[Any], float]) -> None:
-        self.states: dict[str, Any] = {}
+    def __init__(self, max_keys: int, expires: Callable[[Any], float], log: _EvictionLog) -> None:
+        self.states: OrderedDict[str, Any] = OrderedDict()
         self.lock = threading.Lock()
         self.max_keys = max_keys
-        self.sweep_at = min(_MIN_SWEEP, max_keys)
         self.expires = expires
+        self.log = log
+        self.users: weakref.WeakSet[Any] = weakref.WeakSet()  # the backends using this table
 
-    def sweep(self, now: float) -> None:
-        """Drop idle keys; called (under the lock) when the table outgrew `sweep_at`.
+    def make_room(self, now: float) -> None:
+        """Before a new key is inserted (under the lock): drop expired keys, evict at the bound.
 
-        The GCRA fast path calls it *before* inserting a new key, so a full table must make
-        room: ``>=`` below, or the table would hold ``max_keys + 1``.
+        O(1): looks only at the least-recently-used end. Below *max_keys* it drops up to two
+        expired keys there (tables track the live set as traffic flows); at the bound it removes
+        the least recently used key, counting it as an eviction if it was still live.
         """
         states, expires = self.states, self.expires
-        for key in [k for k, v in states.items() if expires(v) <= now]:
-            del states[key]
-        if len(states) >= self.max_keys:
-            # Still over the cap with live keys: forget the oldest, down to 90% so the next
-            # sweep is not on the very next insert.
-            excess = len(states) - (self.max_keys * 9) // 10
-            for key in list(itertools.islice(states, excess)):
+        if len(states) < self.max_keys:
+            for key in list(itertools.islice(states, 2)):
+                if expires(states[key]) > now:
+                    return
                 del states[key]
-        self.sweep_at = min(max(_MIN_SWEEP, 2 * len(states)), self.max_keys)
+            return
+        for key in itertools.islice(states, _LOOK):
+            if expires(states[key]) <= now:
+                del states[key]  # an expired key goes before any live one
+                return
+        states.popitem(last=False)
+        self.log.evicted()
 
 
 def _expiry(spec: RateSpec) -> Callable[[Any], float]:
     algorithm, rates = spec.algorithm, spec.rates
+    when = algorithm.expires
     if len(rates) == 1:
         (rate,) = rates
-        return lambda state: algorithm.expires(state, rate)
+        return lambda state: when(state, rate)
 
     def expires(states: tuple[State | None, ...]) -> float:
-        return max(
-            (algorithm.expires(s, r) for s, r in zip(states, rates, strict=True) if s is not None),
-            default=-float("inf"),
-        )
+        latest = -float("inf")
+        for state, rate in zip(states, rates, strict=True):
+            if state is not None:
+                at = when(state, rate)
+                if at > latest:
+                    latest = at
+        return latest
 
     return expires
 
@@ -147,7 +244,16 @@ def _expiry(spec: RateSpec) -> Callable[[Any], float]:
 class _MemoryGCRA:
     """The hot path: one rate, GCRA, state is one float (the theoretical arrival time)."""
 
-    __slots__ = ("_clock", "_interval", "_lock", "_policies", "_rate", "_table", "acquire_nowait")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_interval",
+        "_lock",
+        "_policies",
+        "_rate",
+        "_table",
+        "acquire_nowait",
+    )
 
     def __init__(self, spec: RateSpec, table: _Table, clock: Clock) -> None:
         (rate,) = spec.rates
@@ -173,7 +279,8 @@ class _MemoryGCRA:
             self._lock,
         )
         states = table.states
-        get = states.get
+        get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
+        tidy_from = min(_TIDY_FROM, table.max_keys)
         acquire, release = lock.acquire, lock.release
         interval = self._interval
         tau = rate.burst * interval
@@ -190,12 +297,14 @@ class _MemoryGCRA:
             try:
                 now = clock()
                 tat = get(key)
-                if tat is None:
+                if tat is None:  # a new key, always admitted (cost <= burst): make room first
                     tat = now
-                    if len(states) >= table.sweep_at:  # only a new key can grow the table
-                        table.sweep(now)
-                elif tat < now:
-                    tat = now
+                    if len(states) >= tidy_from:
+                        make_room(now)
+                else:
+                    move_to_end(key)  # least-recently-used order, for eviction at max_keys
+                    if tat < now:
+                        tat = now
                 new = tat + cost * interval
                 allow_at = new - tau
                 if allow_at - now <= eps:
@@ -270,7 +379,16 @@ class _MemoryRates:
     With one rate the table holds that rate's state; with several, a tuple of them.
     """
 
-    __slots__ = ("_algorithm", "_clock", "_fast", "_lock", "_rates", "_single", "_table")
+    __slots__ = (
+        "__weakref__",
+        "_algorithm",
+        "_clock",
+        "_fast",
+        "_lock",
+        "_rates",
+        "_single",
+        "_table",
+    )
 
     def __init__(self, spec: RateSpec, table: _Table, clock: Clock) -> None:
         self._rates = spec.rates
@@ -289,11 +407,15 @@ class _MemoryRates:
             rate = rates[0]
             with self._lock:
                 now = self._clock()
-                chosen = step(table.states.get(key), rate, now, cost)
-                if chosen.allowed and commit:
-                    table.states[key] = chosen.state
-                    if len(table.states) > table.sweep_at:
-                        table.sweep(now)
+                state = table.states.get(key)
+                chosen = step(state, rate, now, cost)
+                if commit:
+                    if state is not None:
+                        table.states.move_to_end(key)
+                    if chosen.allowed:
+                        if state is None:
+                            table.make_room(now)
+                        table.states[key] = chosen.state
             return _new_decision(
                 Decision,
                 (
@@ -313,10 +435,13 @@ class _MemoryRates:
             steps = [step(s, r, now, cost) for s, r in zip(old, rates, strict=True)]
             index = pick(steps)
             chosen = steps[index]
-            if chosen.allowed and commit:
-                table.states[key] = tuple(s.state for s in steps)
-                if len(table.states) > table.sweep_at:
-                    table.sweep(now)
+            if commit:
+                if key in table.states:
+                    table.states.move_to_end(key)
+                if chosen.allowed:
+                    if key not in table.states:
+                        table.make_room(now)
+                    table.states[key] = tuple(s.state for s in steps)
         return _new_decision(
             Decision,
             (
@@ -349,11 +474,11 @@ class _MemoryRates:
             return None
         steps = cast("list[Kernel]", kernels)
         if len(steps) == 1:
-            fast = _compile_one(steps[0], self._table, self._rates, self._clock, max_cost)
+            fast = compile_one(steps[0], self._table, self._rates, self._clock, max_cost)
         elif len(steps) == 2:
-            fast = _compile_two(steps, self._table, self._rates, self._clock, max_cost)
+            fast = compile_two(steps, self._table, self._rates, self._clock, max_cost)
         else:
-            fast = _compile_many(steps, self._table, self._rates, self._clock, max_cost)
+            fast = compile_many(steps, self._table, self._rates, self._clock, max_cost)
         return fast
 
     def peek_nowait(self, key: str, cost: float) -> Decision:
@@ -386,140 +511,6 @@ class _MemoryRates:
         self.refund_nowait(key, cost)
 
 
-def pick(steps: Sequence[tuple[Any, ...]]) -> int:
-    """The index of the deciding step: the denial with the longest wait, else the least remaining.
-
-    *steps* are `Step`s or kernel results, both ``(allowed, state, remaining, reset_after,
-    retry_after)`` tuples. The Redis script applies the same rule.
-    """
-    chosen = -1
-    denied = False
-    for i, s in enumerate(steps):
-        if not s[0]:
-            if not denied or s[4] > steps[chosen][4]:
-                chosen = i
-            denied = True
-        elif not denied and (chosen < 0 or s[2] < steps[chosen][2]):
-            chosen = i
-    return chosen
-
-
-def _compile_one(
-    step: Kernel, table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for one rate: the kernel between a lock, a dict read and a dict write."""
-    states = table.states
-    get = states.get
-    acquire, release = table.lock.acquire, table.lock.release
-    (rate,) = rates
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            allowed, state, remaining, reset_after, retry_after = step(get(key), now, cost)
-            if allowed:
-                states[key] = state
-                if len(states) > table.sweep_at:
-                    table.sweep(now)
-        finally:
-            release()
-        return new_decision(decision, (allowed, remaining, reset_after, retry_after, rate, rates))
-
-    return acquire_nowait
-
-
-def _compile_two(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for two rates (per second + per hour, the common tenant setup), unrolled.
-
-    Commits both states only when both admit; the deciding rate is chosen as `pick` does.
-    """
-    states = table.states
-    get = states.get
-    acquire, release = table.lock.acquire, table.lock.release
-    step1, step2 = steps
-    rate1, rate2 = rates
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            old = get(key)
-            if old is None:
-                one = step1(None, now, cost)
-                two = step2(None, now, cost)
-            else:
-                one = step1(old[0], now, cost)
-                two = step2(old[1], now, cost)
-            if one[0]:
-                if two[0]:
-                    states[key] = (one[1], two[1])
-                    if len(states) > table.sweep_at:
-                        table.sweep(now)
-                    if two[2] < one[2]:
-                        return new_decision(decision, (True, two[2], two[3], 0.0, rate2, rates))
-                    return new_decision(decision, (True, one[2], one[3], 0.0, rate1, rates))
-                return new_decision(decision, (False, two[2], two[3], two[4], rate2, rates))
-            if not two[0] and two[4] > one[4]:
-                return new_decision(decision, (False, two[2], two[3], two[4], rate2, rates))
-            return new_decision(decision, (False, one[2], one[3], one[4], rate1, rates))
-        finally:
-            release()
-
-    return acquire_nowait
-
-
-def _compile_many(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
-) -> Callable[[str, float], Decision]:
-    """``acquire_nowait`` for three or more rates: the kernels in a loop, the choice by `pick`."""
-    states = table.states
-    get = states.get
-    acquire, release = table.lock.acquire, table.lock.release
-    fresh: tuple[None, ...] = (None,) * len(rates)
-    new_decision, decision = _new_decision, Decision
-    unchecked = unchecked_cost(max_cost)
-
-    def acquire_nowait(key: str, cost: float = 1) -> Decision:
-        if type(key) is not str or not key:
-            check_key(key)
-        if cost != unchecked:
-            check_cost(cost, max_cost)
-        acquire()
-        try:
-            now = clock()
-            old = get(key) or fresh
-            results = [step(s, now, cost) for step, s in zip(steps, old, strict=True)]
-            allowed = all(r[0] for r in results)
-            if allowed:
-                states[key] = tuple(r[1] for r in results)
-                if len(states) > table.sweep_at:
-                    table.sweep(now)
-        finally:
-            release()
-        index = pick(results)
-        chosen = results[index]
-        return new_decision(
-            decision, (allowed, chosen[2], chosen[3], chosen[4], rates[index], rates)
-        )
-
-    return acquire_nowait
-
-
 class _MemoryConcurrency:
     """Per-key slot counts in this process (no leases needed: the state dies with the process).
 
@@ -527,7 +518,7 @@ class _MemoryConcurrency:
     a second release is refused without any bookkeeping here.
     """
 
-    __slots__ = ("_counts", "_lock", "_max")
+    __slots__ = ("__weakref__", "_counts", "_lock", "_max")
 
     def __init__(self, spec: ConcurrencySpec) -> None:
         self._max = spec.max
@@ -568,6 +559,12 @@ class _MemoryConcurrency:
 
     async def release(self, slot: Slot) -> bool:
         return self.release_nowait(slot)
+
+    def renew_nowait(self, slot: Slot) -> bool:
+        return not slot._released  # no lease in memory: held until released
+
+    async def renew(self, slot: Slot) -> bool:
+        return not slot._released
 
     async def in_use(self, key: str) -> int:
         return self.count(key)

@@ -52,8 +52,12 @@ class ConcurrencySpec:
 
     @property
     def namespace(self) -> str:
-        """A stable text id used in storage keys."""
-        return f"{self.name or 'cc'}:{self.max}"
+        """A stable text id used in storage keys: everything that defines the limiter.
+
+        ``"<name>:<max>:<lease_ttl>"``: limiters that differ only in *lease_ttl* must not share
+        a lease set, or the short one's expiry would cut the long one's leases.
+        """
+        return f"{self.name or 'cc'}:{self.max}:{self.lease_ttl!r}"
 
 
 @final
@@ -68,13 +72,13 @@ class Slot:
         token: A unique id of this slot (the Redis lease member).
     """
 
-    __slots__ = ("_backend", "_released", "key", "token")
+    __slots__ = ("__weakref__", "_backend", "_released", "key", "token")
 
     def __init__(self, *, key: str, token: str, backend: ConcurrencyBackend) -> None:
         self.key = key
         self.token = token
         self._backend = backend
-        self._released = False  # used by the memory backend; Redis checks its lease set
+        self._released = False
 
     def __repr__(self) -> str:
         return f"Slot(key={self.key!r}, token={self.token!r})"
@@ -125,6 +129,14 @@ class ConcurrencyBackend(Protocol):
 
     async def release(self, slot: Slot) -> bool:
         """Give *slot* back; False if it was no longer held (released or expired)."""
+        ...
+
+    def renew_nowait(self, slot: Slot) -> bool:
+        """Extend *slot*'s lease synchronously; False if it was no longer held."""
+        ...
+
+    async def renew(self, slot: Slot) -> bool:
+        """Extend *slot*'s lease (by the spec's lease_ttl from now); False if no longer held."""
         ...
 
     async def in_use(self, key: str) -> int:

@@ -16,7 +16,7 @@ from ._memory import MemoryStore
 from ._store import Store
 
 if TYPE_CHECKING:
-    from ._redis import RedisStore
+    from ._redis_store import RedisStore
 
 __all__ = ["STORES", "redis_store", "register_store"]
 
@@ -37,6 +37,7 @@ def redis_store(
     timeout: float = 0.5,
     prefix: str = "tenantlb",
     on_error: str | MemoryStore = "fail_closed",
+    cluster: bool = False,
 ) -> RedisStore:
     """A `RedisStore` on *url* with an asyncio client and a sync twin (for trio and sync callers).
 
@@ -49,6 +50,8 @@ def redis_store(
         prefix: The first part of every key.
         on_error: ``"fail_closed"``, ``"fail_open"``, ``"memory"`` (a local `MemoryStore`) or a
             `MemoryStore`.
+        cluster: The URL names a node of a Redis Cluster: use redis-py's cluster clients (they
+            follow MOVED/ASK and failovers); *timeout* also bounds each decision.
 
     Raises:
         ValueError: No URL or one of another scheme, a bad timeout, prefix or on_error.
@@ -73,15 +76,23 @@ def redis_store(
     except ImportError as exc:
         msg = "a redis store needs the redis extra: pip install 'tenantlb[redis]'"
         raise ImportError(msg) from exc
-    from ._redis import RedisStore
+    from ._redis_store import RedisStore
 
+    require_type("cluster", cluster, bool, "true or false")
     fallback: Any = MemoryStore() if on_error == "memory" else on_error
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if cluster:
+        aclient: Any = redis.asyncio.RedisCluster.from_url(url, **options)
+        try:  # the sync cluster client discovers the nodes as it is built
+            sclient: Any = redis.RedisCluster.from_url(url, **options)
+        except redis.RedisError as exc:
+            msg = f"cannot reach the Redis Cluster at {url!r}: {exc}"
+            raise FieldValueError(msg, field="url") from exc
+    else:
+        aclient = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
+        sclient = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
     return RedisStore(
-        redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options),
-        sync_client=redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options),
-        prefix=prefix,
-        on_error=fallback,
+        aclient, sync_client=sclient, prefix=prefix, on_error=fallback, timeout=timeout
     )
 
 

@@ -1,0 +1,592 @@
+"""Coalescing `RedisStore` calls into few round trips, in tasks the caller cannot cancel.
+
+A caller hands a `Call` to its event loop's `Batcher` and waits for the answer. The batcher runs
+calls in *detached* tasks (an asyncio task it keeps a strong reference to, or a trio system
+task), never in the caller's task:
+
+- On one server, calls queue and a few flusher tasks send them as pipelines (``transaction=False``,
+  redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile,
+  so throughput rises with concurrency. Each call is still its own atomic script.
+- On a cluster, each call goes to its node at once through the cluster client (which follows
+  ``MOVED``/``ASK`` and failovers), so a dead master delays only the tenants it holds.
+- A sync client (trio, or a store given only ``redis.Redis``) does the same in worker threads.
+
+Because the work is detached, a caller that is cancelled (``asyncio.wait_for``, a trio cancel
+scope) cannot stop a release or refund it handed over, and calls that succeed after their caller
+left are cleaned up (a slot token removed, an acquired cost refunded) by the call's *cleanup*.
+Every flush is bounded by the store's timeout; a caller waits at most that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from .._errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from ._redis_store import RedisStore
+
+__all__ = ["Batcher", "Call", "LoopRef", "Script", "StoreBusy", "current_loop", "spawn"]
+
+logger = logging.getLogger("tenantlb.ratelimit")
+
+QUEUED: Final = 0
+SENT: Final = 1
+DONE: Final = 2
+SKIPPED: Final = 3
+
+_MAX_BATCH: Final = 512
+_TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
+_SOURCES: dict[str, str] = {}  # script sources by sha, for EVAL after a NOSCRIPT answer
+
+
+class StoreBusy(StoreUnavailable):
+    """No connection of the client's pool was free within the decision's timeout (back-pressure)."""
+
+
+class _Set:
+    """An event that is always set (no cluster discovery to wait for)."""
+
+    def is_set(self) -> bool:
+        return True
+
+    async def wait(self) -> None:
+        return None
+
+
+_SET: Any = _Set()
+
+
+class Script:
+    """A Lua script run with EVALSHA (EVAL when the server has not cached it yet)."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        _SOURCES[self.sha] = source
+
+
+class Call:
+    """One command for Redis and, once answered, its reply or error.
+
+    Args:
+        args: The command, e.g. ``("ZREM", key, token)``; or the keys and arguments of *script*.
+        script: Run *args* (``keys``, ``argv``) with this script.
+        nkeys: How many of *args* are keys (with a script).
+        cleanup: Called with the reply when it arrives after the caller left, or with None
+            when the call failed (the caller may not know whether Redis ran it).
+        must: An idempotent call (a release) that is retried in the background after a failure,
+            until *must* seconds have passed.
+    """
+
+    __slots__ = ("args", "cleanup", "error", "event", "left", "must", "result", "state")
+
+    def __init__(
+        self,
+        args: Sequence[Any],
+        script: Script | None = None,
+        nkeys: int = 0,
+        *,
+        cleanup: Callable[[Any], None] | None = None,
+        must: float = 0.0,
+    ) -> None:
+        if script is not None:
+            args = ("EVALSHA", script.sha, nkeys, *args)
+        self.args: tuple[Any, ...] = tuple(args)
+        self.cleanup = cleanup
+        self.must = must
+        self.state = QUEUED
+        self.left = False  # the caller stopped waiting (cancelled or timed out)
+        self.result: Any = None
+        self.error: StoreUnavailable | None = None
+        # What the waiter waits on: a loop future under asyncio (cheapest), else an anyio.Event.
+        self.event: asyncio.Future[None] | anyio.Event | None = None
+
+    def eval_args(self) -> tuple[Any, ...]:
+        """The same call as EVAL with the script's source (after a NOSCRIPT answer)."""
+        sha = self.args[1]
+        return ("EVAL", _SOURCES[sha], *self.args[2:])
+
+    def finish(self, result: Any) -> None:
+        if self.state == DONE:
+            return
+        self.state, self.result = DONE, result
+        if self.left:
+            self._cleanup(result)
+        else:
+            self._wake()
+
+    def fail(self, error: StoreUnavailable) -> None:
+        if self.state == DONE:
+            return
+        self.state, self.error = DONE, error
+        self._cleanup(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        event = self.event
+        if event is None:
+            return
+        if isinstance(event, asyncio.Future):
+            if not event.done():  # done: the waiter was cancelled or timed out
+                event.set_result(None)
+        else:
+            event.set()
+
+    def _cleanup(self, result: Any) -> None:
+        cleanup, self.cleanup = self.cleanup, None
+        if cleanup is not None:
+            try:
+                cleanup(result)
+            except Exception:  # pragma: no cover - a cleanup only queues another call
+                logger.exception("RedisStore cleanup failed")
+
+
+class LoopRef:
+    """The running event loop (asyncio loop or trio run), hashable, held weakly."""
+
+    __slots__ = ("_id", "_ref", "kind")
+
+    def __init__(self, kind: str, loop: object) -> None:
+        self.kind = kind
+        self._ref = weakref.ref(loop)
+        self._id = id(loop)
+
+    def __hash__(self) -> int:
+        return self._id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LoopRef) and other._id == self._id and other._ref() is self._ref()
+
+    def get(self) -> object:
+        """The loop object (None once it is gone)."""
+        return self._ref()
+
+    def alive(self) -> bool:
+        loop = self._ref()
+        if loop is None:
+            return False
+        return not (self.kind == "asyncio" and loop.is_closed())  # type: ignore[attr-defined]
+
+
+def current_loop() -> LoopRef:
+    """The running loop: asyncio's, or trio's root task (anyio runs on one of the two)."""
+    try:
+        return LoopRef("asyncio", asyncio.get_running_loop())
+    except RuntimeError:
+        import trio
+
+        return LoopRef("trio", trio.lowlevel.current_root_task())
+
+
+def spawn(loop: LoopRef, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Run ``fn(*args)`` in a task no caller's cancellation reaches (ended only with the loop)."""
+    if loop.kind == "asyncio":
+        task = asyncio.get_running_loop().create_task(_guarded(fn, *args))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+    else:
+        import trio
+
+        trio.lowlevel.spawn_system_task(_guarded, fn, *args)
+
+
+async def _guarded(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    # A trio system task that raises crashes the whole run: log instead.
+    try:
+        await fn(*args)
+    except Exception:  # pragma: no cover - the batcher maps every error itself
+        logger.exception("RedisStore background task failed")
+
+
+class Batcher:
+    """Sends one event loop's calls to Redis for a `RedisStore` (see the module docstring)."""
+
+    __slots__ = (
+        "client",
+        "cluster",
+        "direct",
+        "direct_ok",
+        "flushers",
+        "idle",
+        "initialized",
+        "lanes",
+        "loop",
+        "max_flushers",
+        "pending",
+        "store",
+        "sync",
+    )
+
+    def __init__(
+        self, store: RedisStore, loop: LoopRef, client: Any, *, sync: bool, cluster: bool
+    ) -> None:
+        self.store = store
+        self.loop = loop
+        self.client = client
+        self.sync = sync
+        self.cluster = cluster
+        self.pending: deque[Call] = deque()
+        self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
+        self.idle: anyio.Event | None = None
+        self.lanes: dict[str, anyio.CapacityLimiter] = {}
+        self.direct = 0  # calls running in their caller's task (see _direct)
+        self.direct_ok = loop.kind == "asyncio" and not sync and not cluster
+        # redis-py's asyncio cluster client discovers the topology on first use; many tasks
+        # doing that at once race on the startup connections, so the first call does it alone.
+        self.initialized: anyio.Event | None = None if cluster and not sync else _SET
+        # A few pipelines in flight keep the server busy while the next batch accumulates;
+        # never more than half the client's pool, so other users of the client get connections.
+        pool = getattr(client, "connection_pool", None)
+        max_connections = getattr(pool, "max_connections", None) or 8
+        self.max_flushers = max(1, min(4, int(max_connections) // 2))
+
+    def submit(self, call: Call) -> None:
+        """Queue *call* (it is sent even if nobody waits for it)."""
+        if self.cluster:
+            call.state = SENT
+            self.flushers += 1
+            spawn(self.loop, self._one, call)
+            return
+        self.pending.append(call)
+        if self.flushers < self.max_flushers:
+            self.flushers += 1
+            spawn(self.loop, self._flush)
+
+    async def run(self, call: Call) -> Any:
+        """Submit *call* and wait for its reply, at most the store's timeout.
+
+        Raises:
+            StoreUnavailable: No answer in time, or Redis failed; `StoreBusy` if the call
+                could not even be sent in time while Redis was answering (back-pressure).
+        """
+        if self.direct_ok and not (self.pending or self.flushers or self.direct or call.must):
+            return await self._direct(call)
+        return await self._wait(call)
+
+    async def _wait(self, call: Call) -> Any:
+        if self.loop.kind == "asyncio":
+            loop = asyncio.get_running_loop()
+            future = call.event = loop.create_future()
+            self.submit(call)  # before the first await: a cancelled caller still hands it over
+            timer = loop.call_later(self.store.timeout, _expire, future)
+            try:
+                await future
+            except BaseException:
+                self._leave(call)
+                raise
+            finally:
+                timer.cancel()
+        else:
+            event = call.event = anyio.Event()
+            self.submit(call)  # before the first checkpoint, as above
+            try:
+                with anyio.move_on_after(self.store.timeout):
+                    await event.wait()
+            except BaseException:
+                self._leave(call)
+                raise
+        if call.state != DONE:
+            queued = call.state == QUEUED
+            self._leave(call)
+            if queued and self.store.up:
+                why = "no connection free"
+                raise self.store.busy(why)
+            late = TimeoutError(f"no answer within {self.store.timeout} s")
+            raise self.store.failed(late) from None
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    async def _direct(self, call: Call) -> Any:
+        """Run *call* in the caller's task: nothing else is in flight to share a trip with.
+
+        Saves the hand-over to a flusher task (most of the cost at low concurrency). Only for
+        calls whose cancellation is safe: a cancelled redis-py call drops its connection, and
+        the call's cleanup runs as for any failure (a slot token is removed). Releases (*must*)
+        always go through the detached path.
+        """
+        store = self.store
+        self.direct += 1
+        call.state = SENT
+        try:
+            try:
+                async with asyncio.timeout(store.timeout):
+                    result = await self.client.execute_command(*call.args, NEVER_DECODE=True)
+                trips = 1
+            except Exception as exc:
+                if not _noscript(exc):
+                    with store.mapped():
+                        raise
+                async with asyncio.timeout(store.timeout):
+                    results, trips = await _pipeline(self.client, [call])
+                result = results[0]
+        except StoreBusy:
+            call.state = QUEUED
+            self.direct -= 1
+            return await self._wait(call)
+        except StoreUnavailable as error:
+            self.direct -= 1
+            call.fail(error)
+            raise
+        except BaseException:
+            self.direct -= 1
+            call.left = True
+            call.fail(StoreUnavailable("the caller was cancelled"))
+            raise
+        self.direct -= 1
+        store.answered(trips)
+        if isinstance(result, Exception):
+            with store.mapped():
+                raise result
+        call.finish(result)
+        return result
+
+    def _leave(self, call: Call) -> None:
+        call.left = True
+        if call.state == QUEUED and not call.must:
+            call.state = SKIPPED  # never sent: nothing to clean up
+        elif call.state == DONE and call.error is None:
+            call._cleanup(call.result)  # answered, but the caller is gone before reading it
+
+    async def drain(self, within: float) -> None:
+        """Wait (at most *within* seconds) until every call handed over was answered."""
+        with anyio.move_on_after(within):
+            while self.pending or self.flushers:
+                idle = self.idle = anyio.Event()
+                await idle.wait()
+
+    def _done(self) -> None:
+        self.flushers -= 1
+        if not self.flushers and self.idle is not None:
+            self.idle.set()
+
+    # -- one server: pipelines ----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        try:
+            pending = self.pending
+            while pending:
+                batch: list[Call] = []
+                while pending and len(batch) < _MAX_BATCH:
+                    call = pending.popleft()
+                    if call.state == QUEUED:
+                        call.state = SENT
+                        batch.append(call)
+                if batch:
+                    await self._send(batch)
+        finally:
+            self._done()
+
+    async def _send(self, batch: list[Call]) -> None:
+        store = self.store
+        try:
+            with store.mapped():
+                if self.sync:
+                    with anyio.fail_after(store.timeout):
+                        results, trips = await anyio.to_thread.run_sync(
+                            _pipeline_sync, self.client, batch, abandon_on_cancel=True
+                        )
+                else:  # asyncio's own timeout: an anyio cancel scope costs more than the trip
+                    async with asyncio.timeout(store.timeout):
+                        results, trips = await _pipeline(self.client, batch)
+        except StoreBusy:
+            # Our own pool is full (others use the client too): not sent, so try again soon.
+            for call in reversed(batch):
+                call.state = QUEUED
+                if not call.left or call.must:
+                    self.pending.appendleft(call)
+            await anyio.sleep(0.002)
+            return
+        except StoreUnavailable as error:
+            for call in batch:
+                self._failed(call, error)
+            return
+        store.answered(trips)
+        for call, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                try:
+                    with store.mapped():
+                        raise result
+                except StoreUnavailable as error:
+                    self._failed(call, error)
+            else:
+                call.finish(result)
+
+    def _failed(self, call: Call, error: StoreUnavailable) -> None:
+        call.fail(error)
+        if call.must:
+            retry = Call(call.args, must=call.must)
+            spawn(self.loop, self._retry, retry, time.monotonic() + call.must, 0.05)
+
+    async def _retry(self, call: Call, give_up_at: float, delay: float) -> None:
+        """Send an idempotent *call* again until it is answered or *give_up_at* has passed."""
+        while True:
+            await anyio.sleep(delay)
+            if time.monotonic() >= give_up_at:
+                return
+            call.event = anyio.Event()
+            call.state, call.error, call.must = QUEUED, None, 0.0
+            self.submit(call)
+            await call.event.wait()
+            if call.error is None:
+                return
+            delay = min(1.0, delay * 2)
+
+    # -- a cluster: each call to its own node --------------------------------------------------
+
+    def _lane(self, call: Call) -> anyio.CapacityLimiter:
+        """The worker threads of the node holding *call*'s key (sync cluster client).
+
+        One lane per node: a dead node's calls (held by redis-py's retries until the timeout)
+        fill only its own lane, never the threads the other nodes' tenants need.
+        """
+        try:
+            name = self.client.get_node_from_key(_first_key(call)).name
+        except Exception:  # slot not covered yet: redis-py will find out and answer the error
+            name = ""
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = self.lanes[name] = anyio.CapacityLimiter(16)
+        return lane
+
+    async def _one(self, call: Call) -> None:
+        try:
+            await self._one_call(call)
+        finally:
+            self._done()
+
+    async def _one_call(self, call: Call) -> None:
+        store = self.store
+        # The caller stops waiting after the store's timeout. The call itself is not cancelled
+        # that early: cancelling redis-py's cluster client while it rediscovers the topology
+        # (after a node died) stalls the calls to healthy nodes. It gets a longer hard bound.
+        deadline = time.monotonic() + max(10.0, 5 * store.timeout)
+        if self.initialized is None:
+            self.initialized = anyio.Event()
+            try:
+                with store.mapped(), anyio.fail_after(store.timeout):
+                    await self.client.initialize()
+            except StoreUnavailable as error:
+                self.initialized.set()
+                self.initialized = None  # the next call tries again
+                self._failed(call, error)
+                return
+            self.initialized.set()
+        elif not self.initialized.is_set():
+            with anyio.move_on_after(store.timeout):
+                await self.initialized.wait()
+        while True:
+            try:
+                with store.mapped(), anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    if self.sync:
+                        result = await anyio.to_thread.run_sync(
+                            _one_sync,
+                            self.client,
+                            call,
+                            abandon_on_cancel=True,
+                            limiter=self._lane(call),
+                        )
+                    else:
+                        result = await _one_async(self.client, call)
+            except StoreBusy as busy:
+                if time.monotonic() < deadline:
+                    await anyio.sleep(0.002)
+                    continue
+                self._failed(call, busy)
+                return
+            except StoreUnavailable as error:
+                self._failed(call, error)
+                return
+            store.answered(1)
+            call.finish(result)
+            return
+
+
+def _noscript(exc: BaseException) -> bool:
+    import redis.exceptions
+
+    return isinstance(exc, redis.exceptions.NoScriptError)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _first_key(call: Call) -> Any:
+    return call.args[3] if call.args[0] == "EVALSHA" else call.args[1]
+
+
+async def _pipeline(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
+    """Send *batch* in one round trip (asyncio client); a second one reloads scripts."""
+    import redis.exceptions
+
+    if len(batch) == 1:
+        try:
+            results = [await client.execute_command(*batch[0].args, NEVER_DECODE=True)]
+        except redis.exceptions.ResponseError as exc:
+            results = [exc]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for call in batch:
+            pipe.execute_command(*call.args, NEVER_DECODE=True)
+        results = await pipe.execute(raise_on_error=False)
+    redo = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+    if not redo:
+        return results, 1
+    # EVAL caches the script on the server as it runs it: no separate SCRIPT LOAD.
+    pipe = client.pipeline(transaction=False)
+    for i in redo:
+        pipe.execute_command(*batch[i].eval_args(), NEVER_DECODE=True)
+    for i, result in zip(redo, await pipe.execute(raise_on_error=False), strict=True):
+        results[i] = result
+    return results, 2
+
+
+def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
+    """`_pipeline` with a sync client (in a worker thread)."""
+    import redis.exceptions
+
+    pipe = client.pipeline(transaction=False)
+    for call in batch:
+        pipe.execute_command(*call.args, NEVER_DECODE=True)
+    results = pipe.execute(raise_on_error=False)
+    redo = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+    if not redo:
+        return results, 1
+    pipe = client.pipeline(transaction=False)
+    for i in redo:
+        pipe.execute_command(*batch[i].eval_args(), NEVER_DECODE=True)
+    for i, result in zip(redo, pipe.execute(raise_on_error=False), strict=True):
+        results[i] = result
+    return results, 2
+
+
+async def _one_async(client: Any, call: Call) -> Any:
+    import redis.exceptions
+
+    try:
+        return await client.execute_command(*call.args, NEVER_DECODE=True)
+    except redis.exceptions.NoScriptError:
+        return await client.execute_command(*call.eval_args(), NEVER_DECODE=True)
+
+
+def _one_sync(client: Any, call: Call) -> Any:
+    import redis.exceptions
+
+    try:
+        return client.execute_command(*call.args, NEVER_DECODE=True)
+    except redis.exceptions.NoScriptError:
+        return client.execute_command(*call.eval_args(), NEVER_DECODE=True)

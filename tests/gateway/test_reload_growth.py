@@ -1,0 +1,35 @@
+"""Hot reloads do not grow the gateway's limiter caches or the store's tables without bound."""
+
+from __future__ import annotations
+
+import pytest
+
+import tenantlb as tlb
+from tenantlb.testing import ManualClock
+
+
+@pytest.mark.anyio
+async def test_reloads_with_new_limits_keep_caches_bounded() -> None:
+    """2,000 reloads that each change a tenant's limits and max_concurrency leave bounded state."""
+    clock = ManualClock()
+    store = tlb.MemoryStore(clock)
+    registry = tlb.TenantRegistry([], resolvers=[tlb.HeaderResolver("x-tenant")])
+    gateway = tlb.Gateway(registry=registry, pools={"p": tlb.Pool(["http://a"])}, store=store)
+    info = tlb.RequestInfo("GET", "/", [("x-tenant", "acme")])
+    for i in range(2000):
+        registry.replace(
+            [
+                tlb.Tenant(
+                    "acme",
+                    upstream="p",
+                    limits=[tlb.Rate(100 + i, per=1.0)],
+                    max_concurrency=1 + i,
+                )
+            ]
+        )
+        async with gateway.admit(info):
+            pass
+        clock.advance(1.0)  # the previous limits' state has recovered
+    assert len(gateway._limiters) + len(gateway._slots) <= 130  # was 2,000 each
+    assert len(gateway._by_identity) <= 130
+    assert store.stats().limiters <= 130
