@@ -55,6 +55,15 @@ async def get_json(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> A
         return await response.json()
 
 
+async def settled(pool: tlb.Pool) -> None:
+    """Wait until no lease is in flight (a body's end is recorded by a task of the middleware)."""
+    for _ in range(1000):
+        if pool.stats().in_flight == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a lease stayed in flight")
+
+
 def host_of(payload: Any) -> str:
     return str(dict(payload["headers"])["host"])
 
@@ -153,7 +162,9 @@ async def test_reset_mid_small_body_retried_for_get(urls: list[str]) -> None:
                 async with session.post("http://users/upload", data=b"x") as response:
                     await response.read()
         assert half.requests == 2
-        assert {e.url: e.failures for e in pool.stats().endpoints}[half.url] == 1
+        await settled(pool)
+        # The GET's broken attempt and the POST's broken body (recorded when the body ends).
+        assert {e.url: e.failures for e in pool.stats().endpoints}[half.url] == 2
         assert pool.stats().in_flight == 0
 
 
@@ -183,6 +194,7 @@ async def test_retry_statuses_for_idempotent_only(urls: list[str]) -> None:
     async with aiohttp.ClientSession(middlewares=[balancing_middleware(pool)]) as session:
         async with session.get("http://users/status/503") as response:
             assert response.status == 503
+        await settled(pool)  # the last attempt is recorded once its body is done
         assert sorted(counts(pool).values()) == [1, 1, 1]
         async with session.post("http://users/status/503", data=b"{}") as response:
             assert response.status == 503
@@ -295,3 +307,46 @@ def test_public_names() -> None:
 
     assert {"BalancingMiddleware", "balancing_middleware"} <= set(module.__all__)
     assert module.balancing_middleware is balancing_middleware
+
+
+async def test_a_lease_stays_in_flight_until_the_body_is_done() -> None:
+    """A streamed body keeps its lease in flight until it ends; one cut short records an error."""
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        path = (await reader.readuntil(b"\r\n\r\n")).split(b" ")[1]
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await release.wait()
+        if path == b"/broken":
+            writer.transport.abort()
+            return
+        writer.write(b"4\r\nlast\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(stream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = tlb.Pool([f"http://127.0.0.1:{port}"], balancer=tlb.LeastRequest())
+    try:
+        async with aiohttp.ClientSession(middlewares=[balancing_middleware(pool)]) as session:
+            release = asyncio.Event()
+            async with session.get("http://svc/ok") as response:
+                assert await response.content.readexactly(5) == b"first"
+                assert pool.stats().in_flight == 1  # the body is still streaming
+                release.set()
+                assert await response.content.read() == b"last"
+            await settled(pool)
+            release = asyncio.Event()
+            async with session.get("http://svc/broken") as response:
+                assert await response.content.readexactly(5) == b"first"
+                assert pool.stats().in_flight == 1
+                release.set()
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.content.read()
+            await settled(pool)
+    finally:
+        server.close()
+        await server.wait_closed()
+    endpoint = pool.stats().endpoints[0]
+    assert endpoint.requests == 2
+    assert endpoint.failures == 1

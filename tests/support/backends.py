@@ -14,6 +14,7 @@ request and then resets the connection (what a crashing upstream looks like to a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -196,6 +197,129 @@ class ResetServer:
         self._thread.join(timeout=5)
 
     def __enter__(self) -> ResetServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """One request a `ScriptedServer` read: its head and its whole body (chunked decoded)."""
+
+    method: bytes
+    target: bytes
+    headers: dict[bytes, bytes]
+    body: bytes
+    on_connection: int  # 0 for the first request on its connection, 1 for the next...
+
+
+class ScriptedServer:
+    """A raw HTTP/1.1 server on loopback whose *script* decides each answer.
+
+    ``script(seen)`` returns the bytes to answer with (the connection stays open for the next
+    request) or None to reset the connection (RST) after the whole request was read: an upstream
+    that crashed after it got (and maybe acted on) the request. `seen` lists every request read.
+    """
+
+    def __init__(self, script: Callable[[Seen], bytes | None]) -> None:
+        self.script = script
+        self.seen: list[Seen] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            buffer = bytearray()
+
+            def read_until(marker: bytes) -> bytes:
+                while marker not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        raise EOFError
+                    buffer.extend(chunk)
+                end = buffer.index(marker) + len(marker)
+                out = bytes(buffer[:end])
+                del buffer[:end]
+                return out
+
+            def read_exactly(n: int) -> bytes:
+                while len(buffer) < n:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        raise EOFError
+                    buffer.extend(chunk)
+                out = bytes(buffer[:n])
+                del buffer[:n]
+                return out
+
+            index = 0
+            try:
+                while True:
+                    head = read_until(b"\r\n\r\n").split(b"\r\n")
+                    method, target, _ = head[0].split(b" ", 2)
+                    headers = {}
+                    for line in head[1:]:
+                        if line:
+                            name, _, value = line.partition(b":")
+                            headers[name.strip().lower()] = value.strip()
+                    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                        body = b""
+                        while True:
+                            size = int(read_until(b"\r\n").strip().split(b";")[0], 16)
+                            if size == 0:
+                                read_until(b"\r\n")
+                                break
+                            body += read_exactly(size)
+                            read_exactly(2)
+                    else:
+                        body = read_exactly(int(headers.get(b"content-length", b"0")))
+                    seen = Seen(
+                        method=method,
+                        target=target,
+                        headers=headers,
+                        body=body,
+                        on_connection=index,
+                    )
+                    with self._lock:
+                        self.seen.append(seen)
+                    index += 1
+                    reply = self.script(seen)
+                    if reply is None:
+                        # SO_LINGER with a zero timeout: close() sends RST instead of FIN
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        return
+                    conn.sendall(reply)
+            except (OSError, EOFError, ValueError):
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ScriptedServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -20,15 +20,19 @@ be sent twice (an async iterator) is not retried.
 
 A small body (``Content-Length`` up to 64 KiB, not compressed) of a request that could still be
 retried is waited for before the response is returned, so a connection that breaks in the middle
-of it is retried too; the body stays in ``response.content`` for the caller to read. Otherwise,
-unlike the httpx transports, a lease is recorded when the response headers arrive: aiohttp has no
-public hook for "the body was closed", so latency is the time to the first byte and a long
-download no longer counts as in flight once its headers are in. ``response.url`` is the URL
-actually requested (the endpoint's), as after a redirect.
+of it is retried too; the body stays in ``response.content`` for the caller to read. As in the
+httpx transports, a lease stays in flight until its body is done: it is recorded when the whole
+body has arrived (``response.content`` at EOF, read or not), or with the error that cut it short,
+or as a success when the caller closes the response early; a request cancelled before its
+response head records nothing.
+(A small task per streamed response waits for that with ``content.wait_eof()``, so do not call
+``wait_eof()`` on such a response yourself.) ``response.url`` is the URL actually requested (the
+endpoint's), as after a redirect.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, final
 
@@ -102,7 +106,7 @@ def balancing_middleware(
 class BalancingMiddleware:
     """The middleware `balancing_middleware` returns; call it as aiohttp does."""
 
-    __slots__ = ("_endpoint_host", "_policy", "_urls")
+    __slots__ = ("_endpoint_host", "_policy", "_urls", "_waiting")
 
     def __init__(
         self,
@@ -126,6 +130,7 @@ class BalancingMiddleware:
             raise ValueError(msg)
         self._endpoint_host = host_header == "endpoint"
         self._urls: dict[tuple[str, str], URL] = {}
+        self._waiting: set[asyncio.Task[None]] = set()  # strong references to _record_at_eof
 
     @property
     def retry_budget(self) -> RetryBudget:
@@ -204,10 +209,20 @@ class BalancingMiddleware:
                             raise error
                         lease, attempt = following, attempt + 1
                         continue
-                lease.record(status=status)
+                self._hold(lease, status, response)
                 return response
         finally:
             req.url = original  # aiohttp may send this request object again (its own retry)
+
+    def _hold(self, lease: Lease, status: int, response: aiohttp.ClientResponse) -> None:
+        # Keep the lease in flight until the body is done, as the httpx transports do.
+        content = response.content
+        if content.is_eof() and content.exception() is None:
+            lease.record(status=status)
+            return
+        task = asyncio.ensure_future(_record_at_eof(lease, status, response))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
     def _key(self, req: aiohttp.ClientRequest) -> str | bytes | None:
         policy = self._policy
@@ -278,3 +293,28 @@ async def _body_error(content: aiohttp.StreamReader) -> BaseException | None:
     except Exception as exc:
         return exc
     return content.exception()
+
+
+async def _record_at_eof(lease: Lease, status: int, response: aiohttp.ClientResponse) -> None:
+    """Record *lease* once the response body is done (all received, broken, or closed early)."""
+    content = response.content
+    # wait_eof() never wakes for an error set before it was called: look first (no await between).
+    error = content.exception()
+    try:
+        if error is None:
+            await content.wait_eof()
+    except asyncio.CancelledError:
+        if not lease.released:
+            lease.release()
+        raise
+    except Exception as exc:
+        error = exc
+    if lease.released:
+        return
+    # A plain ClientConnectionError ("Connection closed") is the caller closing the response
+    # before the end: not the endpoint's failure (the httpx transports agree). A broken body is
+    # a subclass (ClientPayloadError, ServerDisconnectedError).
+    if error is not None and type(error) is not aiohttp.ClientConnectionError:
+        lease.record(status=status, error=error)
+    else:
+        lease.record(status=status)

@@ -21,6 +21,7 @@ __all__ = [
     "Scope",
     "Send",
     "encode_headers",
+    "origin_form",
     "ratelimit_headers",
     "request_info",
     "send_problem",
@@ -38,11 +39,23 @@ def request_info(gateway: Gateway, scope: Scope) -> RequestInfo:
     client = scope.get("client")
     return gateway.request(
         scope.get("method", "GET"),
-        scope["path"],
+        origin_form(scope["path"]),
         scope["headers"],
         scheme=scope.get("scheme", "http"),
         client=None if client is None else (client[0], client[1]),
     )
+
+
+def origin_form(target: str) -> str:
+    """The path of an absolute-form request target (``http://host/p`` -> ``/p``), else *target*:
+    routing (and what goes upstream) uses the path only, never an authority the client chose."""
+    if target.startswith("/"):
+        return target
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme.isascii() or not scheme.isalpha():
+        return target
+    slash = rest.find("/")
+    return "/" if slash < 0 else rest[slash:]
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any, Literal, Protocol, cast, final
 
+import h11
 import httpcore
 
 from ._cleanup import finish
@@ -97,9 +98,11 @@ def _httpcore_failure(exc: Exception, *, reused: bool) -> UpstreamFailure | None
         return UpstreamFailure(exc, kind="busy")
     if isinstance(exc, httpcore.TimeoutException):
         return UpstreamFailure(exc, kind="timeout")
-    if isinstance(exc, httpcore.LocalProtocolError):
+    # h11's own errors can escape httpcore while it streams the request body: a local one means
+    # what the client sent cannot be framed upstream (400), a remote one a broken endpoint.
+    if isinstance(exc, httpcore.LocalProtocolError | h11.LocalProtocolError):
         return UpstreamFailure(exc, kind="local")
-    if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError):
+    if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError | h11.RemoteProtocolError):
         return UpstreamFailure(exc, kind="reset", stale=reused)
     return None
 

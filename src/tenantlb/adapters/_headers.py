@@ -1,0 +1,171 @@
+"""`ProxyApp`'s header handling: what goes upstream, what comes back, and the request target."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._asgi import Scope
+
+__all__ = [
+    "HOP_BY_HOP",
+    "RequestHead",
+    "content_length",
+    "header_name",
+    "request_head",
+    "response_headers",
+    "small_length",
+]
+
+# RFC 9110 §7.6.1 (plus the de-facto Proxy-Connection): never forwarded; nor are the fields that
+# a Connection header names. Proxy-Authorization/-Authenticate are for this hop too (§11.7).
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+_FORWARDING: Final = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
+# Fields the proxy decides itself: a client's Connection header may not name them away (the body
+# would be sent without its framing).
+_MANAGED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
+# Like nginx's proxy_hide_header defaults: the ASGI server sets its own Date and Server.
+_HIDDEN_RESPONSE: Final = frozenset({b"date", b"server"})
+_SMALL: Final = 65536
+
+RequestHead = tuple[list[tuple[bytes, bytes]], bytes | None, bool, int | None]
+
+
+def request_head(
+    scope: Scope, *, trusted: bool, peer: str, tenant_header: bytes | None, tenant_id: str
+) -> RequestHead:
+    """The headers to send upstream, the client's Host, whether the body is chunked (else
+    *length* says whether there is one), its length (-1: unusable Content-Length).
+
+    A name with ``_`` that reads as a hop-by-hop, forwarding, framing or tenant header once ``_``
+    is ``-`` (``x_forwarded_for``, ``x_tenant_id``) is dropped: CGI-style servers fold both
+    spellings into one variable, so it would smuggle a value the proxy removes.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    host: bytes | None = None
+    xff: list[bytes] = []
+    proto: bytes | None = None
+    fwd_host: bytes | None = None
+    named: set[bytes] = set()
+    length: int | None = None
+    chunked = False
+    skip = tenant_header
+    for name, value in scope["headers"]:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+            elif name == b"transfer-encoding":
+                chunked = True
+            continue
+        if name in _FORWARDING:
+            if trusted:
+                if name == b"x-forwarded-for":
+                    xff.append(value)
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                elif name == b"x-forwarded-host":
+                    fwd_host = value
+                else:
+                    out.append((name, value))
+            continue
+        if name == b"host":
+            host = value
+            continue
+        if name == skip:
+            continue
+        if b"_" in name and _spoofs(name.replace(b"_", b"-"), skip):
+            continue
+        if name == b"content-length":
+            parsed = content_length(value)
+            length = -1 if parsed is None or (length is not None and length != parsed) else parsed
+        out.append((name, value))
+    named -= _MANAGED
+    if named:
+        out = [(n, v) for n, v in out if n not in named]
+    if peer:
+        xff.append(peer.encode("latin-1"))
+    if xff:
+        out.append((b"x-forwarded-for", b", ".join(xff)))
+    out.append((b"x-forwarded-proto", proto or scope.get("scheme", "http").encode("latin-1")))
+    if fwd_host is not None or host is not None:
+        out.append((b"x-forwarded-host", fwd_host or host))  # type: ignore[arg-type]
+    if skip is not None:
+        out.append((skip, tenant_id.encode("utf-8")))
+    if chunked:
+        length = None
+        out = [(n, v) for n, v in out if n != b"content-length"]
+    return out, host, chunked, length
+
+
+def _spoofs(dashed: bytes, tenant_header: bytes | None) -> bool:
+    return (
+        dashed in HOP_BY_HOP
+        or dashed in _FORWARDING
+        or dashed in _MANAGED
+        or dashed == tenant_header
+    )
+
+
+def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An endpoint's response headers without hop-by-hop fields, those Connection names, Date
+    and Server."""
+    named: set[bytes] | None = None
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                named = named or set()
+                named.update(t.strip().lower() for t in value.split(b","))
+            continue
+        if lower in _HIDDEN_RESPONSE:
+            continue
+        out.append((lower, value))
+    if named:
+        out = [(n, v) for n, v in out if n not in named]
+    return out
+
+
+def small_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The response's Content-Length if it is small enough to read whole (<= 64 KiB), else None."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = content_length(value)
+            return length if length is not None and length <= _SMALL else None
+    return None
+
+
+def content_length(value: bytes) -> int | None:
+    """A Content-Length value as an int, or None if it is not one number."""
+    text = value.strip()
+    if text.isdigit() and len(text) <= 19:
+        return int(text)
+    return None
+
+
+def header_name(name: object) -> bytes:
+    """*name* (the ``tenant_header`` argument) checked and lower-cased as bytes."""
+    if not isinstance(name, str):
+        msg = f"tenant_header must be a str or None, got {type(name).__name__}"
+        raise TypeError(msg)
+    if (
+        not name
+        or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name)
+        or not name.isascii()
+    ):
+        msg = f"tenant_header must be a valid HTTP header name, got {name!r}"
+        raise ValueError(msg)
+    return name.lower().encode("ascii")
