@@ -80,3 +80,16 @@ def test_asgi_ratelimit_headers_match_the_decisions_own() -> None:
                 (n.lower(), v) for n, v in encode_headers(decision.headers())
             ]
     assert ratelimit_headers(None) == []
+
+
+def test_store_outage_detail_does_not_name_the_server() -> None:
+    """A store outage's answer says the store is unavailable, never its address or errno."""
+    exc = tlb.StoreUnavailable(
+        "Redis did not answer: ConnectionError: Error 111 connecting to 10.1.2.3:6379."
+    )
+    status, _, body = problem(exc)
+    document = json.loads(body)
+    assert status == 503
+    assert "10.1.2.3" not in body.decode()
+    assert "6379" not in body.decode()
+    assert document["detail"] == "the rate-limit store is unavailable; try again later"

@@ -18,7 +18,7 @@ import math
 import re
 from typing import Final
 
-from .._errors import RateLimited, RequestRejected
+from .._errors import RateLimited, RequestRejected, StoreUnavailable
 
 __all__ = ["problem", "problem_type"]
 
@@ -55,7 +55,7 @@ def problem(exc: RequestRejected) -> tuple[int, list[tuple[str, str]], bytes]:
         "type": problem_type(exc),
         "title": exc.title,
         "status": status,
-        "detail": str(exc),
+        "detail": _detail(exc),
     }
     if isinstance(exc, RateLimited):
         payload["retry_after"] = math.ceil(exc.decision.retry_after)
@@ -74,3 +74,11 @@ def problem(exc: RequestRejected) -> tuple[int, list[tuple[str, str]], bytes]:
     if status == 401 and "www-authenticate" not in names:
         headers.append(("www-authenticate", _DEFAULT_CHALLENGE))
     return status, headers, body
+
+
+def _detail(exc: RequestRejected) -> str:
+    # A store outage's message names the internal server (host:port, errno): that is for the
+    # operator's logs, not for any client on the internet.
+    if isinstance(exc, StoreUnavailable):
+        return "the rate-limit store is unavailable; try again later"
+    return str(exc)
