@@ -178,6 +178,7 @@ class _Demo:
         self._servers: Any = None
         self.started = 0.0
         self.in_flight_end: int | None = None
+        self.final_rows: list[tuple[str, ...]] | None = None
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -252,6 +253,9 @@ class _Demo:
                         await proxy.aclose()
                         pools = gateway.stats().pools.values()
                         self.in_flight_end = sum(p.in_flight for p in pools)
+                        # The summary shows health as the traffic saw it: leaving the gateway
+                        # stops the checker, which puts the endpoints it took out back in.
+                        self.final_rows = self.rows()
             finally:  # backends go last, so no check sees them die
                 for backend in self.backends.values():
                     await backend.stop()
@@ -375,7 +379,8 @@ class _Demo:
         lines.append(
             f"  {'endpoint':9} {'role':16} {'share':>6} {'p50':>8} {'p99':>8} {'fails':>5}  state"
         )
-        for name, role, share, p50, p99, failed, state in self.rows():
+        rows = self.rows() if live or self.final_rows is None else self.final_rows
+        for name, role, share, p50, p99, failed, state in rows:
             lines.append(f"  {name:9} {role:16} {share:>6} {p50:>8} {p99:>8} {failed:>5}  {state}")
         lines.append(f"  {'tenant':9} {'2xx':>7} {'429':>7} {'503':>7} {'errors':>7}")
         for tenant, ok, limited, unavailable, other in self.tenant_rows():
