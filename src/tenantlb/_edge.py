@@ -13,6 +13,7 @@ from .fairness import FairQueue
 from .tenants import APIKeyResolver, RequestInfo, Tenant, TenantRegistry
 
 __all__ = [
+    "add_challenge",
     "challenge",
     "check_size",
     "client_key",
@@ -67,6 +68,12 @@ def smaller(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
+
+
+def add_challenge(exc: RequestRejected, value: str) -> None:
+    """Give a 401 its ``WWW-Authenticate`` challenge unless the resolver already set one."""
+    if not any(name.lower() == "www-authenticate" for name, _ in exc.headers):
+        exc.headers.append(("WWW-Authenticate", value))
 
 
 def challenge(registry: TenantRegistry) -> str:

@@ -33,13 +33,23 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Protocol, final
+from contextlib import AbstractAsyncContextManager
+from types import MappingProxyType
+from typing import Any, Literal, final
 
 import anyio
 from cachetools import LRUCache
 
-from ._edge import challenge, check_size, client_key, fair_queues, hash_key, network, smaller
+from ._edge import (
+    add_challenge,
+    challenge,
+    check_size,
+    client_key,
+    fair_queues,
+    hash_key,
+    network,
+    smaller,
+)
 from ._errors import (
     ConfigError,
     Forbidden,
@@ -75,20 +85,6 @@ __all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Tic
 HashOn = (
     Literal["client_ip", "tenant"] | Callable[[RequestInfo, Tenant], "str | bytes | None"] | None
 )
-
-
-class _Service(Protocol):
-    """Something the gateway runs while it is entered (a `HealthChecker`, a `Discovery`)."""
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        /,
-    ) -> Any: ...
 
 
 @final
@@ -143,7 +139,7 @@ class Gateway:
         store: Store | None = None,
         algorithm: str | Algorithm = "gcra",
         hash_on: HashOn = None,
-        services: Sequence[_Service] = (),
+        services: Sequence[AbstractAsyncContextManager[Any]] = (),
         trusted_proxies: Sequence[str] = (),
         owns_store: bool = False,
         lease_ttl: float = 60.0,
@@ -317,7 +313,7 @@ class Gateway:
         return self._store
 
     @property
-    def services(self) -> tuple[_Service, ...]:
+    def services(self) -> tuple[AbstractAsyncContextManager[Any], ...]:
         """What ``async with gateway:`` runs (discovery runners, health checkers)."""
         return self._services
 
@@ -445,15 +441,12 @@ class Gateway:
             try:
                 tenant = self._registry.resolve(request)
                 key = tenant.id
-            except MissingCredentials as exc:
-                if self._anonymous is None:
-                    self._add_challenge(exc)
-                    raise
-                tenant = self._anonymous
-                key = f"{tenant.id}@{client_key(request.client_ip)}"  # limits per client
             except (Unauthenticated, UnknownTenant) as exc:
-                self._add_challenge(exc)
-                raise
+                if self._anonymous is None or not isinstance(exc, MissingCredentials):
+                    add_challenge(exc, self._challenge)
+                    raise
+                tenant = self._anonymous  # no credentials at all: the anonymous policy
+                key = f"{tenant.id}@{client_key(request.client_ip)}"  # limits per client
         except RequestRejected as exc:
             self._events.refused(exc, None, "")
             raise
@@ -531,10 +524,6 @@ class Gateway:
         if turn is not None:
             ticket._fair, ticket._turn = fair, turn
         return ticket
-
-    def _add_challenge(self, exc: RequestRejected) -> None:
-        if not any(name.lower() == "www-authenticate" for name, _ in exc.headers):
-            exc.headers.append(("WWW-Authenticate", self._challenge))
 
     async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
         turn, fair = ticket._turn, ticket._fair
