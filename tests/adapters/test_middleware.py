@@ -206,16 +206,22 @@ def test_over_capacity_is_503_with_retry_after_and_the_slot_returns(
     running: tuple[str, tlb.Gateway, threading.Event],
 ) -> None:
     """A second request while acme's one slot is held gets 503 with Retry-After; after it, acme is served."""
-    url, _, release = running
+    url, gateway, release = running
     held: list[httpx.Response] = []
     thread = threading.Thread(
         target=lambda: held.append(httpx.get(url + "/hold", headers={"x-api-key": KEY}, timeout=30))
     )
     thread.start()
     try:
+        # Wait for the slot through the gateway's stats, not by polling as acme: each poll would
+        # spend acme's 3-a-minute quota, and a slow server start turned the 503 into a 429.
         eventually(
-            lambda: httpx.get(url + "/whoami", headers={"x-api-key": KEY}).status_code == 503
+            lambda: (
+                "acme" in gateway.stats().by_tenant
+                and gateway.stats().by_tenant["acme"].in_flight == 1
+            )
         )
+        assert httpx.get(url + "/whoami", headers={"x-api-key": KEY}).status_code == 503
         busy = httpx.get(url + "/whoami", headers={"x-api-key": OTHER_KEY})
         assert busy.status_code == 200  # other tenants are not affected
     finally:
