@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from .backends import free_port, wait_for_port
+from .backends import free_port
 
 SERVERS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
 
@@ -25,36 +27,63 @@ SERVERS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
 @contextlib.contextmanager
 def serve(app: Any, server: str = "uvicorn", *, port: int | None = None) -> Iterator[str]:
     """Run *app* (ASGI, or an aiohttp ``web.Application`` for ``"aiohttp"``) on a free port."""
-    port = port or free_port()
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    if server not in (*SERVERS, "aiohttp"):
+        raise ValueError(f"unknown server {server!r}")
+    # A port free_port() returned can be taken by another test's server before ours binds it:
+    # then our server thread dies at startup, and we try again on another port.
+    for attempt in range(3):
+        chosen = port or free_port()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        thread = _start(app, server, chosen, stop, errors)
+        if _listening(chosen, thread):
+            break
+        stop.set()
+        thread.join(timeout=15)
+        if port is not None or attempt == 2:
+            raise errors[0] if errors else RuntimeError(f"{server} did not listen on {chosen}")
+    try:
+        yield f"http://127.0.0.1:{chosen}"
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    if errors:
+        raise errors[0]
+
+
+def _start(
+    app: Any, server: str, port: int, stop: threading.Event, errors: list[BaseException]
+) -> threading.Thread:
     if server == "uvicorn":
         target = _uvicorn(app, port, stop)
     elif server == "hypercorn-asyncio":
         target = _hypercorn_asyncio(app, port, stop)
     elif server == "hypercorn-trio":
         target = _hypercorn_trio(app, port, stop)
-    elif server == "aiohttp":
-        target = _aiohttp(app, port, stop)
     else:
-        raise ValueError(f"unknown server {server!r}")
+        target = _aiohttp(app, port, stop)
 
     def run() -> None:
         try:
             target()
-        except BaseException as exc:  # surfaced to the test below
+        except BaseException as exc:  # surfaced to the test by serve()
             errors.append(exc)
 
     thread = threading.Thread(target=run, name=f"{server}:{port}", daemon=True)
     thread.start()
-    try:
-        wait_for_port(port, 15.0)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        thread.join(timeout=15)
-    if errors:
-        raise errors[0]
+    return thread
+
+
+def _listening(port: int, thread: threading.Thread, timeout: float = 15.0) -> bool:
+    """True once 127.0.0.1:*port* accepts while *thread* (our server) is still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and thread.is_alive():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return thread.is_alive()
+        except OSError:
+            time.sleep(0.02)
+    return False
 
 
 def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
