@@ -1,19 +1,20 @@
-"""Coalescing `RedisStore` calls into few round trips, in tasks the caller cannot cancel.
+"""Calls to Redis for `RedisStore`, and the engine for sync clients (worker threads).
 
-A caller hands a `Call` to its event loop's `Batcher` and waits for the answer. The batcher runs
-calls in *detached* tasks (an asyncio task it keeps a strong reference to, or a trio system
-task), never in the caller's task:
+A `Call` is one command (usually a script) with its reply or error and a *cleanup* that undoes
+what Redis did when the caller left before the answer (a slot token removed, a cost refunded).
+With an asyncio client the calls go through `tenantlb.ratelimit._redis_pipe`; with a sync client
+(trio, or a store given only ``redis.Redis``) a `Batcher` runs them in worker threads:
 
 - On one server, calls queue and a few flusher tasks send them as pipelines (``transaction=False``,
-  redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile,
-  so throughput rises with concurrency. Each call is still its own atomic script.
+  redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile.
+  Each call is still its own atomic script.
 - On a cluster, each call goes to its node at once through the cluster client (which follows
-  ``MOVED``/``ASK`` and failovers), so a dead master delays only the tenants it holds.
-- A sync client (trio, or a store given only ``redis.Redis``) does the same in worker threads.
+  ``MOVED``/``ASK`` and failovers), in per-node lanes of threads, so a dead master delays only
+  the tenants it holds.
 
-Because the work is detached, a caller that is cancelled (``asyncio.wait_for``, a trio cancel
-scope) cannot stop a release or refund it handed over, and calls that succeed after their caller
-left are cleaned up (a slot token removed, an acquired cost refunded) by the call's *cleanup*.
+The flushers are *detached* tasks (an asyncio task kept by a strong reference, or a trio system
+task), so a caller that is cancelled (``asyncio.wait_for``, a trio cancel scope) cannot stop a
+release or refund it handed over, and calls that succeed after their caller left are cleaned up.
 Every flush is bounded by the store's timeout; a caller waits at most that long.
 """
 
@@ -35,7 +36,7 @@ from .._errors import StoreUnavailable
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
 
-__all__ = ["Batcher", "Call", "LoopRef", "Script", "StoreBusy", "current_loop", "spawn"]
+__all__ = ["Batcher", "Call", "LoopRef", "Script", "StoreBusy", "current_loop", "pack", "spawn"]
 
 logger = logging.getLogger("tenantlb.ratelimit")
 
@@ -51,19 +52,6 @@ _SOURCES: dict[str, str] = {}  # script sources by sha, for EVAL after a NOSCRIP
 
 class StoreBusy(StoreUnavailable):
     """No connection of the client's pool was free within the decision's timeout (back-pressure)."""
-
-
-class _Set:
-    """An event that is always set (no cluster discovery to wait for)."""
-
-    def is_set(self) -> bool:
-        return True
-
-    async def wait(self) -> None:
-        return None
-
-
-_SET: Any = _Set()
 
 
 class Script:
@@ -90,7 +78,18 @@ class Call:
             until *must* seconds have passed.
     """
 
-    __slots__ = ("args", "cleanup", "error", "event", "left", "must", "result", "state")
+    __slots__ = (
+        "args",
+        "cleanup",
+        "deadline",
+        "error",
+        "event",
+        "left",
+        "must",
+        "packed",
+        "result",
+        "state",
+    )
 
     def __init__(
         self,
@@ -104,6 +103,8 @@ class Call:
         if script is not None:
             args = ("EVALSHA", script.sha, nkeys, *args)
         self.args: tuple[Any, ...] = tuple(args)
+        self.packed: bytes | None = None  # the command as sent on a connection (see `wire`)
+        self.deadline = 0.0  # when its caller stops waiting (loop time; asyncio engine)
         self.cleanup = cleanup
         self.must = must
         self.state = QUEUED
@@ -112,6 +113,17 @@ class Call:
         self.error: StoreUnavailable | None = None
         # What the waiter waits on: a loop future under asyncio (cheapest), else an anyio.Event.
         self.event: asyncio.Future[None] | anyio.Event | None = None
+
+    def wire(self) -> bytes:
+        """The command packed for the wire (once)."""
+        packed = self.packed
+        if packed is None:
+            packed = self.packed = pack(self.args)
+        return packed
+
+    def first_key(self) -> Any:
+        """The key that decides which cluster node runs the call."""
+        return self.args[3] if self.args[0] == "EVALSHA" else self.args[1]
 
     def eval_args(self) -> tuple[Any, ...]:
         """The same call as EVAL with the script's source (after a NOSCRIPT answer)."""
@@ -134,6 +146,11 @@ class Call:
         self._cleanup(None)
         self._wake()
 
+    def refuse(self, error: StoreUnavailable) -> None:
+        """Give up on a call that was never sent: its caller gets *error*, nothing to clean up."""
+        self.state, self.error = DONE, error
+        self._wake()
+
     def _wake(self) -> None:
         event = self.event
         if event is None:
@@ -143,6 +160,10 @@ class Call:
                 event.set_result(None)
         else:
             event.set()
+
+    def run_cleanup(self, result: Any) -> None:
+        """Undo what the call did (its caller left after Redis answered *result*)."""
+        self._cleanup(result)
 
     def _cleanup(self, result: Any) -> None:
         cleanup, self.cleanup = self.cleanup, None
@@ -216,36 +237,24 @@ class Batcher:
     __slots__ = (
         "client",
         "cluster",
-        "direct",
-        "direct_ok",
         "flushers",
         "idle",
-        "initialized",
         "lanes",
         "loop",
         "max_flushers",
         "pending",
         "store",
-        "sync",
     )
 
-    def __init__(
-        self, store: RedisStore, loop: LoopRef, client: Any, *, sync: bool, cluster: bool
-    ) -> None:
+    def __init__(self, store: RedisStore, loop: LoopRef, client: Any, *, cluster: bool) -> None:
         self.store = store
         self.loop = loop
-        self.client = client
-        self.sync = sync
+        self.client = client  # a sync client: calls run in worker threads
         self.cluster = cluster
         self.pending: deque[Call] = deque()
         self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
         self.idle: anyio.Event | None = None
         self.lanes: dict[str, anyio.CapacityLimiter] = {}
-        self.direct = 0  # calls running in their caller's task (see _direct)
-        self.direct_ok = loop.kind == "asyncio" and not sync and not cluster
-        # redis-py's asyncio cluster client discovers the topology on first use; many tasks
-        # doing that at once race on the startup connections, so the first call does it alone.
-        self.initialized: anyio.Event | None = None if cluster and not sync else _SET
         # A few pipelines in flight keep the server busy while the next batch accumulates;
         # never more than half the client's pool, so other users of the client get connections.
         pool = getattr(client, "connection_pool", None)
@@ -271,8 +280,6 @@ class Batcher:
             StoreUnavailable: No answer in time, or Redis failed; `StoreBusy` if the call
                 could not even be sent in time while Redis was answering (back-pressure).
         """
-        if self.direct_ok and not (self.pending or self.flushers or self.direct or call.must):
-            return await self._direct(call)
         return await self._wait(call)
 
     async def _wait(self, call: Call) -> Any:
@@ -309,56 +316,12 @@ class Batcher:
             raise call.error
         return call.result
 
-    async def _direct(self, call: Call) -> Any:
-        """Run *call* in the caller's task: nothing else is in flight to share a trip with.
-
-        Saves the hand-over to a flusher task (most of the cost at low concurrency). Only for
-        calls whose cancellation is safe: a cancelled redis-py call drops its connection, and
-        the call's cleanup runs as for any failure (a slot token is removed). Releases (*must*)
-        always go through the detached path.
-        """
-        store = self.store
-        self.direct += 1
-        call.state = SENT
-        try:
-            try:
-                async with asyncio.timeout(store.timeout):
-                    result = await self.client.execute_command(*call.args, NEVER_DECODE=True)
-                trips = 1
-            except Exception as exc:
-                if not _noscript(exc):
-                    with store.mapped():
-                        raise
-                async with asyncio.timeout(store.timeout):
-                    results, trips = await _pipeline(self.client, [call])
-                result = results[0]
-        except StoreBusy:
-            call.state = QUEUED
-            self.direct -= 1
-            return await self._wait(call)
-        except StoreUnavailable as error:
-            self.direct -= 1
-            call.fail(error)
-            raise
-        except BaseException:
-            self.direct -= 1
-            call.left = True
-            call.fail(StoreUnavailable("the caller was cancelled"))
-            raise
-        self.direct -= 1
-        store.answered(trips)
-        if isinstance(result, Exception):
-            with store.mapped():
-                raise result
-        call.finish(result)
-        return result
-
     def _leave(self, call: Call) -> None:
         call.left = True
         if call.state == QUEUED and not call.must:
             call.state = SKIPPED  # never sent: nothing to clean up
         elif call.state == DONE and call.error is None:
-            call._cleanup(call.result)  # answered, but the caller is gone before reading it
+            call.run_cleanup(call.result)  # answered, but the caller is gone before reading it
 
     async def drain(self, within: float) -> None:
         """Wait (at most *within* seconds) until every call handed over was answered."""
@@ -392,15 +355,10 @@ class Batcher:
     async def _send(self, batch: list[Call]) -> None:
         store = self.store
         try:
-            with store.mapped():
-                if self.sync:
-                    with anyio.fail_after(store.timeout):
-                        results, trips = await anyio.to_thread.run_sync(
-                            _pipeline_sync, self.client, batch, abandon_on_cancel=True
-                        )
-                else:  # asyncio's own timeout: an anyio cancel scope costs more than the trip
-                    async with asyncio.timeout(store.timeout):
-                        results, trips = await _pipeline(self.client, batch)
+            with store.mapped(), anyio.fail_after(store.timeout):
+                results, trips = await anyio.to_thread.run_sync(
+                    _pipeline_sync, self.client, batch, abandon_on_cancel=True
+                )
         except StoreBusy:
             # Our own pool is full (others use the client too): not sent, so try again soon.
             for call in reversed(batch):
@@ -453,7 +411,7 @@ class Batcher:
         fill only its own lane, never the threads the other nodes' tenants need.
         """
         try:
-            name = self.client.get_node_from_key(_first_key(call)).name
+            name = self.client.get_node_from_key(call.first_key()).name
         except Exception:  # slot not covered yet: redis-py will find out and answer the error
             name = ""
         lane = self.lanes.get(name)
@@ -473,33 +431,16 @@ class Batcher:
         # that early: cancelling redis-py's cluster client while it rediscovers the topology
         # (after a node died) stalls the calls to healthy nodes. It gets a longer hard bound.
         deadline = time.monotonic() + max(10.0, 5 * store.timeout)
-        if self.initialized is None:
-            self.initialized = anyio.Event()
-            try:
-                with store.mapped(), anyio.fail_after(store.timeout):
-                    await self.client.initialize()
-            except StoreUnavailable as error:
-                self.initialized.set()
-                self.initialized = None  # the next call tries again
-                self._failed(call, error)
-                return
-            self.initialized.set()
-        elif not self.initialized.is_set():
-            with anyio.move_on_after(store.timeout):
-                await self.initialized.wait()
         while True:
             try:
                 with store.mapped(), anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                    if self.sync:
-                        result = await anyio.to_thread.run_sync(
-                            _one_sync,
-                            self.client,
-                            call,
-                            abandon_on_cancel=True,
-                            limiter=self._lane(call),
-                        )
-                    else:
-                        result = await _one_async(self.client, call)
+                    result = await anyio.to_thread.run_sync(
+                        _one_sync,
+                        self.client,
+                        call,
+                        abandon_on_cancel=True,
+                        limiter=self._lane(call),
+                    )
             except StoreBusy as busy:
                 if time.monotonic() < deadline:
                     await anyio.sleep(0.002)
@@ -514,49 +455,23 @@ class Batcher:
             return
 
 
-def _noscript(exc: BaseException) -> bool:
-    import redis.exceptions
-
-    return isinstance(exc, redis.exceptions.NoScriptError)
-
-
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _first_key(call: Call) -> Any:
-    return call.args[3] if call.args[0] == "EVALSHA" else call.args[1]
-
-
-async def _pipeline(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
-    """Send *batch* in one round trip (asyncio client); a second one reloads scripts."""
-    import redis.exceptions
-
-    if len(batch) == 1:
-        try:
-            results = [await client.execute_command(*batch[0].args, NEVER_DECODE=True)]
-        except redis.exceptions.ResponseError as exc:
-            results = [exc]
-    else:
-        pipe = client.pipeline(transaction=False)
-        for call in batch:
-            pipe.execute_command(*call.args, NEVER_DECODE=True)
-        results = await pipe.execute(raise_on_error=False)
-    redo = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
-    if not redo:
-        return results, 1
-    # EVAL caches the script on the server as it runs it: no separate SCRIPT LOAD.
-    pipe = client.pipeline(transaction=False)
-    for i in redo:
-        pipe.execute_command(*batch[i].eval_args(), NEVER_DECODE=True)
-    for i, result in zip(redo, await pipe.execute(raise_on_error=False), strict=True):
-        results[i] = result
-    return results, 2
+def pack(args: Sequence[Any]) -> bytes:
+    """*args* as a RESP array of bulk strings: the bytes every Redis reads (RESP2 and RESP3)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
-    """`_pipeline` with a sync client (in a worker thread)."""
+    """Send *batch* in one round trip (in a worker thread); a second one reloads scripts."""
     import redis.exceptions
 
     pipe = client.pipeline(transaction=False)
@@ -572,15 +487,6 @@ def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
     for i, result in zip(redo, pipe.execute(raise_on_error=False), strict=True):
         results[i] = result
     return results, 2
-
-
-async def _one_async(client: Any, call: Call) -> Any:
-    import redis.exceptions
-
-    try:
-        return await client.execute_command(*call.args, NEVER_DECODE=True)
-    except redis.exceptions.NoScriptError:
-        return await client.execute_command(*call.eval_args(), NEVER_DECODE=True)
 
 
 def _one_sync(client: Any, call: Call) -> Any:
