@@ -36,7 +36,17 @@ from .._errors import StoreUnavailable
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
 
-__all__ = ["Batcher", "Call", "LoopRef", "Script", "StoreBusy", "current_loop", "pack", "spawn"]
+__all__ = [
+    "Batcher",
+    "Call",
+    "LoopRef",
+    "Script",
+    "StoreBusy",
+    "current_loop",
+    "pack",
+    "pack_items",
+    "spawn",
+]
 
 logger = logging.getLogger("tenantlb.ratelimit")
 
@@ -76,6 +86,7 @@ class Call:
             when the call failed (the caller may not know whether Redis ran it).
         must: An idempotent call (a release) that is retried in the background after a failure,
             until *must* seconds have passed.
+        packed: The same command already packed (`pack`), when the caller keeps parts ready.
     """
 
     __slots__ = (
@@ -99,11 +110,12 @@ class Call:
         *,
         cleanup: Callable[[Any], None] | None = None,
         must: float = 0.0,
+        packed: bytes | None = None,
     ) -> None:
         if script is not None:
             args = ("EVALSHA", script.sha, nkeys, *args)
         self.args: tuple[Any, ...] = tuple(args)
-        self.packed: bytes | None = None  # the command as sent on a connection (see `wire`)
+        self.packed = packed  # the command as sent on a connection, if built already (`wire`)
         self.deadline = 0.0  # when its caller stops waiting (loop time; asyncio engine)
         self.cleanup = cleanup
         self.must = must
@@ -462,7 +474,12 @@ def _expire(future: asyncio.Future[None]) -> None:
 
 def pack(args: Sequence[Any]) -> bytes:
     """*args* as a RESP array of bulk strings: the bytes every Redis reads (RESP2 and RESP3)."""
-    out = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%b" % (len(args), pack_items(args))
+
+
+def pack_items(args: Sequence[Any]) -> bytes:
+    """The bulk strings of `pack` without the array's header (for parts packed in advance)."""
+    out = []
     for arg in args:
         if not isinstance(arg, bytes):
             arg = arg.encode() if isinstance(arg, str) else b"%d" % arg

@@ -276,6 +276,7 @@ class Node:
 
     __slots__ = (
         "batcher",
+        "bound",
         "cnode",
         "directs",
         "flushers",
@@ -286,6 +287,7 @@ class Node:
         "pending",
         "pool",
         "reaper",
+        "socket_timeout",
         "suspect_until",
     )
 
@@ -300,6 +302,11 @@ class Node:
         self.last_use = 0.0
         self.reaper: asyncio.TimerHandle | None = None
         self.suspect_until = 0.0
+        options = (cnode if cnode is not None else pool).connection_kwargs
+        # The connections' socket timeout, restored when they go back; it still bounds each
+        # exchange (with the store's timeout), as the client's own calls would be bounded.
+        self.socket_timeout: float | None = options.get("socket_timeout")
+        self.bound = float(self.socket_timeout or "inf")
         size = getattr(cnode if cnode is not None else pool, "max_connections", None) or 8
         # A few pipelines in flight keep the server busy while the next batch accumulates;
         # never more than half the pool, so other users of the client get connections.
@@ -325,8 +332,8 @@ class Node:
         results: list[Any] = []
         try:
             try:
-                conn = self.free.pop() if self.free else self.cnode.acquire_connection()
-                async with asyncio.timeout(store.timeout):
+                conn = self.free.pop() if self.free else self.own(self.cnode.acquire_connection())
+                async with asyncio.timeout(min(store.timeout, self.bound)):
                     trips = await _exchange(conn, (call,), results)
             except Exception as exc:
                 error = store.error(exc)
@@ -402,6 +409,7 @@ class Node:
                 if not batch:
                     continue
                 deadline = min(call.deadline for call in batch)
+                deadline = min(deadline, batcher.aloop.time() + self.bound)
                 results: list[Any] = []
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -444,11 +452,23 @@ class Node:
         if self.free:
             return self.free.pop()
         if self.cnode is not None:
-            return self.cnode.acquire_connection()
-        return await self.pool.get_connection()
+            return self.own(self.cnode.acquire_connection())
+        return self.own(await self.pool.get_connection())
+
+    def own(self, conn: Any) -> Any:
+        """Hold *conn* (out of its pool): its socket timeout is ours until it goes back.
+
+        Each exchange is bounded by the store's own deadline, so redis-py's per-operation
+        socket timeout is switched off meanwhile: with it, every write runs in a task of its
+        own (``asyncio.wait_for``), about half the client's CPU of a lone call.
+        """
+        self.socket_timeout = conn.socket_timeout
+        conn.socket_timeout = None
+        return conn
 
     def give(self, conn: Any) -> None:
         if self.cnode is not None:
+            conn.socket_timeout = self.socket_timeout
             self.cnode.release(conn)
             return
         if self.hold and len(self.free) <= self.max_flushers:
@@ -458,7 +478,11 @@ class Node:
             if self.reaper is None:
                 self.reaper = loop.call_later(_LINGER, self._reap)
             return
-        spawn(self.batcher.loop, self.pool.release, conn)
+        spawn(self.batcher.loop, self.release, conn)
+
+    async def release(self, conn: Any) -> None:
+        conn.socket_timeout = self.socket_timeout
+        await self.pool.release(conn)
 
     def _reap(self) -> None:
         """Give idle held connections back to the pool after `_LINGER` seconds unused."""
@@ -472,7 +496,7 @@ class Node:
             return
         conns, self.free = self.free, []
         for conn in conns:
-            spawn(self.batcher.loop, self.pool.release, conn)
+            spawn(self.batcher.loop, self.release, conn)
 
     async def give_back(self) -> None:
         if self.reaper is not None:
@@ -480,7 +504,7 @@ class Node:
             self.reaper = None
         conns, self.free = self.free, []
         for conn in conns:
-            await self.pool.release(conn)
+            await self.release(conn)
 
 
 async def _exchange(conn: Any, calls: Any, results: list[Any]) -> int:
