@@ -172,6 +172,45 @@ async def test_cancellation_storm_leaves_no_slot_held(
         assert await lim.in_use("acme") == 0
 
 
+@pytest.mark.anyio
+async def test_lone_calls_cancelled_at_random_moments_leave_nothing_behind(
+    redis_target: Target, anyio_backend: tuple[str, Any]
+) -> None:
+    """One request at a time (sent by its own task), cancelled anywhere: 0 slots held, costs refunded."""
+    async with redis_target.store(anyio_backend) as store:
+        lim = ConcurrencyLimiter(1, store=store)
+        rates = RateLimiter(Rate(1000, per=1e6), store=store)
+        start = time.perf_counter()
+        for _ in range(5):
+            await request_once(lim, rates)
+        trip = (time.perf_counter() - start) / 15  # three calls a request
+        rng = random.Random(3)
+        admitted = cancelled = 0
+        for _ in range(60):
+            with anyio.move_on_after(rng.uniform(0, 4 * trip)) as scope:
+                if anyio_backend[0] == "asyncio":
+                    import asyncio
+
+                    try:  # a plain task.cancel(), as asyncio.wait_for does
+                        await asyncio.wait_for(request_once(lim, rates), rng.uniform(0, 4 * trip))
+                    except TimeoutError:
+                        cancelled += 1
+                    else:
+                        admitted += 1
+                else:
+                    await request_once(lim, rates)
+                    admitted += 1
+            cancelled += scope.cancelled_caught
+        assert cancelled > 5
+        with anyio.fail_after(10):
+            while await lim.in_use("acme"):  # noqa: ASYNC110 - Redis state
+                await anyio.sleep(0.02)
+            # Every admitted or cancelled-after-admission cost is refunded or counted: no more
+            # than the 5 warm-up requests, the finished ones and the cancelled ones were taken.
+            used = 1000 - (await rates.peek("acme", 0.001)).remaining - 0.001
+            assert 5 + admitted <= round(used) <= 5 + admitted + cancelled
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_cancellation_storm_through_the_gateway(
