@@ -6,10 +6,12 @@ limiter and writes with a TTL, so idle keys vanish. Keys look like
 ``tenantlb:{acme}:rl:gcra:100.0/1.0/20.0``; the ``{acme}`` hash tag keeps one tenant's keys in one
 Redis Cluster slot.
 
-Concurrent decisions from one process are coalesced (`tenantlb.ratelimit._redis_batch`): on one
-server they share pipelined round trips, on a cluster each goes straight to its node, and a
-decision waits at most *timeout* seconds. The store speaks only redis-py's public API
-(``execute_command``, pipelines, its exception types), so it works with ``redis.asyncio.Redis``,
+Concurrent decisions from one process are coalesced: with an asyncio client they share
+pipelined round trips per Redis node (`tenantlb.ratelimit._redis_pipe`; on a cluster, per master),
+with a sync client pipelines run in worker threads (`tenantlb.ratelimit._redis_batch`), and a
+decision waits at most *timeout* seconds. The store speaks only redis-py's public API (pooled
+connections' ``send_packed_command``/``read_response``, pipelines, ``execute_command``,
+``get_node_from_key``, its exception types), so it works with ``redis.asyncio.Redis``,
 ``redis.asyncio.RedisCluster``, ``redis.Redis`` and ``redis.RedisCluster`` (Valkey too).
 
 What counts as an outage: Redis did not answer (refused, reset, timed out, garbage). Then the
