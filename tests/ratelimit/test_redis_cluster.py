@@ -140,8 +140,7 @@ async def test_concurrent_decisions_share_round_trips_per_master(
             for tenant in tenants * 5:
                 tg.start_soon(decide, tenant)
         assert set(admitted.values()) == {4}
-        if anyio_backend[0] == "asyncio":  # the thread engine sends one call per trip on a cluster
-            assert store.stats().round_trips - before < 300
+        assert store.stats().round_trips - before < 300
     finally:
         await store.aclose()
 

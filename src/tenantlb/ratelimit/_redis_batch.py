@@ -8,9 +8,11 @@ With an asyncio client the calls go through `tenantlb.ratelimit._redis_pipe`; wi
 - On one server, calls queue and a few flusher tasks send them as pipelines (``transaction=False``,
   redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile.
   Each call is still its own atomic script.
-- On a cluster, each call goes to its node at once through the cluster client (which follows
-  ``MOVED``/``ASK`` and failovers), in per-node lanes of threads, so a dead master delays only
-  the tenants it holds.
+- On a cluster, the same per master: each master's calls queue in its own lane and go out as
+  pipelines on that master's own client (``RedisCluster.get_redis_connection``), in the lane's own
+  worker threads, so a dead master fails and delays only the tenants it holds. A call answered
+  with ``MOVED``/``ASK``, and for a second every call to a master that just failed, goes through
+  the cluster client itself, which follows redirects, refreshes its slot map and finds failovers.
 
 The flushers are *detached* tasks (an asyncio task kept by a strong reference, or a trio system
 task), so a caller that is cancelled (``asyncio.wait_for``, a trio cancel scope) cannot stop a
@@ -56,6 +58,7 @@ DONE: Final = 2
 SKIPPED: Final = 3
 
 _MAX_BATCH: Final = 512
+_LANE_FLUSHERS: Final = 2  # pipelines in flight per cluster master (sync client)
 _TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 _SOURCES: dict[str, str] = {}  # script sources by sha, for EVAL after a NOSCRIPT answer
 
@@ -266,7 +269,7 @@ class Batcher:
         self.pending: deque[Call] = deque()
         self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
         self.idle: anyio.Event | None = None
-        self.lanes: dict[str, anyio.CapacityLimiter] = {}
+        self.lanes: dict[str, _Lane] = {}
         # A few pipelines in flight keep the server busy while the next batch accumulates;
         # never more than half the client's pool, so other users of the client get connections.
         pool = getattr(client, "connection_pool", None)
@@ -276,9 +279,15 @@ class Batcher:
     def submit(self, call: Call) -> None:
         """Queue *call* (it is sent even if nobody waits for it)."""
         if self.cluster:
-            call.state = SENT
-            self.flushers += 1
-            spawn(self.loop, self._one, call)
+            lane = self._lane(call)
+            if lane.client is None or lane.suspect_until > time.monotonic():
+                self._via_client(call)
+                return
+            lane.pending.append(call)
+            if lane.flushers < _LANE_FLUSHERS:
+                lane.flushers += 1
+                self.flushers += 1
+                spawn(self.loop, self._flush_lane, lane)
             return
         self.pending.append(call)
         if self.flushers < self.max_flushers:
@@ -414,22 +423,77 @@ class Batcher:
                 return
             delay = min(1.0, delay * 2)
 
-    # -- a cluster: each call to its own node --------------------------------------------------
+    # -- a cluster: pipelines per master, redirects through the cluster client ------------------
 
-    def _lane(self, call: Call) -> anyio.CapacityLimiter:
-        """The worker threads of the node holding *call*'s key (sync cluster client).
+    def _lane(self, call: Call) -> _Lane:
+        """The lane of the master holding *call*'s key (its queue, client and worker threads).
 
-        One lane per node: a dead node's calls (held by redis-py's retries until the timeout)
-        fill only its own lane, never the threads the other nodes' tenants need.
+        One lane per node: a dead node's calls fill only its own lane's threads, never the
+        threads the other nodes' tenants need.
         """
         try:
-            name = self.client.get_node_from_key(call.first_key()).name
-        except Exception:  # slot not covered yet: redis-py will find out and answer the error
-            name = ""
+            node = self.client.get_node_from_key(call.first_key())
+        except Exception:  # no slot map yet (or an uncovered slot): the cluster client decides
+            node = None
+        name = "" if node is None else node.name
         lane = self.lanes.get(name)
         if lane is None:
-            lane = self.lanes[name] = anyio.CapacityLimiter(16)
+            client = None if node is None else self.client.get_redis_connection(node)
+            lane = self.lanes[name] = _Lane(client)
         return lane
+
+    def _via_client(self, call: Call) -> None:
+        call.state = SENT
+        self.flushers += 1
+        spawn(self.loop, self._one, call)
+
+    async def _flush_lane(self, lane: _Lane) -> None:
+        store = self.store
+        try:
+            pending = lane.pending
+            while pending:
+                batch: list[Call] = []
+                while pending and len(batch) < _MAX_BATCH:
+                    call = pending.popleft()
+                    if call.state == QUEUED:
+                        call.state = SENT
+                        batch.append(call)
+                if not batch:
+                    continue
+                try:
+                    with store.mapped(), anyio.fail_after(store.timeout):
+                        results, trips = await anyio.to_thread.run_sync(
+                            _pipeline_sync,
+                            lane.client,
+                            batch,
+                            abandon_on_cancel=True,
+                            limiter=lane.limiter,
+                        )
+                except StoreBusy:
+                    for call in reversed(batch):
+                        call.state = QUEUED
+                        if not call.left or call.must:
+                            pending.appendleft(call)
+                    await anyio.sleep(0.002)
+                    continue
+                except StoreUnavailable as error:
+                    # This master failed: for a while its calls go through the cluster client,
+                    # which notices a failover and refreshes the slot map.
+                    lane.suspect_until = time.monotonic() + 1.0
+                    for call in batch:
+                        self._failed(call, error)
+                    continue
+                store.answered(trips)
+                for call, result in zip(batch, results, strict=True):
+                    if isinstance(result, _redirects()):
+                        self._via_client(call)  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN
+                    elif isinstance(result, Exception):
+                        self._failed(call, store.error(result))
+                    else:
+                        call.finish(result)
+        finally:
+            lane.flushers -= 1
+            self._done()
 
     async def _one(self, call: Call) -> None:
         try:
@@ -451,7 +515,7 @@ class Batcher:
                         self.client,
                         call,
                         abandon_on_cancel=True,
-                        limiter=self._lane(call),
+                        limiter=self._lane(call).limiter,
                     )
             except StoreBusy as busy:
                 if time.monotonic() < deadline:
@@ -470,6 +534,25 @@ class Batcher:
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class _Lane:
+    """One cluster master's share of a sync `Batcher`."""
+
+    __slots__ = ("client", "flushers", "limiter", "pending", "suspect_until")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client  # the master's own redis.Redis (None: through the cluster client)
+        self.pending: deque[Call] = deque()
+        self.flushers = 0
+        self.limiter = anyio.CapacityLimiter(16)
+        self.suspect_until = 0.0
+
+
+def _redirects() -> tuple[type[Exception], ...]:
+    import redis.exceptions as rex
+
+    return (rex.AskError, rex.TryAgainError, rex.ClusterError)
 
 
 def pack(args: Sequence[Any]) -> bytes:
