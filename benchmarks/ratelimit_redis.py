@@ -10,8 +10,10 @@ decisions per second. The load average is printed: on a shared machine, compare 
 
 Reported per contender, at the highest concurrency (medians over the rounds): round trips per
 decision (tenantlb: its own count of pipelines sent, `RedisStore.stats`; limits: client
-commands, each its own round trip) and redis-server CPU per decision (``used_cpu_user + used_cpu_sys`` of every node, from
-``INFO cpu``, which also counts reading, parsing and writing the commands).
+commands, each its own round trip) and redis-server CPU per decision (``used_cpu_user +
+used_cpu_sys`` of every node, from ``INFO cpu``, which also counts reading, parsing and writing
+the commands); and, at c=1 and at the highest concurrency, the client's CPU per decision (this
+process's CPU time, the kernel's share of its socket calls included).
 Targets: >= 3x limits' fastest strategy at c=64 on one server, >= 1.0x at c=1.
 
     python benchmarks/ratelimit_redis.py [--quick]
@@ -192,6 +194,9 @@ async def measure(cluster: bool) -> dict[str, Any]:
         }
         trips: dict[str, list[float]] = {name: [] for name in contenders}
         cpu_us: dict[str, list[float]] = {name: [] for name in contenders}
+        client_us: dict[tuple[str, int], list[float]] = {
+            (n, c): [] for n in contenders for c in (1, CONCURRENCY[-1])
+        }
         order = list(contenders.items())
         for round_ in range(ROUNDS):
             for concurrency in CONCURRENCY:
@@ -205,10 +210,14 @@ async def measure(cluster: bool) -> dict[str, Any]:
                     store = stores.get(name)
                     sent = store.stats().round_trips if store else 0
                     cpu = server_cpu(admins)
+                    mine = time.process_time()
                     rate = await throughput(decide, total, concurrency, name)
+                    mine = time.process_time() - mine
                     cpu = server_cpu(admins) - cpu
                     done = total // concurrency * concurrency
                     rates[name, concurrency].append(rate)
+                    if concurrency in (1, CONCURRENCY[-1]):
+                        client_us[name, concurrency].append(mine * 1e6 / done)
                     if concurrency == CONCURRENCY[-1]:
                         used = (
                             store.stats().round_trips - sent if store else client_commands(admins)
@@ -227,6 +236,7 @@ async def measure(cluster: bool) -> dict[str, Any]:
         "rates": rates,
         "trips": {n: statistics.median(v) for n, v in trips.items()},
         "cpu": {n: statistics.median(v) for n, v in cpu_us.items()},
+        "client": {k: statistics.median(v) for k, v in client_us.items()},
         "names": list(contenders),
     }
 
@@ -240,9 +250,10 @@ def report(title: str, result: dict[str, Any], targets: bool) -> None:
     cs = " / ".join(f"c={c}" for c in CONCURRENCY)
     print(
         f"| contender | {head} | vs best limits, median ({cs}) | spread (min-max) | "
-        f"round trips / decision (c={CONCURRENCY[-1]}) | redis CPU us / decision |"
+        f"round trips / decision (c={CONCURRENCY[-1]}) | redis CPU us / decision | "
+        f"client CPU us / decision (c=1 / c={CONCURRENCY[-1]}) |"
     )
-    print("|---|" + "---:|" * (len(CONCURRENCY) + 4))
+    print("|---|" + "---:|" * (len(CONCURRENCY) + 5))
     # Per round, the best limits strategy at each concurrency is the reference.
     ref = {
         c: [max(rates[n, c][r] for n in limits_names) for r in range(ROUNDS)] for c in CONCURRENCY
@@ -259,7 +270,8 @@ def report(title: str, result: dict[str, Any], targets: bool) -> None:
         )
         print(
             f"| {name} | {dec} | {vs} | {spread} | {result['trips'][name]:.3f} | "
-            f"{result['cpu'][name]:.1f} |"
+            f"{result['cpu'][name]:.1f} | {result['client'][name, 1]:.0f} / "
+            f"{result['client'][name, CONCURRENCY[-1]]:.0f} |"
         )
     for name in names:
         if ERRORS.get(name):
