@@ -3,8 +3,9 @@
 Starts its own redis-server and a 3-master Redis Cluster (from PATH) on free loopback ports, then
 measures decisions per second at concurrency 1, 64 and 256 on each, with redis-py's asyncio
 client for everyone (limits with ``implementation="redispy"``); 64 tenants, so that a cluster
-spreads them over its masters. Contenders run interleaved, round after round, so a burst of load
-from elsewhere hits all of them: each round gives a ratio to limits' best strategy in that round,
+spreads them over its masters. Contenders run interleaved, in chunks that alternate within each
+round, so a burst of load from elsewhere hits all of them alike: each round gives a ratio to
+limits' best strategy in that round,
 and the table shows the median ratio over the rounds with its spread (min-max), and the median
 decisions per second. The load average is printed: on a shared machine, compare ratios.
 
@@ -40,7 +41,8 @@ import redis.asyncio
 import tenantlb as tlb
 
 QUICK = "--quick" in sys.argv
-ROUNDS = 3 if QUICK else 7
+ROUNDS = 3 if QUICK else 5
+CHUNKS = 4  # per contender, round and concurrency, alternating with the other contenders
 CONCURRENCY = (1, 64, 256)
 DECISIONS = {
     1: 500 if QUICK else 2_000,
@@ -121,7 +123,10 @@ def start_servers(cluster: bool) -> tuple[list[subprocess.Popen[bytes]], list[in
 ERRORS: dict[str, int] = {}
 
 
-async def throughput(decide: Decide, total: int, concurrency: int, name: str = "") -> float:
+async def throughput(
+    decide: Decide, total: int, concurrency: int, name: str = ""
+) -> tuple[int, float]:
+    """Run *total* decisions in *concurrency* tasks; return how many ran and the seconds taken."""
     per_worker = total // concurrency
 
     async def worker(i: int) -> None:
@@ -133,7 +138,7 @@ async def throughput(decide: Decide, total: int, concurrency: int, name: str = "
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return per_worker * concurrency / (time.perf_counter() - start)
+    return per_worker * concurrency, time.perf_counter() - start
 
 
 def server_cpu(admins: list[redis.Redis]) -> float:
@@ -200,30 +205,40 @@ async def measure(cluster: bool) -> dict[str, Any]:
         order = list(contenders.items())
         for round_ in range(ROUNDS):
             for concurrency in CONCURRENCY:
-                total = DECISIONS[concurrency]
-                # Who goes first moves each round: no contender always runs after the same one.
-                shift = round_ % len(order)
-                for name, decide in order[shift:] + order[:shift]:
-                    for admin in admins:
-                        admin.flushall()
-                        admin.config_resetstat()
-                    store = stores.get(name)
-                    sent = store.stats().round_trips if store else 0
-                    cpu = server_cpu(admins)
-                    mine = time.process_time()
-                    rate = await throughput(decide, total, concurrency, name)
-                    mine = time.process_time() - mine
-                    cpu = server_cpu(admins) - cpu
-                    done = total // concurrency * concurrency
-                    rates[name, concurrency].append(rate)
-                    if concurrency in (1, CONCURRENCY[-1]):
-                        client_us[name, concurrency].append(mine * 1e6 / done)
-                    if concurrency == CONCURRENCY[-1]:
-                        used = (
+                # Each contender's share of a round is cut into chunks that alternate with the
+                # others', so a burst of load from elsewhere falls on all of them alike.
+                chunk = DECISIONS[concurrency] // CHUNKS
+                seconds = dict.fromkeys(contenders, 0.0)
+                done = dict.fromkeys(contenders, 0)
+                mine = dict.fromkeys(contenders, 0.0)
+                cpu = dict.fromkeys(contenders, 0.0)
+                used = dict.fromkeys(contenders, 0)
+                for part in range(CHUNKS):
+                    # Who goes first moves each time: no contender always follows the same one.
+                    shift = (round_ + part) % len(order)
+                    for name, decide in order[shift:] + order[:shift]:
+                        for admin in admins:
+                            admin.flushall()
+                            admin.config_resetstat()
+                        store = stores.get(name)
+                        sent = store.stats().round_trips if store else 0
+                        server = server_cpu(admins)
+                        process = time.process_time()
+                        n, elapsed = await throughput(decide, chunk, concurrency, name)
+                        mine[name] += time.process_time() - process
+                        cpu[name] += server_cpu(admins) - server
+                        seconds[name] += elapsed
+                        done[name] += n
+                        used[name] += (
                             store.stats().round_trips - sent if store else client_commands(admins)
                         )
-                        trips[name].append(used / done)
-                        cpu_us[name].append(cpu * 1e6 / done)
+                for name in contenders:
+                    rates[name, concurrency].append(done[name] / seconds[name])
+                    if concurrency in (1, CONCURRENCY[-1]):
+                        client_us[name, concurrency].append(mine[name] * 1e6 / done[name])
+                    if concurrency == CONCURRENCY[-1]:
+                        trips[name].append(used[name] / done[name])
+                        cpu_us[name].append(cpu[name] * 1e6 / done[name])
     finally:
         await client.aclose()
         for admin in admins:
