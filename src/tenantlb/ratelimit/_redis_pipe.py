@@ -302,7 +302,7 @@ class Node:
         self.last_use = 0.0
         self.reaper: asyncio.TimerHandle | None = None
         self.suspect_until = 0.0
-        options = (cnode if cnode is not None else pool).connection_kwargs
+        options = getattr(cnode if cnode is not None else pool, "connection_kwargs", None) or {}
         # The connections' socket timeout, restored when they go back; it still bounds each
         # exchange (with the store's timeout), as the client's own calls would be bounded.
         self.socket_timeout: float | None = options.get("socket_timeout")
