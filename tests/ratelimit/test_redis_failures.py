@@ -6,6 +6,7 @@ redis-server (and the cluster where the target fixture says so).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -62,10 +63,13 @@ async def test_a_full_pool_is_back_pressure_not_an_outage(
     results: list[Any] = []
 
     async def hog() -> None:  # another part of the app holds a connection for 0.3 s
-        if anyio_backend[0] == "trio":
-            await anyio.to_thread.run_sync(client.blpop, ["nothing"], 0.3)
-        else:
-            await client.blpop(["nothing"], 0.3)
+        # On a loaded machine the 0.3 s BLPOP can outlast the client's 1 s socket timeout; the
+        # hog only has to hold its connection, so its own timeout is not the test's failure.
+        with contextlib.suppress(redis.exceptions.TimeoutError):
+            if anyio_backend[0] == "trio":
+                await anyio.to_thread.run_sync(client.blpop, ["nothing"], 0.3)
+            else:
+                await client.blpop(["nothing"], 0.3)
 
     async def decide() -> None:
         try:
