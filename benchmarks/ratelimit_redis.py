@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from _report import emit
 
 import tenantlb as tlb
 
@@ -227,12 +228,27 @@ def report(title: str, result: dict[str, Any], targets: bool) -> None:
     )
     print("|---|" + "---:|" * (len(CONCURRENCY) + 3))
     ref = {c: max(best[n, c] for n in limits_names) for c in CONCURRENCY}
+    where = "one server" if targets else "cluster"
     for name in names:
         rates = " | ".join(f"{best[name, c]:,.0f}" for c in CONCURRENCY)
         vs = " / ".join(f"{best[name, c] / ref[c]:.2f}x" for c in CONCURRENCY)
         print(
             f"| {name} | {rates} | {vs} | {result['trips'][name]:.3f} | {result['cpu'][name]:.1f} |"
         )
+        for c in CONCURRENCY:
+            emit(f"{name} dec/s, {where}, c={c}", best[name, c], "dec/s", better="higher")
+        emit(
+            f"{name} round trips per decision, {where}, c={CONCURRENCY[-1]}",
+            result["trips"][name],
+            "",
+            better="lower",
+        )
+        emit(f"{name} redis CPU per decision, {where}", result["cpu"][name], "us", better="lower")
+    for c in CONCURRENCY:
+        gcra = best["tenantlb gcra", c]
+        emit(f"gcra / best limits, {where}, c={c}", gcra / ref[c], "x", better="higher")
+        fixed = best["limits FixedWindow", c]
+        emit(f"gcra / limits FixedWindow, {where}, c={c}", gcra / fixed, "x", better="higher")
     for name in names:
         if ERRORS.get(name):
             print(f"{name}: {ERRORS[name]} decisions raised (redis-py cluster client errors)")
