@@ -288,6 +288,7 @@ def run_once(command: Sequence[str], *, script: str, timeout: float, log: Path) 
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 status = f"timed out after {timeout:.0f} s"
+            _sweep(proc.pid)
     except OSError as exc:
         status = f"error: {exc}"
     seconds = time.monotonic() - started
@@ -297,18 +298,22 @@ def run_once(command: Sequence[str], *, script: str, timeout: float, log: Path) 
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            # The script is gone; what it started in its session may not be yet.
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the script's whole session, SIGKILL if it is still there after a grace period."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10.0)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _sweep(pgid: int) -> None:
+    """Kill what is left of a finished script's session: servers a crash left running."""
+    time.sleep(0.2)  # those told to stop with the script get a moment to do so
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _tail(log: Path, lines: int = 12) -> str:

@@ -114,6 +114,22 @@ def test_a_script_past_its_time_is_stopped_with_what_it_started(tmp_path: Path) 
     assert _gone(int(pid_file.read_text()))
 
 
+def test_a_server_a_script_left_running_is_stopped(tmp_path: Path) -> None:
+    """Stops a process the script started and did not stop before it exited."""
+    pid_file = tmp_path / "child.pid"
+    body = f"""
+        import subprocess
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        raise SystemExit(3)
+    """
+    done = report.run_once(
+        script(tmp_path, body), script="fake", timeout=60, log=tmp_path / "f.log"
+    )
+    assert done.status == "exit 3"
+    assert _gone(int(pid_file.read_text()))
+
+
 def _gone(pid: int) -> bool:
     """The process has exited (a zombie nobody reaped counts as exited)."""
     deadline = time.monotonic() + 10
