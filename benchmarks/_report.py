@@ -23,17 +23,16 @@ def emit(
     unit: str,
     *,
     better: Literal["higher", "lower"] | None = None,
-    ratio_of: tuple[str, str] | None = None,
     note: str = "",
 ) -> None:
     """Record one figure of this run (a no-op unless ``TENANTLB_BENCH_OUT`` is set).
 
     Args:
-        name: The figure's name, unique within its script (the report's row).
-        value: The figure; a ratio is measured within the run, side by side, by the script.
+        name: The figure's name, unique within its script (the report's row); a ratio says what
+            it divides: ``"limits FixedWindow / tenantlb gcra"``.
+        value: The figure; a ratio is taken within the run, side by side, by the script.
         unit: ``"us"``, ``"x"``, ``"req/s"``, ``"%"``, ...
         better: Which direction is an improvement, when one is.
-        ratio_of: For a ratio, the two things divided (numerator, denominator), for the table.
         note: A short condition worth printing next to the figure.
     """
     path = os.environ.get(ENV)
@@ -47,7 +46,6 @@ def emit(
         "value": float(value) if math.isfinite(value) else repr(float(value)),
         "unit": unit,
         "better": better,
-        "ratio_of": list(ratio_of) if ratio_of else None,
         "note": note,
     }
     with open(path, "a", encoding="utf-8") as out:

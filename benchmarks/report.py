@@ -11,7 +11,8 @@ recorded as not run with the reason; the report is written all the same.
     python benchmarks/report.py --quick          # each script's small mode (about 15 minutes)
     python benchmarks/report.py --only proxy --only gateway --out /tmp/r.md
 
-Logs of every run are kept in ``build/bench/``.
+Logs of every run, and the whole report as JSON (``report.json``; ``--render`` writes the README
+again from it), are kept in ``build/bench/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -352,7 +354,6 @@ class Figure:
     unit: str
     values: tuple[float, ...]
     better: Better | None = None
-    ratio_of: tuple[str, str] | None = None
     note: str = ""
 
     @property
@@ -384,7 +385,6 @@ def aggregate(runs: Iterable[Run]) -> dict[tuple[str, str], Figure]:
     figures = {}
     for key, vals in values.items():
         rec = meta[key]
-        ratio = rec.get("ratio_of")
         better = rec.get("better")
         figures[key] = Figure(
             script=key[0],
@@ -392,9 +392,6 @@ def aggregate(runs: Iterable[Run]) -> dict[tuple[str, str], Figure]:
             unit=str(rec.get("unit", "")),
             values=tuple(vals),
             better=better if better in ("higher", "lower") else None,
-            ratio_of=(str(ratio[0]), str(ratio[1]))
-            if isinstance(ratio, list) and len(ratio) == 2
-            else None,
             note=str(rec.get("note") or ""),
         )
     return figures
@@ -458,6 +455,14 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def project_version() -> str:
+    try:
+        with (ROOT / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "?"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -493,7 +498,7 @@ def machine() -> dict[str, str]:
         "load before": " / ".join(f"{x:.2f}" for x in load),
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "OS": platform.platform(),
-        "tenantlb": package_version("tenantlb"),
+        "tenantlb": f"{project_version()} (this checkout's src/, first on the scripts' path)",
         "tools": ", ".join(f"{t} {tool_version(t)}" for t in TOOLS),
         "peers": ", ".join(f"{p} {package_version(p)}" for p in PEERS),
         "stack": ", ".join(f"{p} {package_version(p)}" for p in STACK),
@@ -529,6 +534,20 @@ class Report:
             )
             rows.append((target, figure, judge(target, figure, reason)))
         return rows
+
+
+def save(report: Report, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(report), indent=1), encoding="utf-8")
+
+
+def load(path: Path) -> Report:
+    """A report saved as JSON by an earlier run (``build/bench/report.json``)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["runs"] = {
+        name: [Run(**{**run, "records": tuple(run["records"])}) for run in runs]
+        for name, runs in data["runs"].items()
+    }
+    return Report(**data)
 
 
 def fmt(value: float) -> str:
@@ -583,6 +602,7 @@ def render(report: Report) -> str:
         " On a shared machine compare the ratios, not the absolute times. What the figures"
         " mean, how they were obtained and what was tried: [ANALYSIS.md](ANALYSIS.md).",
         "",
+        "<!-- --8<-- [start:summary] -->",  # docs/benchmarks.md includes this part
         "## Machine",
         "",
         "| | |",
@@ -613,7 +633,8 @@ def render(report: Report) -> str:
             + " | ".join(values)
             + f" | {shown} |"
         )
-    out += ["", "## Scripts", "", "| script | command | runs | time per run | status |"]
+    out += ["<!-- --8<-- [end:summary] -->", "", "## Scripts", ""]
+    out.append("| script | command | runs | time per run | status |")
     out.append("|---|---|---:|---:|---|")
     for script in SCRIPTS:
         runs = report.runs.get(script.name, [])
@@ -638,14 +659,15 @@ def render(report: Report) -> str:
         out.append(f"`{report.commands[script.name]}`: {status_text(runs)}{seeded}.")
         mine = [f for (name, _), f in figures.items() if name == script.name]
         if mine:
-            out += ["", "| figure | unit | min | median | max | runs | target |"]
-            out.append("|---|---|---:|---:|---:|---:|---|")
+            out += ["", "| figure | unit | better | min | median | max | runs | target |"]
+            out.append("|---|---|---|---:|---:|---:|---:|---|")
         for figure in mine:
             bounds = targets_by_figure.get((figure.script, figure.name), [])
             judged = ", ".join(f"{bound_text(t)} (issue {t.issue})" for t in bounds)
             name = figure.name + (f" ({figure.note})" if figure.note else "")
             out.append(
-                f"| {name} | {figure.unit} | {fmt(figure.low)} | {fmt(figure.median)} |"
+                f"| {name} | {figure.unit} | {figure.better or ''} | {fmt(figure.low)} |"
+                f" {fmt(figure.median)} |"
                 f" {fmt(figure.high)} | {len(figure.values)} | {judged or '-'} |"
             )
         for number, run in enumerate(runs, 1):
@@ -675,6 +697,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, help="seconds per run (default: per script)")
     parser.add_argument("--out", type=Path, default=HERE / "README.md")
     parser.add_argument("--logs", type=Path, default=ROOT / "build" / "bench")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="run nothing: write the README again from a saved build/bench/report.json",
+    )
     argv_used = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv_used)
     known = {script.name for script in SCRIPTS}
@@ -684,6 +712,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     only = {name.removesuffix(".py") for name in args.only}
+    if args.render:
+        args.out.write_text(render(load(args.render)), encoding="utf-8")
+        print(f"wrote {args.out} from {args.render}")
+        return 0
     args.logs.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
@@ -735,8 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         invocation=" ".join(["python benchmarks/report.py", *argv_used]),
     )
     args.out.write_text(render(report), encoding="utf-8")
-    raw = {name: [dataclasses.asdict(run) for run in rs] for name, rs in runs.items()}
-    (args.logs / "runs.json").write_text(json.dumps(raw, indent=1, default=str))
+    save(report, args.logs / "report.json")
     verdicts = [v for _, _, v in report.verdicts()]
     print(
         f"wrote {args.out}: {verdicts.count('met')} targets met, {verdicts.count('not met')} not"

@@ -44,15 +44,14 @@ def test_emit_appends_one_json_line_when_the_variable_is_set(
     """Appends one JSON line a figure to the file TENANTLB_BENCH_OUT names."""
     out = tmp_path / "figures.jsonl"
     monkeypatch.setenv(_report.ENV, str(out))
-    _report.emit("a ratio", 1.5, "x", better="higher", ratio_of=("ours", "theirs"), note="c=64")
+    _report.emit("ours / theirs", 1.5, "x", better="higher", note="c=64")
     _report.emit("never answered", float("inf"), "ms")
     first, second = (json.loads(line) for line in out.read_text().splitlines())
     assert first == {
-        "name": "a ratio",
+        "name": "ours / theirs",
         "value": 1.5,
         "unit": "x",
         "better": "higher",
-        "ratio_of": ["ours", "theirs"],
         "note": "c=64",
     }
     assert float(second["value"]) == float("inf")
@@ -231,7 +230,7 @@ def test_the_report_shows_machine_targets_and_every_script() -> None:
         "| 8 | proxy | ProxyApp / asgiproxy req/s | ≥ 1x | - | - | - | 0 | not run: wrk not found |"
         in text
     )
-    assert "| part: sha256 of the key | us | 0.4 | 0.4 | 0.4 | 1 | - |" in text
+    assert "| part: sha256 of the key | us | lower | 0.4 | 0.4 | 0.4 | 1 | - |" in text
     assert (
         "| gateway.py | `python benchmarks/gateway.py --rounds 3` | 3 | 1 s | 2 ok, 1 exit 1 |"
         in text
@@ -241,13 +240,40 @@ def test_the_report_shows_machine_targets_and_every_script() -> None:
     assert f"{len(report.TARGETS)} targets from the issues" in text
 
 
+def test_a_saved_report_renders_the_same(tmp_path: Path) -> None:
+    """Renders a report saved as JSON exactly as the report it was saved from."""
+    unanswered = {"name": "FIFO: quiet p99", "value": "inf", "unit": "ms", "better": "lower"}
+    runs = {"gateway": [run([(TARGET.name, 7.5)]), run([(TARGET.name, 8.5)])]}
+    runs["fairness_e2e"] = [
+        Run(script="fairness_e2e", status="ok", seconds=9.0, records=(unanswered,))
+    ]
+    original = Report(
+        machine={"date": "2026-11-29 21:00 UTC"},
+        runs=runs,
+        not_run={"proxy": "wrk not found"},
+        quick=False,
+        repeats=2,
+        commands={
+            "gateway": "python benchmarks/gateway.py",
+            "fairness_e2e": "python benchmarks/fairness_e2e.py",
+        },
+    )
+    report.save(original, tmp_path / "report.json")
+    text = report.render(report.load(tmp_path / "report.json"))
+    assert text == report.render(original)
+    assert "| FIFO: quiet p99 | ms | lower | ∞ | ∞ | ∞ | 1 | - |" in text
+
+
 def test_a_run_with_nothing_to_run_still_writes_the_report(tmp_path: Path) -> None:
-    """Writes a complete report, every target without a figure, when no script runs."""
+    """Writes a complete report when no script runs, and the same again from its saved JSON."""
     out = tmp_path / "README.md"
     assert report.main(["--only", "compare_trees", "--out", str(out), "--logs", str(tmp_path)]) == 0
     text = out.read_text()
     assert "not run: not selected (--only)" in text
     assert "| compare_trees.py | - | 0 | - | not run: an A/B tool" in text
+    again = tmp_path / "again.md"
+    assert report.main(["--render", str(tmp_path / "report.json"), "--out", str(again)]) == 0
+    assert again.read_text() == text
 
 
 def test_an_unknown_script_is_refused() -> None:
