@@ -61,7 +61,7 @@ def bench(session: nox.Session) -> None:
     """Re-measure every benchmark next to its peers and write benchmarks/README.md.
 
     Runs benchmarks/report.py: each script three times (`nox -s bench -- --quick` for each
-    script's small mode, about 15 minutes; `-- --only NAME` for one), then min / median / max of
+    script's small mode, 10-20 minutes; `-- --only NAME` for one), then min / median / max of
     every figure, each issue's target judged, and the machine. proxy.py needs wrk (nginx for its
     nginx row), ratelimit_redis.py redis-server, hooks.py valgrind for its instruction counts;
     without them the report says "not run" and why.

@@ -184,7 +184,8 @@ def main() -> None:
             )
             emit(f"{name} req/s", rps, "req/s", better="higher")
             emit(f"{name} p99", p99, "ms", better="lower")
-            emit(f"{name} / direct req/s", rps / best["direct"][0], "x", better="higher")
+            if name != "direct":
+                emit(f"{name} / direct req/s", rps / best["direct"][0], "x", better="higher")
             if name not in ("direct", "asgiproxy"):
                 emit(f"{name} / asgiproxy req/s", rps / base_rps, "x", better="higher")
                 emit(f"{name} / asgiproxy p99", p99 / base_p99, "x", better="lower")
