@@ -111,17 +111,23 @@ SCRIPTS: tuple[Script, ...] = (
 
 
 def _t(
-    issue: int, script: str, name: str, op: str, bound: float, unit: str, **kw: object
+    issue: int,
+    script: str,
+    name: str,
+    op: Literal["<=", ">="],
+    bound: float,
+    unit: str,
+    *,
+    needs: tuple[str, ...] = (),
+    full_only: bool = False,
+    note: str = "",
 ) -> Target:
+    """A target written as the issue states it: ``_t(5, "gateway", "...", "<=", 8.0, "us")``."""
+    better: Better = "lower" if op == "<=" else "higher"
     return Target(
-        issue=issue,
-        script=script,
-        name=name,
-        bound=bound,
-        better="lower" if op == "<=" else "higher",
-        unit=unit,
-        **kw,  # type: ignore[arg-type]
-    )
+        issue=issue, script=script, name=name, bound=bound, better=better, unit=unit,
+        needs=needs, full_only=full_only, note=note,
+    )  # fmt: skip
 
 
 # Every target the issues set that a script measures, in issue order. The names are the ones
@@ -597,7 +603,8 @@ def render(report: Report) -> str:
         " benchmark script measures tenantlb, its peers and a baseline side by side in one"
         " process and one run, and prints its own tables. This report runs every script"
         f" {report.repeats} times, one after another{mode}, seeded simulations once (every run"
-        " gives the same figures), and shows each figure's min / median / max over the runs. A"
+        " gives the same figures; the scripts table gives each script's runs), and shows each"
+        " figure's min / median / max over the runs. A"
         " ratio is taken within each run, then aggregated. A target is judged by the median."
         " On a shared machine compare the ratios, not the absolute times. What the figures"
         " mean, how they were obtained and what was tried: [ANALYSIS.md](ANALYSIS.md).",
