@@ -57,7 +57,9 @@ class Script:
     seeded: bool = False  # deterministic: one run is every run
     quick_runs: int = 0  # with --quick, at most this many runs (0: as many as --repeats)
     needs: tuple[str, ...] = ()  # executables without which it cannot run
-    when_found: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (tool, extra full-mode arguments)
+    # (tool, arguments) added to the first full-mode run when the tool is found: counts that
+    # every run would give alike (and that take long), measured once.
+    first_run: tuple[tuple[str, tuple[str, ...]], ...] = ()
     manual: str = ""  # not run by the report, and why
 
 
@@ -89,7 +91,7 @@ SCRIPTS: tuple[Script, ...] = (
     Script(
         name="hooks",
         quick=("--rounds", "80"),
-        when_found=(("valgrind", ("--instructions",)),),
+        first_run=(("valgrind", ("--instructions",)),),
         timeout=1800.0,
     ),
     Script(name="discovery", quick=("--rounds", "20")),
@@ -523,7 +525,7 @@ class Report:
     not_run: dict[str, str]  # script -> reason
     quick: bool
     repeats: int
-    commands: dict[str, str]  # script -> its command line, as a reader would type it
+    commands: dict[str, str]  # script -> how it was run, as markdown: "`python benchmarks/...`"
     invocation: str = "python benchmarks/report.py"
 
     @property
@@ -652,9 +654,8 @@ def render(report: Report) -> str:
         else:
             status = status_text(runs)
             took = f"{statistics.median(r.seconds for r in runs):.0f} s" if runs else "-"
-        command = report.commands.get(script.name)
-        shown = f"`{command}`" if command else "-"
-        out.append(f"| {script.name}.py | {shown} | {len(runs)} | {took} | {status} |")
+        command = report.commands.get(script.name, "-")
+        out.append(f"| {script.name}.py | {command} | {len(runs)} | {took} | {status} |")
     figures = report.figures
     targets_by_figure: dict[tuple[str, str], list[Target]] = {}
     for target in TARGETS:
@@ -665,7 +666,7 @@ def render(report: Report) -> str:
             continue
         out += ["", f"## {script.name}.py", ""]
         seeded = " (seeded: one run gives every run's figures)" if script.seeded else ""
-        out.append(f"`{report.commands[script.name]}`: {status_text(runs)}{seeded}.")
+        out.append(f"{report.commands[script.name]}: {status_text(runs)}{seeded}.")
         mine = [f for (name, _), f in figures.items() if name == script.name]
         if mine:
             out += ["", "| figure | unit | better | min | median | max | runs | target |"]
@@ -745,10 +746,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{head} not run: {not_run[script.name]}", flush=True)
             continue
         extra = script.quick if args.quick else script.args
-        if not args.quick:
-            extra += tuple(a for tool, more in script.when_found if which(tool) for a in more)
-        commands[script.name] = " ".join(["python", f"benchmarks/{script.name}.py", *extra])
-        command = [sys.executable, str(HERE / f"{script.name}.py"), *extra]
+        first = (
+            () if args.quick else tuple(a for t, more in script.first_run if which(t) for a in more)
+        )
+        typed = " ".join(["python", f"benchmarks/{script.name}.py", *extra])
+        commands[script.name] = f"`{typed}`" + (
+            f", the first run with `{' '.join(first)}`" if first else ""
+        )
         timeout = args.timeout or (script.quick_timeout if args.quick else script.timeout)
         repeats = 1 if script.seeded else args.repeats
         if args.quick and script.quick_runs:
@@ -756,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for attempt in range(1, repeats + 1):
             print(f"{head} run {attempt}/{repeats} ...", end=" ", flush=True)
             log = args.logs / f"{script.name}-{attempt}.log"
+            more = first if attempt == 1 else ()
+            command = [sys.executable, str(HERE / f"{script.name}.py"), *extra, *more]
             run = run_once(command, script=script.name, timeout=timeout, log=log)
             runs.setdefault(script.name, []).append(run)
             print(f"{run.status}, {run.seconds:.0f} s, {len(run.records)} figures", flush=True)

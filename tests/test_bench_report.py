@@ -218,7 +218,7 @@ def test_the_report_shows_machine_targets_and_every_script() -> None:
             not_run={"proxy": "wrk not found"},
             quick=True,
             repeats=3,
-            commands={"gateway": "python benchmarks/gateway.py --rounds 3"},
+            commands={"gateway": "`python benchmarks/gateway.py --rounds 3`"},
         )
     )
     assert "| CPU | Test CPU, 2 logical cores |" in text
