@@ -188,6 +188,15 @@ TARGETS: tuple[Target, ...] = (
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=1", ">=", 1.0, "x"),
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=64", ">=", 3.0, "x"),
     _t(10, "ratelimit_memory", "MemoryStore worst call at 1,000,000 keys", "<=", 1.0, "ms"),
+    _t(
+        10,
+        "ratelimit_memory",
+        "MemoryStore worst call at 1,000,000 keys, thread CPU",
+        "<=",
+        1.0,
+        "ms",
+        note="the same call without the time other processes ran on the core",
+    ),
     _t(11, "hooks", "hooks / no hooks, worst case, time", "<=", 1.05, "x"),
     _t(
         11,
