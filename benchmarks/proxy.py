@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit
+
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench-0123456789abcdef"
 WRK = shutil.which("wrk") or ("/usr/bin/wrk" if Path("/usr/bin/wrk").exists() else None)
@@ -180,6 +182,15 @@ def main() -> None:
                 f"{name:12s} {rps:9.0f} {p99:8.2f} {rps / best['direct'][0]:9.2f} "
                 f"{rps / base_rps:12.2f} {p99 / base_p99:16.2f} {used}"
             )
+            emit(f"{name} req/s", rps, "req/s", better="higher")
+            emit(f"{name} p99", p99, "ms", better="lower")
+            if name != "direct":
+                emit(f"{name} / direct req/s", rps / best["direct"][0], "x", better="higher")
+            if name not in ("direct", "asgiproxy"):
+                emit(f"{name} / asgiproxy req/s", rps / base_rps, "x", better="higher")
+                emit(f"{name} / asgiproxy p99", p99 / base_p99, "x", better="lower")
+            if name in cpu:
+                emit(f"{name} CPU per request", cpu[name], "us", better="lower")
         print(
             "CPU us/req: the serving process's own CPU time per request (the backend's for direct)"
         )

@@ -37,6 +37,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from _report import emit
 
 import tenantlb as tlb
 
@@ -273,6 +274,7 @@ def report(title: str, result: dict[str, Any], targets: bool) -> None:
     ref = {
         c: [max(rates[n, c][r] for n in limits_names) for r in range(ROUNDS)] for c in CONCURRENCY
     }
+    where = "one server" if targets else "cluster"
 
     def ratios(name: str, c: int) -> list[float]:
         return [rates[name, c][r] / ref[c][r] for r in range(ROUNDS)]
@@ -288,6 +290,26 @@ def report(title: str, result: dict[str, Any], targets: bool) -> None:
             f"{result['cpu'][name]:.1f} | {result['client'][name, 1]:.0f} / "
             f"{result['client'][name, CONCURRENCY[-1]]:.0f} |"
         )
+        for c in CONCURRENCY:
+            dec_s = statistics.median(rates[name, c])
+            emit(f"{name} dec/s, {where}, c={c}", dec_s, "dec/s", better="higher")
+        emit(
+            f"{name} round trips per decision, {where}, c={CONCURRENCY[-1]}",
+            result["trips"][name],
+            "",
+            better="lower",
+        )
+        emit(f"{name} redis CPU per decision, {where}", result["cpu"][name], "us", better="lower")
+    for c in CONCURRENCY:  # the median over this run's interleaved rounds
+        gcra = statistics.median(ratios("tenantlb gcra", c))
+        emit(f"gcra / best limits, {where}, c={c}", gcra, "x", better="higher")
+        fixed = statistics.median(
+            [
+                rates["tenantlb gcra", c][r] / rates["limits FixedWindow", c][r]
+                for r in range(ROUNDS)
+            ]
+        )
+        emit(f"gcra / limits FixedWindow, {where}, c={c}", fixed, "x", better="higher")
     for name in names:
         if ERRORS.get(name):
             print(f"{name}: {ERRORS[name]} decisions raised (redis-py cluster client errors)")
