@@ -162,11 +162,24 @@ def test_new_endpoint_gets_one_request_until_its_first_answer() -> None:
     for url in URLS[:2]:
         balancer.observe(pool.state(url), 0.100, False)  # slower than default_rtt
     first = pool.acquire()
-    assert first.url == URLS[2]  # the cheapest: default_rtt
+    assert first.url == URLS[2]  # not measured yet: tried at once
     for _ in range(50):
         with pool.acquire() as lease:
             assert lease.url != URLS[2]
     first.record(status=200)
+
+
+def test_one_request_at_a_time_still_measures_every_endpoint() -> None:
+    """Sequential requests faster than default_rtt still try every endpoint (untried ones first)."""
+    clock = ManualClock(0.0)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=10), clock=clock)
+    used: Counter[str] = Counter()
+    for _ in range(30):
+        with pool.acquire() as lease:
+            clock.advance(0.001)
+            lease.record(status=200)
+            used[lease.url] += 1
+    assert set(used) == set(URLS[:3])
 
 
 def test_picks_the_cheapest_of_three_distinct_candidates() -> None:

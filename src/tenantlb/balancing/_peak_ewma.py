@@ -19,8 +19,9 @@ _WEIGHT = 0.1
 # A cost floor, so that a zero-latency sample (a manual clock, a cached reply) still lets the
 # number of requests in flight tell endpoints apart.
 _MIN_COST = 1e-6
-# The cost of an endpoint whose first request is still out: higher than any measured one, so a
-# new endpoint gets one request, not a burst, until its first answer (Finagle's penalty).
+# The load of an endpoint that has not answered yet, per request in flight: 0 with none (it is
+# tried at once, so every endpoint gets measured), and above any measured load while its first
+# request is out, so a new endpoint gets one request, not a burst (Finagle's penalty).
 _AWAITING_FIRST = 1e12
 _exp = math.exp
 _log = math.log
@@ -41,9 +42,10 @@ class PeakEWMA(BalancerBase):
     looks slow, not fast, and each further failure doubles its cost. While an endpoint receives no
     answers, the cost the picks see decays toward zero as ``exp(-idle / decay)``, so an endpoint
     that was slow is tried again after a while instead of being shunned forever; its next answer
-    then updates the average it had. An endpoint without an answer yet costs ``default_rtt``, and
-    while its first request is out it is picked only if every candidate is in the same state, so
-    a new endpoint gets one request, not a burst, before it is measured (Finagle's penalty).
+    then updates the average it had. An endpoint that has not answered yet is tried at once, but
+    while its first request is out it is picked only if every candidate is in the same state
+    (Finagle's rule): every endpoint gets measured, and a new one gets one request, not a burst.
+    Meanwhile its estimate is ``default_rtt`` (what `cost` reports, and what a failure doubles).
 
     Each pick draws ``choices`` distinct random candidates and takes the one with the lowest
     ``load = cost * (in_flight + 1) / weight``: O(choices) a pick. Three (the default) rather than
@@ -62,7 +64,7 @@ class PeakEWMA(BalancerBase):
     Args:
         decay: τ in seconds (> 0): how fast an idle endpoint's cost decays, i.e. how soon an
             endpoint that was slow is tried again. Default 30 s.
-        default_rtt: The cost of an endpoint with no answer yet, in seconds (> 0).
+        default_rtt: The estimate of an endpoint with no answer yet, in seconds (> 0).
         failure_penalty: The smallest latency a failed request counts as, in seconds (> 0).
         choices: How many distinct random candidates a pick compares (>= 2; all of them in a
             smaller pool). Default 3.
@@ -94,6 +96,8 @@ class PeakEWMA(BalancerBase):
         self._rng = random.Random(seed)
         self._candidates: Sequence[EndpointState] = ()
         self._log_weights: tuple[float, ...] = ()
+        self._three = False  # pick compares a third candidate
+        self._many = False  # pick compares more than three
 
     def __repr__(self) -> str:
         return (
@@ -112,21 +116,28 @@ class PeakEWMA(BalancerBase):
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         self._candidates = tuple(candidates)
-        self._log_weights = tuple(math.log(c.weight) for c in candidates)
+        n = len(self._candidates)
+        self._three = self.choices >= 3 and n >= 3
+        self._many = self.choices > 3 and n > 3
+        weights = {c.weight for c in candidates}
+        # Equal weights cancel out of every comparison: an empty tuple skips them.
+        self._log_weights = (
+            tuple(math.log(c.weight) for c in candidates) if len(weights) > 1 else ()
+        )
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         candidates = self._candidates
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        if self.choices > 3 and n > 3:
+        if self._many:
             return self._pick_many(candidates, n)
         # Distinct candidates from one draw: the integer part picks the first, the fraction
         # (still 30+ random bits for any realistic n) the second, and what is left the third.
         r = self._rng.random() * n
         i = int(r)
         r = (r - i) * (n - 1)
-        j = int(r)
+        j = f = int(r)
         if j >= i:
             j += 1
         a = candidates[i]
@@ -134,20 +145,24 @@ class PeakEWMA(BalancerBase):
         score_a = a.ewma_score
         score_b = b.ewma_score
         if score_a == _NO_SAMPLE or score_b == _NO_SAMPLE:
-            return self._pick_cold(a, b, self._third(candidates, n, r, i, j))
+            c = candidates[_third(r - f, n, i, j)] if self._three else None
+            return self._pick_cold(a, b, c)
         # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
         # decay to "now" is the same -now/tau for every candidate, so no clock read and no exp().
         in_a = a.in_flight
         in_b = b.in_flight
+        load_a = score_a + (_LOG_COUNT[in_a] if in_a < _COUNTS else _log(in_a + 1))
+        load_b = score_b + (_LOG_COUNT[in_b] if in_b < _COUNTS else _log(in_b + 1))
         log_weights = self._log_weights
-        load_a = score_a + (_LOG_COUNT[in_a] if in_a < _COUNTS else _log(in_a + 1)) - log_weights[i]
-        load_b = score_b + (_LOG_COUNT[in_b] if in_b < _COUNTS else _log(in_b + 1)) - log_weights[j]
+        if log_weights:
+            load_a -= log_weights[i]
+            load_b -= log_weights[j]
         if load_b < load_a:
             a = b
             load_a = load_b
-        if n == 2 or self.choices == 2:
+        if not self._three:
             return a
-        k = int((r - int(r)) * (n - 2))
+        k = int((r - f) * (n - 2))  # _third(), inlined: a call costs more than the arithmetic
         if k >= (i if i < j else j):
             k += 1
         if k >= (j if i < j else i):
@@ -157,20 +172,10 @@ class PeakEWMA(BalancerBase):
         if score_c == _NO_SAMPLE:
             return self._pick_cold(a, c, None)
         in_c = c.in_flight
-        load_c = score_c + (_LOG_COUNT[in_c] if in_c < _COUNTS else _log(in_c + 1)) - log_weights[k]
+        load_c = score_c + (_LOG_COUNT[in_c] if in_c < _COUNTS else _log(in_c + 1))
+        if log_weights:
+            load_c -= log_weights[k]
         return c if load_c < load_a else a
-
-    def _third(
-        self, candidates: Sequence[EndpointState], n: int, r: float, i: int, j: int
-    ) -> EndpointState | None:
-        if n == 2 or self.choices == 2:
-            return None
-        k = int((r - int(r)) * (n - 2))
-        if k >= min(i, j):
-            k += 1
-        if k >= max(i, j):
-            k += 1
-        return candidates[k]
 
     def _pick_many(self, candidates: Sequence[EndpointState], n: int) -> EndpointState:
         chosen = [candidates[i] for i in self._rng.sample(range(n), min(self.choices, n))]
@@ -187,8 +192,8 @@ class PeakEWMA(BalancerBase):
         return best
 
     def _load(self, state: EndpointState) -> float:
-        if state.ewma < 0.0 and state.in_flight:
-            return _AWAITING_FIRST * (state.in_flight + 1)
+        if state.ewma < 0.0:
+            return _AWAITING_FIRST * state.in_flight
         return self.cost(state) * (state.in_flight + 1) / state.weight
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
@@ -227,3 +232,13 @@ class PeakEWMA(BalancerBase):
         if idle > 0.0:
             cost *= _exp(-idle / self.decay)
         return max(cost, _MIN_COST)
+
+
+def _third(fraction: float, n: int, i: int, j: int) -> int:
+    """The third candidate's index, distinct from *i* and *j*, from what is left of the draw."""
+    k = int(fraction * (n - 2))
+    if k >= (i if i < j else j):
+        k += 1
+    if k >= (j if i < j else i):
+        k += 1
+    return k
