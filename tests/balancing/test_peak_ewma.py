@@ -192,6 +192,16 @@ def test_picks_the_cheapest_of_three_distinct_candidates() -> None:
     assert {balancer.pick(None).url for _ in range(200)} == {URLS[1]}  # type: ignore[union-attr]
 
 
+def test_as_many_choices_as_endpoints_compare_them_all() -> None:
+    """choices=5 over five endpoints (the sampling path for more than three) takes the cheapest."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(choices=5, seed=12)
+    pool = tlb.Pool(URLS[:5], balancer, clock=clock)
+    for url, latency in zip(URLS[:5], (0.3, 0.2, 0.05, 0.4, 0.1), strict=True):
+        balancer.observe(pool.state(url), latency, False)
+    assert {balancer.pick(None).url for _ in range(100)} == {URLS[2]}  # type: ignore[union-attr]
+
+
 def test_two_choices_leave_the_slowest_its_leftovers() -> None:
     """With choices=2 the dearest of three is never picked, the middle one sometimes."""
     clock = ManualClock(0.0)

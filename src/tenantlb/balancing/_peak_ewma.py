@@ -29,6 +29,7 @@ _NO_SAMPLE = -math.inf  # EndpointState.ewma_score before the first sample
 # ln(in_flight + 1) for the common small counts: a tuple index instead of a call.
 _COUNTS = 256
 _LOG_COUNT = tuple(math.log(k + 1) for k in range(_COUNTS))
+_MAX_DRAWN = 1 << 16
 
 
 @final
@@ -94,6 +95,7 @@ class PeakEWMA(BalancerBase):
         self.choices = choices
         self._seed = seed
         self._rng = random.Random(seed)
+        self._getrandbits = self._rng.getrandbits
         self._candidates: Sequence[EndpointState] = ()
         self._log_weights: tuple[float, ...] = ()
         self._three = False  # pick compares a third candidate
@@ -118,7 +120,8 @@ class PeakEWMA(BalancerBase):
         self._candidates = tuple(candidates)
         n = len(self._candidates)
         self._three = self.choices >= 3 and n >= 3
-        self._many = self.choices > 3 and n > 3
+        # Beyond 2**16 endpoints a 63-bit draw no longer splits evenly into three: sample.
+        self._many = (self.choices > 3 and n > 3) or n > _MAX_DRAWN
         weights = {c.weight for c in candidates}
         # Equal weights cancel out of every comparison: an empty tuple skips them.
         self._log_weights = (
@@ -132,12 +135,12 @@ class PeakEWMA(BalancerBase):
             return candidates[0] if n else None
         if self._many:
             return self._pick_many(candidates, n)
-        # Distinct candidates from one draw: the integer part picks the first, the fraction
-        # (still 30+ random bits for any realistic n) the second, and what is left the third.
-        r = self._rng.random() * n
-        i = int(r)
-        r = (r - i) * (n - 1)
-        j = f = int(r)
+        # Distinct candidates from one 63-bit draw, in integer arithmetic (no int() calls): the
+        # first is the draw mod n, the second what is left mod n - 1, the third mod n - 2.
+        g = self._getrandbits(63)
+        i = g % n
+        g //= n
+        j = g % (n - 1)
         if j >= i:
             j += 1
         a = candidates[i]
@@ -145,14 +148,16 @@ class PeakEWMA(BalancerBase):
         score_a = a.ewma_score
         score_b = b.ewma_score
         if score_a == _NO_SAMPLE or score_b == _NO_SAMPLE:
-            c = candidates[_third(r - f, n, i, j)] if self._three else None
-            return self._pick_cold(a, b, c)
+            c = candidates[_third(g // (n - 1), n, i, j)] if self._three else None
+            return self._compare(a, b, c)
         # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
         # decay to "now" is the same -now/tau for every candidate, so no clock read and no exp().
-        in_a = a.in_flight
-        in_b = b.in_flight
-        load_a = score_a + (_LOG_COUNT[in_a] if in_a < _COUNTS else _log(in_a + 1))
-        load_b = score_b + (_LOG_COUNT[in_b] if in_b < _COUNTS else _log(in_b + 1))
+        try:
+            load_a = score_a + _LOG_COUNT[a.in_flight]
+            load_b = score_b + _LOG_COUNT[b.in_flight]
+        except IndexError:  # 256 or more in flight: the long way
+            c = candidates[_third(g // (n - 1), n, i, j)] if self._three else None
+            return self._compare(a, b, c)
         log_weights = self._log_weights
         if log_weights:
             load_a -= log_weights[i]
@@ -162,17 +167,16 @@ class PeakEWMA(BalancerBase):
             load_a = load_b
         if not self._three:
             return a
-        k = int((r - f) * (n - 2))  # _third(), inlined: a call costs more than the arithmetic
+        k = g // (n - 1) % (n - 2)  # _third(), inlined: a call costs more than the arithmetic
         if k >= (i if i < j else j):
             k += 1
         if k >= (j if i < j else i):
             k += 1
         c = candidates[k]
         score_c = c.ewma_score
-        if score_c == _NO_SAMPLE:
-            return self._pick_cold(a, c, None)
-        in_c = c.in_flight
-        load_c = score_c + (_LOG_COUNT[in_c] if in_c < _COUNTS else _log(in_c + 1))
+        if score_c == _NO_SAMPLE or c.in_flight >= _COUNTS:
+            return self._compare(a, c, None)
+        load_c = score_c + _LOG_COUNT[c.in_flight]
         if log_weights:
             load_c -= log_weights[k]
         return c if load_c < load_a else a
@@ -181,10 +185,11 @@ class PeakEWMA(BalancerBase):
         chosen = [candidates[i] for i in self._rng.sample(range(n), min(self.choices, n))]
         return min(chosen, key=self._load)
 
-    def _pick_cold(
+    def _compare(
         self, a: EndpointState, b: EndpointState, c: EndpointState | None
     ) -> EndpointState:
-        # A candidate without an answer: compare loads at now, with the decayed costs.
+        # The long way, for a candidate without an answer or with 256+ requests in flight:
+        # compare loads at now, with the decayed costs.
         load = self._load
         best = a if load(a) <= load(b) else b
         if c is not None and load(c) < load(best):
@@ -234,9 +239,9 @@ class PeakEWMA(BalancerBase):
         return max(cost, _MIN_COST)
 
 
-def _third(fraction: float, n: int, i: int, j: int) -> int:
+def _third(rest: int, n: int, i: int, j: int) -> int:
     """The third candidate's index, distinct from *i* and *j*, from what is left of the draw."""
-    k = int(fraction * (n - 2))
+    k = rest % (n - 2)
     if k >= (i if i < j else j):
         k += 1
     if k >= (j if i < j else i):
