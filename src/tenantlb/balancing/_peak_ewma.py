@@ -1,4 +1,4 @@
-"""`PeakEWMA`: latency-aware picking (a peak-sensitive moving average of each endpoint's latency)."""
+"""`PeakEWMA`: latency-aware picking (a moving average of each endpoint's latency, after Finagle)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ _NO_SAMPLE = -math.inf  # EndpointState.ewma_score before the first sample
 # ln(in_flight + 1) for the common small counts: a tuple index instead of a call.
 _COUNTS = 256
 _LOG_COUNT = tuple(math.log(k + 1) for k in range(_COUNTS))
+# Up to this many candidates, one 63-bit draw splits into three near-uniform indices.
 _MAX_DRAWN = 1 << 16
 
 
@@ -99,7 +100,7 @@ class PeakEWMA(BalancerBase):
         self._candidates: Sequence[EndpointState] = ()
         self._log_weights: tuple[float, ...] = ()
         self._three = False  # pick compares a third candidate
-        self._many = False  # pick compares more than three
+        self._many = False  # pick samples (more than three choices, or a huge pool)
 
     def __repr__(self) -> str:
         return (
