@@ -203,6 +203,7 @@ class Stats:
 
     def __init__(self, *, since: float = 0.0) -> None:
         self.latencies: list[float] = []
+        self.starts: list[float] = []
         self.ok = 0
         self.picks: Counter[str] = Counter()
         self.timeline: Counter[tuple[str, int]] = Counter()
@@ -216,6 +217,7 @@ class Stats:
         if start < self.since:
             return
         self.latencies.append(latency)
+        self.starts.append(start)
         self.ok += ok
 
     @property
@@ -225,8 +227,12 @@ class Stats:
     def success(self) -> float:
         return self.ok / self.total if self.total else math.nan
 
-    def quantile(self, q: float) -> float:
-        data = sorted(self.latencies)
+    def quantile(self, q: float, *, after: float | None = None) -> float:
+        """The *q* quantile of latency (of requests sent at *after* or later, if given)."""
+        if after is None:
+            data = sorted(self.latencies)
+        else:
+            data = sorted(x for s, x in zip(self.starts, self.latencies, strict=True) if s >= after)
         if not data:
             return math.nan
         return data[min(len(data) - 1, int(q * len(data)))]
@@ -302,20 +308,22 @@ class Oracle(BalancerBase):
 
 
 class KnownMeans(BalancerBase):
-    """A reference for scenario 3: P2C on ``true mean service time x (in_flight + 1) / weight``.
+    """A reference for scenario 3: the best of *choices* random candidates (distinct) on
+    ``true mean service time x (in_flight + 1) / weight``.
 
     Each client knows every server's true mean (what a latency estimate could at best learn) but,
     like a real client, only its own requests in flight: the limit of balancing without shared
     knowledge, to tell estimation error apart from herding.
     """
 
-    def __init__(self, servers: dict[str, Server], seed: int = 0) -> None:
+    def __init__(self, servers: dict[str, Server], seed: int = 0, choices: int = 2) -> None:
         self.servers = servers
+        self.choices = choices
         self._rng = random.Random(seed)
         self._candidates: tuple[EndpointState, ...] = ()
 
     def clone(self) -> KnownMeans:
-        return KnownMeans(self.servers)
+        return KnownMeans(self.servers, choices=self.choices)
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         self._candidates = tuple(candidates)
@@ -325,14 +333,15 @@ class KnownMeans(BalancerBase):
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        i = int(self._rng.random() * n)
-        j = int(self._rng.random() * (n - 1))
-        j += j >= i
-        a, b = candidates[i], candidates[j]
-        mean = self.servers
-        load_a = mean[a.url].mean_now() * (a.in_flight + 1) / a.weight
-        load_b = mean[b.url].mean_now() * (b.in_flight + 1) / b.weight
-        return a if load_a <= load_b else b
+        servers = self.servers
+        best: EndpointState | None = None
+        best_load = math.inf
+        for i in self._rng.sample(range(n), min(self.choices, n)):
+            state = candidates[i]
+            load = servers[state.url].mean_now() * (state.in_flight + 1) / state.weight
+            if best is None or load < best_load:
+                best, best_load = state, load
+        return best
 
 
 def lognormal(median: float, sigma: float) -> Callable[[random.Random], float]:

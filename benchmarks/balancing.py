@@ -11,16 +11,26 @@ at 3, 100 and 1000 endpoints, and prints microseconds and ratios to the baseline
 LeastRequest, and flat: cycle at 1000 endpoints <= 1.5x cycle at 3.
 
 Run: ``python benchmarks/balancing.py`` (``--quick`` for a smoke run).
+
+Timings on a shared machine swing with its load, so ``--instructions`` counts CPU instructions
+instead, with valgrind's callgrind (repeatable whatever the load): for RoundRobin, LeastRequest,
+PeakEWMA and PeakEWMA(choices=2) at 3 and 1000 endpoints, a fresh process runs 2,000 and 22,000
+cycles (pools with ``outlier_detector=None``, the real ``time.monotonic`` clock) and the difference
+over 20,000 is the count per cycle (start-up and warm-up cancel out). Several minutes.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 
 from _report import emit
 
@@ -153,5 +163,64 @@ def main() -> None:
     emit("baseline: bare round-robin pick", max(baselines.values()), "us")
 
 
+COUNTED: dict[str, Callable[[], Balancer]] = {
+    "RoundRobin": tlb.RoundRobin,
+    "LeastRequest": tlb.LeastRequest,
+    "PeakEWMA": tlb.PeakEWMA,
+    "PeakEWMA(choices=2)": lambda: tlb.PeakEWMA(choices=2),
+}
+
+
+def count_child(name: str, n: int, cycles: int) -> None:
+    """Run *cycles* pool cycles of strategy *name* over *n* endpoints (under callgrind)."""
+    urls = [f"http://10.{i // 62500}.{i // 250 % 250}.{i % 250}:8000" for i in range(n)]
+    acquire = tlb.Pool(urls, COUNTED[name](), outlier_detector=None).acquire
+    for _ in range(cycles):
+        with acquire() as lease:
+            lease.record(status=200)
+
+
+def instructions(name: str, n: int, cycles: int) -> int:
+    """Instructions callgrind counts for a fresh process running *cycles* cycles."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+             __file__, "--child", name, str(n), str(cycles)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # same dict layouts in every run
+        )  # fmt: skip
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise SystemExit("callgrind wrote no instruction count")
+
+
+def count_main() -> None:
+    counts = {
+        (name, n): (instructions(name, n, 22_000) - instructions(name, n, 2_000)) / 20_000
+        for name in COUNTED
+        for n in (3, 1000)
+    }
+    print(
+        f"# Instructions per acquire+record cycle (callgrind), Python {platform.python_version()}"
+    )
+    print("| strategy | 3 endpoints | 1,000 endpoints | vs RoundRobin (3 / 1,000) |"
+          " vs LeastRequest (3 / 1,000) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
+    for name in COUNTED:
+        a, b = counts[name, 3], counts[name, 1000]
+        rr = f"{a / counts['RoundRobin', 3]:.2f}x / {b / counts['RoundRobin', 1000]:.2f}x"
+        lr = f"{a / counts['LeastRequest', 3]:.2f}x / {b / counts['LeastRequest', 1000]:.2f}x"
+        print(f"| {name} | {a:,.0f} | {b:,.0f} | {rr} | {lr} |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--child" in sys.argv:
+        _, _, child_name, child_n, child_cycles = sys.argv
+        count_child(child_name, int(child_n), int(child_cycles))
+    elif "--instructions" in sys.argv:
+        count_main()
+    else:
+        main()

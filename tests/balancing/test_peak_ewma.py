@@ -1,4 +1,4 @@
-"""PeakEWMA: Finagle's peak-sensitive moving average, P2C on cost x (in-flight + 1)."""
+"""PeakEWMA: a per-answer moving average of latency, best of three on cost x (in-flight + 1)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_equal_endpoints_share_evenly() -> None:
 def test_recovered_endpoint_is_probed_again() -> None:
     """An endpoint that was slow gets traffic again once its latency returns to normal."""
     clock = ManualClock(1000.0)
-    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=4), clock=clock)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(decay=10.0, seed=4), clock=clock)
     slow = URLS[0]
     simulate(pool, clock, {slow: 0.200}, {}, requests=5_000, interval=0.002)
     clock.advance(5.0)
@@ -93,8 +93,35 @@ def test_recovered_endpoint_is_probed_again() -> None:
     assert picks[slow] / 60_000 > 0.2
 
 
-def test_cost_jumps_to_a_peak_and_decays() -> None:
-    """A slower sample replaces the cost at once; a faster one pulls it down by 1 - exp(-dt/tau)."""
+def test_recovered_endpoint_is_probed_again_with_the_default_decay() -> None:
+    """With the default decay (30 s) too, a recovered endpoint is back in use within two minutes."""
+    clock = ManualClock(1000.0)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=4), clock=clock)
+    slow = URLS[0]
+    simulate(pool, clock, {slow: 0.200}, {}, requests=5_000, interval=0.002)
+    simulate(pool, clock, {}, {}, requests=60_000, interval=0.002)  # two minutes
+    picks = simulate(pool, clock, {}, {}, requests=10_000, interval=0.002)
+    assert picks[slow] / 10_000 > 0.2
+
+
+def test_a_fast_answer_after_idling_keeps_the_decay_going() -> None:
+    """An answer faster than the decayed cost does not restart the idle decay from the average."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(decay=10.0)
+    pool = tlb.Pool(URLS[:1], balancer, clock=clock)
+    state = pool.state(URLS[0])
+    balancer.observe(state, 0.200, False)
+    clock.advance(20.0)  # decayed to 0.2 * e^-2 = 0.027
+    balancer.observe(state, 0.010, False)
+    assert state.ewma == pytest.approx(0.200 + 0.1 * (0.010 - 0.200))
+    assert balancer.cost(state) == pytest.approx(state.ewma * math.exp(-2.0))
+    balancer.observe(state, 0.100, False)  # slower than that: the decay starts again from now
+    assert balancer.cost(state) == pytest.approx(state.ewma)
+
+
+def test_cost_moves_a_tenth_per_answer_and_decays_when_idle() -> None:
+    """Each answer moves the cost a tenth of the way, however long since the previous one; an
+    idle endpoint's cost decays by exp(-idle/tau)."""
     clock = ManualClock(0.0)
     balancer = tlb.PeakEWMA(decay=10.0)
     pool = tlb.Pool(URLS[:1], balancer, clock=clock)
@@ -104,14 +131,87 @@ def test_cost_jumps_to_a_peak_and_decays() -> None:
     assert state.ewma == pytest.approx(0.010)  # first sample is adopted
     clock.advance(1.0)
     balancer.observe(state, 0.500, False)
-    assert state.ewma == pytest.approx(0.500)  # peak
-    clock.advance(10.0)
-    balancer.observe(state, 0.100, False)
-    w = math.exp(-1.0)
-    assert state.ewma == pytest.approx(0.500 * w + 0.100 * (1 - w))
+    assert state.ewma == pytest.approx(0.010 + 0.1 * 0.490)  # a slow answer is no peak
     before = state.ewma
     clock.advance(10.0)
     assert balancer.cost(state) == pytest.approx(before * math.exp(-1.0))  # idle decay
+    balancer.observe(state, 0.100, False)
+    assert state.ewma == pytest.approx(before + 0.1 * (0.100 - before))
+
+
+def test_one_fast_answer_after_a_silence_does_not_clear_a_slow_estimate() -> None:
+    """A slow endpoint's estimate survives one fast answer after a long silence (with Finagle's
+    time-weighted average, that answer replaced 86% of it)."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(decay=10.0)
+    pool = tlb.Pool(URLS[:1], balancer, clock=clock)
+    state = pool.state(URLS[0])
+    for _ in range(10):
+        clock.advance(0.5)
+        balancer.observe(state, 0.250, False)
+    clock.advance(20.0)
+    balancer.observe(state, 0.010, False)
+    assert state.ewma > 0.2
+
+
+def test_new_endpoint_gets_one_request_until_its_first_answer() -> None:
+    """An endpoint with no answer yet is not picked again while its first request is out."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=8)
+    pool = tlb.Pool(URLS[:3], balancer, clock=clock)
+    for url in URLS[:2]:
+        balancer.observe(pool.state(url), 0.100, False)  # slower than default_rtt
+    first = pool.acquire()
+    assert first.url == URLS[2]  # not measured yet: tried at once
+    for _ in range(50):
+        with pool.acquire() as lease:
+            assert lease.url != URLS[2]
+    first.record(status=200)
+
+
+def test_one_request_at_a_time_still_measures_every_endpoint() -> None:
+    """Sequential requests faster than default_rtt still try every endpoint (untried ones first)."""
+    clock = ManualClock(0.0)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=10), clock=clock)
+    used: Counter[str] = Counter()
+    for _ in range(30):
+        with pool.acquire() as lease:
+            clock.advance(0.001)
+            lease.record(status=200)
+            used[lease.url] += 1
+    assert set(used) == set(URLS[:3])
+
+
+def test_picks_the_cheapest_of_three_distinct_candidates() -> None:
+    """With three endpoints and three choices, every pick compares all three (no repeats)."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=9)
+    pool = tlb.Pool(URLS[:3], balancer, clock=clock)
+    for url, latency in zip(URLS[:3], (0.300, 0.010, 0.200), strict=True):
+        balancer.observe(pool.state(url), latency, False)
+    assert {balancer.pick(None).url for _ in range(200)} == {URLS[1]}  # type: ignore[union-attr]
+
+
+def test_as_many_choices_as_endpoints_compare_them_all() -> None:
+    """choices=5 over five endpoints (the sampling path for more than three) takes the cheapest."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(choices=5, seed=12)
+    pool = tlb.Pool(URLS[:5], balancer, clock=clock)
+    for url, latency in zip(URLS[:5], (0.3, 0.2, 0.05, 0.4, 0.1), strict=True):
+        balancer.observe(pool.state(url), latency, False)
+    assert {balancer.pick(None).url for _ in range(100)} == {URLS[2]}  # type: ignore[union-attr]
+
+
+def test_two_choices_leave_the_slowest_its_leftovers() -> None:
+    """With choices=2 the dearest of three is never picked, the middle one sometimes."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(choices=2, seed=9)
+    pool = tlb.Pool(URLS[:3], balancer, clock=clock)
+    for url, latency in zip(URLS[:3], (0.300, 0.010, 0.200), strict=True):
+        balancer.observe(pool.state(url), latency, False)
+    picks = Counter(balancer.pick(None).url for _ in range(300))  # type: ignore[union-attr]
+    assert picks[URLS[0]] == 0
+    assert 0 < picks[URLS[2]] < picks[URLS[1]]
 
 
 def test_failure_counts_as_a_penalty() -> None:
@@ -157,10 +257,11 @@ def test_observe_after_removal_is_harmless() -> None:
 
 def test_clone_keeps_settings() -> None:
     """A clone is unbound and has the same settings."""
-    balancer = tlb.PeakEWMA(5.0, default_rtt=0.1, failure_penalty=3.0)
+    balancer = tlb.PeakEWMA(5.0, default_rtt=0.1, failure_penalty=3.0, choices=4)
     balancer.bind(ManualClock())
     clone = balancer.clone()
-    assert (clone.decay, clone.default_rtt, clone.failure_penalty) == (5.0, 0.1, 3.0)
+    settings = (clone.decay, clone.default_rtt, clone.failure_penalty, clone.choices)
+    assert settings == (5.0, 0.1, 3.0, 4)
     clone.bind(ManualClock())
 
 
@@ -173,6 +274,8 @@ def test_clone_keeps_settings() -> None:
         ({"default_rtt": 0.0}, ValueError, "default_rtt must be > 0"),
         ({"failure_penalty": math.nan}, ValueError, "failure_penalty must be > 0"),
         ({"decay": "10"}, TypeError, "decay must be a number"),
+        ({"choices": 1}, ValueError, "choices must be >= 2"),
+        ({"choices": 2.0}, TypeError, "choices must be an int"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], match: str) -> None:

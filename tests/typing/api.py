@@ -31,7 +31,7 @@ def balancing() -> None:
         tlb.RoundRobin(),
         tlb.WeightedRandom(),
         tlb.LeastRequest(choices=2),
-        tlb.PeakEWMA(decay=10.0),
+        tlb.PeakEWMA(decay=10.0, choices=2),
     ):
         tlb.Pool(["http://a"], balancer=balancer)
     del url, latency, in_flight
