@@ -2,13 +2,22 @@
 
 One uvicorn backend process answers a small JSON body. In front of it, each in its own process:
 ``ProxyApp`` (key auth, one GCRA limit, a RoundRobin pool, X-Forwarded-*, pooled keep-alive httpcore
-connections) under uvicorn, and the same with ``client="aiohttp"`` ("ProxyApp+aio"); asgiproxy (aiohttp's client, no auth/limits/balancing) under uvicorn;
-nginx ``proxy_pass`` with upstream keep-alive (one worker); and the backend called directly.
-wrk drives each with 32 connections; requests/s and p99 latency are printed with their ratios to
-asgiproxy and to the direct call. Rounds are interleaved and the best kept.
+connections) under uvicorn, and the same with ``client="aiohttp"`` ("ProxyApp+aio"); asgiproxy
+(aiohttp's client, no auth/limits/balancing) under uvicorn; nginx ``proxy_pass`` with upstream
+keep-alive (one worker); and the backend called directly. Every uvicorn process runs with the same
+settings (one worker, ``--http`` and ``--loop`` pinned, h11 and asyncio by default), so the
+contenders differ only in the app.
+
+wrk drives each with 32 connections, one after the other in rounds (A, B, C, A, B, C, ...): each
+round's requests/s and p99 are divided by asgiproxy's *of the same round*, and the median ratio is
+printed with its spread (min-max over the rounds), so load from other work on the machine mostly
+cancels. "CPU us/req" is the serving process's own CPU time per request (the steadiest figure on a
+busy machine). ``--baseline SRC`` adds "...@base" rows: the ProxyApp rows again, run from another
+source tree (e.g. ``git archive main src | tar -x -C /tmp/base``), for before/after comparisons.
 Target: ProxyApp >= 1.0x asgiproxy's requests/s with a p99 no worse.
 
-Run: python benchmarks/proxy.py [--duration S] [--rounds N] [--connections N]
+Run: python benchmarks/proxy.py [--duration S] [--rounds N] [--connections N] [--only a,b]
+[--baseline SRC] [--http h11|httptools] [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,11 +59,14 @@ def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) ->
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def uvicorn(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def uvicorn(
+    app: str, port: int, env: dict[str, str], settings: list[str]
+) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), f"_proxy_apps:{app}",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--no-access-log", "--no-proxy-headers", "--backlog", "4096",
+        "--no-access-log", "--no-proxy-headers", "--backlog", "4096", "--workers", "1",
+        *settings,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env={**os.environ, **env})
     wait_for(port, proc)
@@ -119,70 +132,75 @@ def wrk(url: str, duration: float, connections: int) -> tuple[float, float, int]
     return rps, p99, total
 
 
+APPS = {  # name -> app in _proxy_apps
+    "ProxyApp": "tenantlb_proxy",
+    "ProxyApp+aio": "tenantlb_proxy_aiohttp",
+    "asgiproxy": "asgiproxy_app",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", default="", help="comma-separated targets (asgiproxy always)")
+    parser.add_argument("--baseline", default="", help="another src/ tree for ...@base rows")
+    parser.add_argument("--http", default="h11", help="uvicorn --http for every uvicorn process")
+    parser.add_argument("--loop", default="asyncio", help="uvicorn --loop for every process")
     args = parser.parse_args()
     if WRK is None:
         print("benchmarks/proxy.py needs wrk (apt-get install wrk); skipped")
         return
+    only = {name for name in args.only.split(",") if name}
+
+    def wanted(name: str) -> bool:
+        return not only or name in only or name == "asgiproxy"
+
+    settings = ["--http", args.http, "--loop", args.loop]
     procs: list[subprocess.Popen[bytes]] = []
     workdir = tempfile.mkdtemp(prefix="tenantlb-bench-nginx-")
+    load_before = os.getloadavg()
     try:
         backend_port = free_port()
-        procs.append(uvicorn("backend", backend_port, {}))
+        procs.append(uvicorn("backend", backend_port, {}, settings))
         upstream = f"http://127.0.0.1:{backend_port}"
         env = {"UPSTREAMS": upstream, "BENCH_KEY": KEY}
-        targets: dict[str, int] = {"direct": backend_port}
-        pids: dict[str, int] = {"direct": procs[0].pid}
-        for name, app in (
-            ("ProxyApp", "tenantlb_proxy"),
-            ("ProxyApp+aio", "tenantlb_proxy_aiohttp"),
-            ("asgiproxy", "asgiproxy_app"),
-        ):
-            port = free_port()
-            procs.append(uvicorn(app, port, env))
-            targets[name] = port
-            pids[name] = procs[-1].pid
-        if NGINX is not None:
+        targets: dict[str, int] = {}
+        pids: dict[str, int] = {}
+        if wanted("direct"):
+            targets["direct"] = backend_port
+            pids["direct"] = procs[0].pid
+        contenders = [(name, app, env) for name, app in APPS.items()]
+        if args.baseline:
+            base = str(Path(args.baseline).resolve())
+            contenders += [
+                (f"{name}@base", app, {**env, "PYTHONPATH": base})
+                for name, app in APPS.items()
+                if name != "asgiproxy"
+            ]
+        for name, app, app_env in contenders:
+            if wanted(name):
+                port = free_port()
+                procs.append(uvicorn(app, port, app_env, settings))
+                targets[name] = port
+                pids[name] = procs[-1].pid
+        if NGINX is not None and wanted("nginx"):
             targets["nginx"] = free_port()
             procs.append(nginx(targets["nginx"], backend_port, workdir))
-        else:
+        elif NGINX is None:
             print("nginx not found (apt-get install nginx): its row is left out")
-        best: dict[str, tuple[float, float]] = {}
-        cpu: dict[str, float] = {}  # proxy process CPU microseconds per request (lowest seen)
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
         for port in targets.values():  # warm up: imports, connection pools
             wrk(f"http://127.0.0.1:{port}/", 1.0, args.connections)
         for _ in range(args.rounds):
             for name, port in targets.items():
                 before = cpu_seconds(pids[name]) if name in pids else 0.0
                 rps, p99, total = wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections)
-                if name in pids:
-                    used = (cpu_seconds(pids[name]) - before) / total * 1e6
-                    cpu[name] = min(cpu.get(name, used), used)
-                old = best.get(name)
-                if old is None or rps > old[0]:
-                    best[name] = (rps, p99)
-        print(
-            f"reverse proxies to one uvicorn backend, wrk {args.connections} connections, "
-            f"{args.duration:g} s x {args.rounds} rounds (best)"
-        )
-        print(
-            f"{'target':12s} {'req/s':>9s} {'p99 ms':>8s} {'x direct':>9s} {'x asgiproxy':>12s} "
-            f"{'p99 x asgiproxy':>16s} {'CPU us/req':>11s}"
-        )
-        base_rps, base_p99 = best["asgiproxy"]
-        for name, (rps, p99) in best.items():
-            used = f"{cpu[name]:11.0f}" if name in cpu else f"{'-':>11s}"
-            print(
-                f"{name:12s} {rps:9.0f} {p99:8.2f} {rps / best['direct'][0]:9.2f} "
-                f"{rps / base_rps:12.2f} {p99 / base_p99:16.2f} {used}"
-            )
-        print(
-            "CPU us/req: the serving process's own CPU time per request (the backend's for direct)"
-        )
+                used = (cpu_seconds(pids[name]) - before) / total * 1e6 if name in pids else 0.0
+                runs[name].append((rps, p99, used))
+        load_after = os.getloadavg()
+        report(args, runs, load_before, load_after)
     finally:
         for proc in procs:
             proc.terminate()
@@ -192,6 +210,40 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(
+    args: argparse.Namespace,
+    runs: dict[str, list[tuple[float, float, float]]],
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> None:
+    """Medians, and each round's ratio to asgiproxy's of the same round (median, min-max)."""
+    base = runs["asgiproxy"]
+    print(
+        f"reverse proxies to one uvicorn backend, wrk {args.connections} connections, "
+        f"{args.duration:g} s x {args.rounds} interleaved rounds; uvicorn --http {args.http} "
+        f"--loop {args.loop} --workers 1 for every uvicorn process; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    print(
+        f"{'target':17s} {'req/s':>7s} {'p99 ms':>7s} {'x asgiproxy (min-max)':>22s} "
+        f"{'p99 x asgiproxy (min-max)':>26s} {'CPU us/req':>10s}"
+    )
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):5.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    for name, rows in runs.items():
+        rps = [r[0] / b[0] for r, b in zip(rows, base, strict=True)]
+        p99 = [r[1] / b[1] for r, b in zip(rows, base, strict=True)]
+        cpu = statistics.median(r[2] for r in rows) if name != "nginx" else None
+        print(
+            f"{name:17s} {statistics.median(r[0] for r in rows):7.0f} "
+            f"{statistics.median(r[1] for r in rows):7.2f} {spread(rps):>22s} {spread(p99):>26s} "
+            f"{'-' if cpu is None else f'{cpu:.0f}':>10s}"
+        )
+    print("CPU us/req: the serving process's own CPU time per request (the backend's for direct)")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
-import anyio
-
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from ._asgi import Receive, Scope, Send, origin_form, ratelimit_headers
 from ._body import Body, ClientGone
 from ._headers import response_headers, small_length
 from ._transport import UpstreamFailure, UpstreamResponse
+from ._watch import unless_gone
 
 if TYPE_CHECKING:
     from ..gateway import Ticket
@@ -182,37 +181,7 @@ class Exchange:
         that a watcher does, so a client that hangs up frees the upstream work, the lease and
         the slot at once rather than when the endpoint answers or the read timeout fires.
         """
-        gone = False
-        done = False
-        result: _T | None = None
-        error: Exception | None = None
-        receive = self._receive
-
-        async def watch(scope: anyio.CancelScope) -> None:
-            nonlocal gone
-            if body is not None:
-                await body.finished.wait()
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    scope.cancel()
-                    return
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
-            try:
-                result = await call()
-                done = True
-            except Exception as exc:  # re-raised outside the task group, not in a group
-                error = exc
-            tg.cancel_scope.cancel()
-        if done:
-            return result  # type: ignore[return-value]  # a disconnect now is seen when streaming
-        if gone:
-            raise ClientGone
-        assert error is not None  # neither done nor gone: call() raised
-        raise error
+        return await unless_gone(self._receive, None if body is None else body.finished, call)
 
     def _retry(self, exc: BaseException) -> bool:
         if not self._app._budget.try_withdraw():
@@ -255,7 +224,7 @@ class Exchange:
         try:
             length = small_length(response.headers)
             if length is not None:  # a small body: read it whole, send it in one message
-                content = await self._unless_gone(body, partial(_read, response))
+                content = await self._unless_gone(body, response.read)
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": content})
@@ -263,7 +232,7 @@ class Exchange:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 async with aclosing(response.stream()) as chunks:
-                    await self._stream_long(chunks)
+                    await self._unless_gone(None, partial(self._stream_long, chunks))
             completed = True
         except ClientGone:
             self._release()  # the client left: no outcome for the endpoint
@@ -283,31 +252,9 @@ class Exchange:
     async def _stream_long(self, chunks: AsyncIterator[bytes]) -> None:
         """Stream a body of many chunks, stopping when the client disconnects."""
         send = self._send
-        receive = self._receive
-        gone = False
-
-        async def watch(scope: anyio.CancelScope) -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    scope.cancel()
-                    return
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            tg.cancel_scope.cancel()
-        if gone:
-            raise ClientGone
-
-
-async def _read(response: UpstreamResponse) -> bytes:
-    async with aclosing(response.stream()) as chunks:
-        return b"".join([chunk async for chunk in chunks])
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _target(scope: Scope) -> bytes:

@@ -57,6 +57,10 @@ class UpstreamResponse(Protocol):
         """The body chunks; raises `UpstreamFailure`."""
         ...
 
+    async def read(self) -> bytes:
+        """The whole body (a small one); raises `UpstreamFailure`."""
+        ...
+
     async def aclose(self, *, complete: bool) -> None:
         """Give the connection back (kept alive only if the body was read whole: *complete*)."""
         ...
@@ -208,6 +212,15 @@ class _HttpcoreResponse:
         finally:
             await chunks.aclose()  # closed now, not by the garbage collector (trio warns)
 
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except Exception as exc:
+            failure = _httpcore_failure(exc, reused=False)
+            if failure is None:
+                raise
+            raise failure from exc
+
     async def aclose(self, *, complete: bool) -> None:
         try:
             if complete:
@@ -330,6 +343,15 @@ class _AiohttpResponse:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamFailure(exc, kind="timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(exc, kind="reset") from exc
+
+    async def read(self) -> bytes:
+        aiohttp = self._transport._aiohttp
+        try:
+            return await self._response.read()  # type: ignore[no-any-return]
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamFailure(exc, kind="timeout") from exc
         except aiohttp.ClientError as exc:

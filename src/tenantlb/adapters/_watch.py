@@ -1,0 +1,149 @@
+"""`unless_gone`: await something, cancelled if the ASGI client disconnects meanwhile.
+
+ASGI servers do not cancel an app whose client hung up (uvicorn even drops what it is sent): the
+app learns of it only from ``receive()`` returning ``http.disconnect``. So while `ProxyApp` waits
+for an endpoint, someone has to wait on ``receive()`` too.
+
+A task group per request did that, and cost a proxy more CPU than the upstream client's HTTP
+parsing (anyio's cancel() alone formats a task repr). On asyncio the watcher is therefore started
+lazily: a timer starts it only once the awaited work has taken *WATCH_AFTER* seconds, so a request
+answered quickly (nearly all of them) pays for one timer, and a client that hangs up is still
+noticed within *WATCH_AFTER* seconds, at once after that. It cancels the waiting task natively and
+takes its cancellation back (``Task.uncancel``). Trio keeps a nursery (cheap there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import anyio
+
+from ._asgi import Receive
+from ._body import ClientGone
+
+__all__ = ["WATCH_AFTER", "unless_gone"]
+
+# How long awaited work may run before a watcher is started: short enough that a client that
+# hangs up is let go of within it, long enough that a loopback request (~1 ms) never needs one.
+WATCH_AFTER: Final = 0.05
+
+_T = TypeVar("_T")
+
+
+async def unless_gone(
+    receive: Receive, after: anyio.Event | None, call: Callable[[], Awaitable[_T]]
+) -> _T:
+    """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
+
+    Args:
+        receive: The ASGI receive callable; the watcher reads it only after *after* is set
+            (while a request body streams, its reader owns ``receive()`` and reports a
+            disconnect itself).
+        after: Set once ``receive()`` is free to watch, or None if it is free now.
+        call: The work to run.
+
+    Raises:
+        ClientGone: The client disconnected before *call* finished.
+    """
+    try:
+        host = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop running: trio
+        host = None
+    if host is None:
+        return await _with_nursery(receive, after, call)
+    watch = _Watch(receive, after, host)
+    try:
+        result = await call()
+    except asyncio.CancelledError:
+        # Ours unless someone else cancels this task too (then theirs goes on).
+        if watch.stop() and not host.cancelling():
+            raise ClientGone from None
+        raise
+    except BaseException:
+        watch.stop()
+        raise
+    if watch.stop():
+        raise ClientGone  # call() swallowed our cancellation: the client is still gone
+    return result
+
+
+class _Watch:
+    """The lazily started asyncio watcher of one `unless_gone` call."""
+
+    __slots__ = ("_after", "_gone", "_handle", "_host", "_receive", "_task")
+
+    def __init__(
+        self, receive: Receive, after: anyio.Event | None, host: asyncio.Task[Any]
+    ) -> None:
+        self._receive = receive
+        self._after = after
+        self._host = host
+        self._gone = False
+        self._task: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = host.get_loop().call_later(
+            WATCH_AFTER, self._start
+        )
+
+    def _start(self) -> None:
+        self._handle = None
+        self._task = self._host.get_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        if self._after is not None:
+            await self._after.wait()
+        receive = self._receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                self._host.cancel()
+                return
+
+    def stop(self) -> bool:
+        """Stop watching; returns whether the client disconnected (its cancel taken back then)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._task is not None:
+            self._task.cancel()  # never resumes receive(): a message it waits for stays queued
+            self._task = None
+        if self._gone:
+            self._host.uncancel()
+        return self._gone
+
+
+async def _with_nursery(
+    receive: Receive, after: anyio.Event | None, call: Callable[[], Awaitable[_T]]
+) -> _T:
+    gone = False
+    done = False
+    result: _T | None = None
+    error: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal gone
+        if after is not None:
+            await after.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            result = await call()
+            done = True
+        except Exception as exc:  # re-raised outside the task group, not in a group
+            error = exc
+        tg.cancel_scope.cancel()
+    if done:
+        return result  # type: ignore[return-value]  # a disconnect now is seen when streaming
+    if gone:
+        raise ClientGone
+    assert error is not None  # neither done nor gone: call() raised
+    raise error
