@@ -6,15 +6,18 @@ for an endpoint, someone has to wait on ``receive()`` too.
 
 A task group per request did that, and cost a proxy more CPU than the upstream client's HTTP
 parsing (anyio's cancel() alone formats a task repr). On asyncio the watcher is therefore started
-lazily: a timer starts it only once the awaited work has taken *WATCH_AFTER* seconds, so a request
-answered quickly (nearly all of them) pays for one timer, and a client that hangs up is still
-noticed within *WATCH_AFTER* seconds, at once after that. It cancels the waiting task natively and
-takes its cancellation back (``Task.uncancel``). Trio keeps a nursery (cheap there).
+lazily: one sweeper per event loop (one timer for all requests) starts it once the awaited work has
+taken *WATCH_AFTER* seconds, so a request answered quickly (nearly all of them) pays for a dict
+insert and delete, and a client that hangs up is still noticed within *WATCH_AFTER* seconds, at once
+after that. It cancels the waiting task natively and takes its cancellation back
+(``Task.uncancel``). Trio keeps a nursery (cheap there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -54,17 +57,22 @@ async def unless_gone(
     if host is None:
         return await _with_nursery(receive, after, call)
     watch = _Watch(receive, after, host)
+    loop = host.get_loop()
+    sweeper = _last
+    if sweeper is None or sweeper.loop() is not loop:
+        sweeper = _sweeper(loop)
+    sweeper.add(watch, loop)
     try:
         result = await call()
     except asyncio.CancelledError:
         # Ours unless someone else cancels this task too (then theirs goes on).
-        if watch.stop() and not host.cancelling():
+        if watch.stop(sweeper) and not host.cancelling():
             raise ClientGone from None
         raise
     except BaseException:
-        watch.stop()
+        watch.stop(sweeper)
         raise
-    if watch.stop():
+    if watch.stop(sweeper):
         raise ClientGone  # call() swallowed our cancellation: the client is still gone
     return result
 
@@ -72,7 +80,7 @@ async def unless_gone(
 class _Watch:
     """The lazily started asyncio watcher of one `unless_gone` call."""
 
-    __slots__ = ("_after", "_gone", "_handle", "_host", "_receive", "_task")
+    __slots__ = ("_after", "_gone", "_host", "_receive", "_task")
 
     def __init__(
         self, receive: Receive, after: anyio.Event | None, host: asyncio.Task[Any]
@@ -82,12 +90,8 @@ class _Watch:
         self._host = host
         self._gone = False
         self._task: asyncio.Task[None] | None = None
-        self._handle: asyncio.TimerHandle | None = host.get_loop().call_later(
-            WATCH_AFTER, self._start
-        )
 
-    def _start(self) -> None:
-        self._handle = None
+    def start(self) -> None:
         self._task = self._host.get_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -101,17 +105,65 @@ class _Watch:
                 self._host.cancel()
                 return
 
-    def stop(self) -> bool:
+    def stop(self, sweeper: _Sweeper) -> bool:
         """Stop watching; returns whether the client disconnected (its cancel taken back then)."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._task is not None:
-            self._task.cancel()  # never resumes receive(): a message it waits for stays queued
+        task = self._task
+        if task is None:
+            sweeper.discard(self)
+        else:
+            task.cancel()  # never resumes receive(): a message it waits for stays queued
             self._task = None
         if self._gone:
             self._host.uncancel()
         return self._gone
+
+
+class _Sweeper:
+    """The waits of one event loop, oldest first; one timer starts the watchers of those due."""
+
+    __slots__ = ("_timer", "_waits", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # weak: the loop is the key of `_sweepers`
+        self._waits: dict[_Watch, float] = {}  # insertion order is start order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: _Watch, loop: asyncio.AbstractEventLoop) -> None:
+        self._waits[watch] = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_later(WATCH_AFTER, self._sweep, loop)
+
+    def discard(self, watch: _Watch) -> None:
+        self._waits.pop(watch, None)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waits = self._waits
+        due = loop.time() - WATCH_AFTER
+        while waits:
+            watch, since = next(iter(waits.items()))
+            if since > due:
+                self._timer = loop.call_at(since + WATCH_AFTER, self._sweep, loop)
+                return
+            del waits[watch]
+            watch.start()
+
+
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
+_sweepers_lock = threading.Lock()
+_last: _Sweeper | None = None  # the one used last: a loop per process is the rule
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    global _last
+    with _sweepers_lock:
+        found = _sweepers.get(loop)
+        if found is None:
+            found = _sweepers[loop] = _Sweeper(loop)
+    _last = found
+    return found
 
 
 async def _with_nursery(
