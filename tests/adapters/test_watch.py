@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from tenantlb.adapters._body import ClientGone
-from tenantlb.adapters._watch import unless_gone
+from tenantlb.adapters._watch import WATCH_AFTER, unless_gone
 
 
 def disconnecting_receive(after: anyio.Event) -> Any:
@@ -63,7 +63,7 @@ async def test_the_watch_waits_for_the_body_to_free_receive() -> None:
         raise AssertionError  # pragma: no cover
 
     async def work() -> str:
-        await anyio.sleep(0.2)  # long enough for a watcher to have started
+        await anyio.sleep(WATCH_AFTER + 0.2)  # long enough for a watcher to have started
         return "done"
 
     assert await unless_gone(receive, body_done, work) == "done"

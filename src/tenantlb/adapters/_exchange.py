@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from ._asgi import Receive, Scope, Send, origin_form, ratelimit_headers
 from ._body import Body, ClientGone
-from ._headers import response_headers, small_length
+from ._headers import response_headers
 from ._transport import UpstreamFailure, UpstreamResponse
 from ._watch import unless_gone
 
@@ -217,12 +217,11 @@ class Exchange:
         """Send the response back; records the outcome and gives the connection back always."""
         ticket = self.ticket
         send = self._send
-        out = response_headers(response.headers)
+        out, length = response_headers(response.headers)
         if ticket.decision is not None:
             out.extend(ratelimit_headers(ticket.decision))
         completed = False
         try:
-            length = small_length(response.headers)
             if length is not None:  # a small body: read it whole, send it in one message
                 content = await self._unless_gone(body, response.read)
                 self._started = True

@@ -13,7 +13,6 @@ __all__ = [
     "header_name",
     "request_head",
     "response_headers",
-    "small_length",
 ]
 
 # RFC 9110 §7.6.1 (plus the de-facto Proxy-Connection): never forwarded; nor are the fields that
@@ -39,6 +38,7 @@ _FORWARDING: Final = frozenset(
 _MANAGED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Like nginx's proxy_hide_header defaults: the ASGI server sets its own Date and Server.
 _HIDDEN_RESPONSE: Final = frozenset({b"date", b"server"})
+_SKIPPED_RESPONSE: Final = HOP_BY_HOP | _HIDDEN_RESPONSE
 _SMALL: Final = 65536
 
 RequestHead = tuple[list[tuple[bytes, bytes]], bytes | None, bool, int | None]
@@ -119,33 +119,30 @@ def _spoofs(dashed: bytes, tenant_header: bytes | None) -> bool:
     )
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
     """An endpoint's response headers without hop-by-hop fields, those Connection names, Date
-    and Server."""
+    and Server; and its Content-Length if the body is small enough to read whole (<= 64 KiB)."""
     named: set[bytes] | None = None
     out: list[tuple[bytes, bytes]] = []
+    small: int | None = None
+    seen_length = False
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP:
+        if lower in _SKIPPED_RESPONSE:
             if lower == b"connection":
                 named = named or set()
                 named.update(t.strip().lower() for t in value.split(b","))
             continue
-        if lower in _HIDDEN_RESPONSE:
-            continue
+        if lower == b"content-length" and not seen_length:
+            seen_length = True
+            length = content_length(value)
+            small = length if length is not None and length <= _SMALL else None
         out.append((lower, value))
     if named:
         out = [(n, v) for n, v in out if n not in named]
-    return out
-
-
-def small_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The response's Content-Length if it is small enough to read whole (<= 64 KiB), else None."""
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            length = content_length(value)
-            return length if length is not None and length <= _SMALL else None
-    return None
+    return out, small
 
 
 def content_length(value: bytes) -> int | None:

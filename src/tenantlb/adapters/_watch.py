@@ -29,8 +29,9 @@ from ._body import ClientGone
 __all__ = ["WATCH_AFTER", "unless_gone"]
 
 # How long awaited work may run before a watcher is started: short enough that a client that
-# hangs up is let go of within it, long enough that a loopback request (~1 ms) never needs one.
-WATCH_AFTER: Final = 0.05
+# hangs up is let go of soon, long enough that requests to a saturated proxy (tens to hundreds of
+# ms at 32 connections on a loaded machine) do not need one, which would add to the overload.
+WATCH_AFTER: Final = 1.0
 
 _T = TypeVar("_T")
 
