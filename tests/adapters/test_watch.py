@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from tenantlb.adapters._body import ClientGone
+from tenantlb.adapters._transport import UpstreamFailure
 from tenantlb.adapters._watch import WATCH_AFTER, unless_gone
 
 
@@ -104,3 +105,32 @@ async def test_results_and_errors_pass_through() -> None:
     assert await unless_gone(silent_receive(), None, ok) == 7
     with pytest.raises(ValueError, match="boom"):
         await unless_gone(silent_receive(), None, fails)
+
+
+@pytest.mark.anyio
+async def test_a_wait_longer_than_within_is_an_upstream_timeout() -> None:
+    """A wait that outlasts *within* is cancelled as an upstream failure of kind timeout."""
+
+    async def slow() -> str:
+        await anyio.sleep_forever()
+        return "never"  # pragma: no cover
+
+    with anyio.fail_after(10), pytest.raises(UpstreamFailure) as caught:
+        await unless_gone(silent_receive(), None, slow, WATCH_AFTER + 0.2)
+    assert caught.value.kind == "timeout"
+    await anyio.sleep(0.1)  # the cancellation was taken back: this task is not cancelled
+
+
+@pytest.mark.anyio
+async def test_within_counts_from_the_end_of_the_body() -> None:
+    """Time spent while the request body still streams does not count against *within*."""
+    body_done = anyio.Event()
+    within = WATCH_AFTER + 0.2
+
+    async def work() -> str:
+        await anyio.sleep(0.5)
+        body_done.set()  # the body took 0.5 s, the answer then takes within - 0.2 s
+        await anyio.sleep(within - 0.2)
+        return "done"
+
+    assert await unless_gone(silent_receive(), body_done, work, within) == "done"

@@ -174,14 +174,21 @@ class Exchange:
             await self._stream(response, status, body)
             return
 
-    async def _unless_gone(self, body: Body | None, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _unless_gone(
+        self, body: Body | None, call: Callable[[], Awaitable[_T]], *, timed: bool = True
+    ) -> _T:
         """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
 
         While the body streams it owns ``receive()`` (and reports a disconnect itself); after
         that a watcher does, so a client that hangs up frees the upstream work, the lease and
         the slot at once rather than when the endpoint answers or the read timeout fires.
         """
-        return await unless_gone(self._receive, None if body is None else body.finished, call)
+        return await unless_gone(
+            self._receive,
+            None if body is None else body.finished,
+            call,
+            self._app._transport.read_within if timed else None,
+        )
 
     def _retry(self, exc: BaseException) -> bool:
         if not self._app._budget.try_withdraw():
@@ -231,7 +238,7 @@ class Exchange:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 async with aclosing(response.stream()) as chunks:
-                    await self._unless_gone(None, partial(self._stream_long, chunks))
+                    await self._unless_gone(None, partial(self._stream_long, chunks), timed=False)
             completed = True
         except ClientGone:
             self._release()  # the client left: no outcome for the endpoint

@@ -18,6 +18,7 @@ from ._cleanup import finish
 from ._exchange import Exchange
 from ._headers import RequestHead, header_name, request_head
 from ._transport import AiohttpTransport, HttpcoreTransport, Transport
+from ._watch import WATCH_AFTER
 
 __all__ = ["ProxyApp", "ProxyStats"]
 
@@ -136,6 +137,8 @@ class ProxyApp:
         if client not in ("httpcore", "aiohttp"):
             msg = f"client must be 'httpcore' or 'aiohttp', got {client!r}"
             raise ValueError(msg)
+        # A read timeout the disconnect watcher can enforce costs no timer per request.
+        lazy_read = self._timeouts["read"] >= WATCH_AFTER
         make = HttpcoreTransport if client == "httpcore" else AiohttpTransport
         self._transport: Transport = make(
             timeouts=self._timeouts,
@@ -144,6 +147,7 @@ class ProxyApp:
                 "max_keepalive_connections", max_keepalive_connections, minimum=0
             ),
             keepalive_expiry=seconds("keepalive_expiry", keepalive_expiry),
+            lazy_read=lazy_read,
         )
         self._sync = bool(gateway.store.in_process)
         self._trusted = tuple(

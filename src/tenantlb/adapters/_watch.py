@@ -1,4 +1,4 @@
-"""`unless_gone`: await something, cancelled if the ASGI client disconnects meanwhile.
+"""`unless_gone`: await something, cancelled if the ASGI client disconnects (or a deadline passes).
 
 ASGI servers do not cancel an app whose client hung up (uvicorn even drops what it is sent): the
 app learns of it only from ``receive()`` returning ``http.disconnect``. So while `ProxyApp` waits
@@ -11,11 +11,15 @@ taken *WATCH_AFTER* seconds, so a request answered quickly (nearly all of them) 
 insert and delete, and a client that hangs up is still noticed within *WATCH_AFTER* seconds, at once
 after that. It cancels the waiting task natively and takes its cancellation back
 (``Task.uncancel``). Trio keeps a nursery (cheap there).
+
+The same watcher can enforce a read deadline (*timeout*), so the aiohttp transport needs no timer
+of its own per request either: the deadline only matters for waits that outlast *WATCH_AFTER*.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -25,6 +29,7 @@ import anyio
 
 from ._asgi import Receive
 from ._body import ClientGone
+from ._transport import UpstreamFailure
 
 __all__ = ["WATCH_AFTER", "unless_gone"]
 
@@ -37,7 +42,10 @@ _T = TypeVar("_T")
 
 
 async def unless_gone(
-    receive: Receive, after: anyio.Event | None, call: Callable[[], Awaitable[_T]]
+    receive: Receive,
+    after: anyio.Event | None,
+    call: Callable[[], Awaitable[_T]],
+    within: float | None = None,
 ) -> _T:
     """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
 
@@ -47,17 +55,20 @@ async def unless_gone(
             disconnect itself).
         after: Set once ``receive()`` is free to watch, or None if it is free now.
         call: The work to run.
+        within: Seconds *call* may take once *after* is set (None: no limit). Enforced to
+            within *WATCH_AFTER* (late, never early); give at least that much.
 
     Raises:
         ClientGone: The client disconnected before *call* finished.
+        UpstreamFailure: *within* seconds passed (kind ``timeout``).
     """
     try:
         host = asyncio.current_task()
     except RuntimeError:  # no asyncio loop running: trio
         host = None
     if host is None:
-        return await _with_nursery(receive, after, call)
-    watch = _Watch(receive, after, host)
+        return await _with_nursery(receive, after, call, within)
+    watch = _Watch(receive, after, host, within)
     loop = host.get_loop()
     sweeper = _last
     if sweeper is None or sweeper.loop() is not loop:
@@ -67,56 +78,87 @@ async def unless_gone(
         result = await call()
     except asyncio.CancelledError:
         # Ours unless someone else cancels this task too (then theirs goes on).
-        if watch.stop(sweeper) and not host.cancelling():
-            raise ClientGone from None
+        why = watch.stop(sweeper)
+        if why is not None and not host.cancelling():
+            raise _why(why, within) from None
         raise
     except BaseException:
         watch.stop(sweeper)
         raise
-    if watch.stop(sweeper):
+    if watch.stop(sweeper) == _GONE:
         raise ClientGone  # call() swallowed our cancellation: the client is still gone
     return result
+
+
+_GONE: Final = "gone"
+_LATE: Final = "late"
+
+
+def _why(why: str, timeout: float | None) -> Exception:
+    if why == _GONE:
+        return ClientGone()
+    return UpstreamFailure(TimeoutError(f"no answer within {timeout:g} s"), kind="timeout")
 
 
 class _Watch:
     """The lazily started asyncio watcher of one `unless_gone` call."""
 
-    __slots__ = ("_after", "_gone", "_host", "_receive", "_task")
+    __slots__ = ("_after", "_host", "_receive", "_task", "_timeout", "_why", "since")
 
     def __init__(
-        self, receive: Receive, after: anyio.Event | None, host: asyncio.Task[Any]
+        self,
+        receive: Receive,
+        after: anyio.Event | None,
+        host: asyncio.Task[Any],
+        timeout: float | None,
     ) -> None:
         self._receive = receive
         self._after = after
         self._host = host
-        self._gone = False
+        self._timeout = timeout
+        self._why: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self.since = 0.0  # set by the sweeper
 
     def start(self) -> None:
         self._task = self._host.get_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        if self._after is not None:
-            await self._after.wait()
+        timeout = self._timeout
+        deadline = None
+        after = self._after
+        if after is not None and not after.is_set():
+            await after.wait()
+        if timeout is not None:
+            # It counts from the end of the request body: from the start of the wait when
+            # there is none, else from now (when the body ended is not known: never early,
+            # at most WATCH_AFTER late).
+            start = self.since if after is None else self._host.get_loop().time()
+            deadline = start + timeout
         receive = self._receive
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._gone = True
-                self._host.cancel()
-                return
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+        except TimeoutError:
+            self._why = _LATE
+        else:
+            self._why = _GONE
+        self._host.cancel()
 
-    def stop(self, sweeper: _Sweeper) -> bool:
-        """Stop watching; returns whether the client disconnected (its cancel taken back then)."""
+    def stop(self, sweeper: _Sweeper) -> str | None:
+        """Stop watching; returns why the wait was cancelled (its cancel taken back), or None."""
         task = self._task
         if task is None:
             sweeper.discard(self)
         else:
             task.cancel()  # never resumes receive(): a message it waits for stays queued
             self._task = None
-        if self._gone:
+        if self._why is not None:
             self._host.uncancel()
-        return self._gone
+        return self._why
 
 
 class _Sweeper:
@@ -130,7 +172,7 @@ class _Sweeper:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, watch: _Watch, loop: asyncio.AbstractEventLoop) -> None:
-        self._waits[watch] = loop.time()
+        self._waits[watch] = watch.since = loop.time()
         if self._timer is None:
             self._timer = loop.call_later(WATCH_AFTER, self._sweep, loop)
 
@@ -168,23 +210,29 @@ def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
 
 
 async def _with_nursery(
-    receive: Receive, after: anyio.Event | None, call: Callable[[], Awaitable[_T]]
+    receive: Receive,
+    after: anyio.Event | None,
+    call: Callable[[], Awaitable[_T]],
+    within: float | None,
 ) -> _T:
-    gone = False
+    why: str | None = None
     done = False
     result: _T | None = None
     error: Exception | None = None
 
     async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal gone
+        nonlocal why
         if after is not None:
             await after.wait()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                scope.cancel()
-                return
+        with anyio.move_on_after(math.inf if within is None else within):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    why = _GONE
+                    scope.cancel()
+                    return
+        why = _LATE
+        scope.cancel()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
@@ -196,7 +244,7 @@ async def _with_nursery(
         tg.cancel_scope.cancel()
     if done:
         return result  # type: ignore[return-value]  # a disconnect now is seen when streaming
-    if gone:
-        raise ClientGone
-    assert error is not None  # neither done nor gone: call() raised
+    if why is not None:
+        raise _why(why, within)
+    assert error is not None  # neither done nor cancelled by the watch: call() raised
     raise error
