@@ -46,7 +46,7 @@ async def test_a_disconnect_cancels_the_wait_and_raises_client_gone() -> None:
         return "never"  # pragma: no cover
 
     with anyio.fail_after(10), pytest.raises(ClientGone):
-        await unless_gone(disconnecting_receive(hang_up), None, slow)
+        await unless_gone(disconnecting_receive(hang_up), None, slow())
     assert cancelled
     await anyio.sleep(0.1)  # the cancellation was taken back: this task is not cancelled
 
@@ -67,7 +67,7 @@ async def test_the_watch_waits_for_the_body_to_free_receive() -> None:
         await anyio.sleep(WATCH_AFTER + 0.2)  # long enough for a watcher to have started
         return "done"
 
-    assert await unless_gone(receive, body_done, work) == "done"
+    assert await unless_gone(receive, body_done, work()) == "done"
     assert reads == 0
 
 
@@ -83,11 +83,11 @@ async def test_an_outside_cancellation_is_not_taken_for_a_disconnect() -> None:
         asyncio.current_task()
     except RuntimeError:
         with anyio.move_on_after(0.2) as scope:
-            await unless_gone(silent_receive(), None, slow)
+            await unless_gone(silent_receive(), None, slow())
         assert scope.cancelled_caught
         return
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(unless_gone(silent_receive(), None, slow), 0.2)
+        await asyncio.wait_for(unless_gone(silent_receive(), None, slow()), 0.2)
 
 
 @pytest.mark.anyio
@@ -102,9 +102,9 @@ async def test_results_and_errors_pass_through() -> None:
         await anyio.sleep(0.1)
         raise ValueError("boom")
 
-    assert await unless_gone(silent_receive(), None, ok) == 7
+    assert await unless_gone(silent_receive(), None, ok()) == 7
     with pytest.raises(ValueError, match="boom"):
-        await unless_gone(silent_receive(), None, fails)
+        await unless_gone(silent_receive(), None, fails())
 
 
 @pytest.mark.anyio
@@ -116,7 +116,7 @@ async def test_a_wait_longer_than_within_is_an_upstream_timeout() -> None:
         return "never"  # pragma: no cover
 
     with anyio.fail_after(10), pytest.raises(UpstreamFailure) as caught:
-        await unless_gone(silent_receive(), None, slow, WATCH_AFTER + 0.2)
+        await unless_gone(silent_receive(), None, slow(), WATCH_AFTER + 0.2)
     assert caught.value.kind == "timeout"
     await anyio.sleep(0.1)  # the cancellation was taken back: this task is not cancelled
 
@@ -133,4 +133,4 @@ async def test_within_counts_from_the_end_of_the_body() -> None:
         await anyio.sleep(within - 0.2)
         return "done"
 
-    assert await unless_gone(silent_receive(), body_done, work, within) == "done"
+    assert await unless_gone(silent_receive(), body_done, work(), within) == "done"

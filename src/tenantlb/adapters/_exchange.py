@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar, final
+from typing import TYPE_CHECKING, Final, final
 
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from ._asgi import Receive, Scope, Send, origin_form, ratelimit_headers
@@ -24,8 +23,6 @@ __all__ = ["IDEMPOTENT", "Exchange"]
 logger = logging.getLogger("tenantlb.proxy")
 
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-_T = TypeVar("_T")
 
 
 class _BadGateway(RequestRejected):
@@ -63,23 +60,20 @@ class Exchange:
         self.ticket = ticket
         self._started = False
 
-    async def run(self) -> RequestRejected | None:
-        """Proxy the request; returns the refusal to answer with if no response was started."""
-        try:
-            await self._run()
-        except ClientGone:
-            return None  # nobody to answer; the finally clauses released everything
-        except RequestRejected as exc:
-            return None if self._started else exc
-        except Exception as exc:  # never a 500 from the proxy: log it, answer 502
+    def refusal(self, exc: Exception) -> RequestRejected | None:
+        """What to answer for *exc*, which ended `run` (called in its ``except`` block): None
+        when there is nobody to answer or the response has started."""
+        if isinstance(exc, ClientGone):
+            return None  # the finally clauses released everything
+        if not isinstance(exc, RequestRejected):  # never a 500 from the proxy: log it, 502
             logger.exception(
                 "tenantlb proxy: unexpected error for tenant %r", self.ticket.tenant.id
             )
-            msg = f"proxy error: {type(exc).__name__}"
-            return None if self._started else _BadGateway(msg)
-        return None
+            exc = _BadGateway(f"proxy error: {type(exc).__name__}")
+        return None if self._started else exc
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Proxy the request; what it raises is answered as `refusal` says."""
         app, scope, ticket = self._app, self._scope, self.ticket
         method: str = scope["method"]
         headers, client_host, chunked, length = app._head(scope, ticket)
@@ -108,8 +102,11 @@ class Exchange:
             host = client_host if app._preserve_host and client_host else app._netloc(url)
             request = [(b"host", host), *headers]
             try:
-                response = await self._unless_gone(
-                    body, partial(transport.send, url, method, target, request, body, chunked)
+                response = await unless_gone(
+                    self._receive,
+                    None if body is None else body.finished,
+                    transport.send(url, method, target, request, body, chunked),
+                    transport.read_within,
                 )
             except (RequestRejected, ClientGone):
                 # The client's body was over the limit, stalled, or the client went away: the
@@ -174,22 +171,6 @@ class Exchange:
             await self._stream(response, status, body)
             return
 
-    async def _unless_gone(
-        self, body: Body | None, call: Callable[[], Awaitable[_T]], *, timed: bool = True
-    ) -> _T:
-        """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
-
-        While the body streams it owns ``receive()`` (and reports a disconnect itself); after
-        that a watcher does, so a client that hangs up frees the upstream work, the lease and
-        the slot at once rather than when the endpoint answers or the read timeout fires.
-        """
-        return await unless_gone(
-            self._receive,
-            None if body is None else body.finished,
-            call,
-            self._app._transport.read_within if timed else None,
-        )
-
     def _retry(self, exc: BaseException) -> bool:
         if not self._app._budget.try_withdraw():
             return False
@@ -230,7 +211,12 @@ class Exchange:
         completed = False
         try:
             if length is not None:  # a small body: read it whole, send it in one message
-                content = await self._unless_gone(body, response.read)
+                content = await unless_gone(
+                    self._receive,
+                    None if body is None else body.finished,
+                    response.read(),
+                    self._app._transport.read_within,
+                )
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": content})
@@ -238,7 +224,7 @@ class Exchange:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 async with aclosing(response.stream()) as chunks:
-                    await self._unless_gone(None, partial(self._stream_long, chunks), timed=False)
+                    await unless_gone(self._receive, None, self._stream_long(chunks))
             completed = True
         except ClientGone:
             self._release()  # the client left: no outcome for the endpoint

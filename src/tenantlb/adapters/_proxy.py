@@ -172,7 +172,34 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            # One request, inline: every frame between the server and the upstream client is
+            # resumed again at each of its awaits.
+            admission = self._gateway.admit(request_info(self._gateway, scope), lease=True)
+            try:
+                ticket = await admission.__aenter__()
+            except RequestRejected as exc:
+                await send_problem(scope, send, exc)
+                return
+            exchange = Exchange(self, scope, receive, send, ticket)
+            failure: BaseException | None = None
+            refusal: RequestRejected | None = None
+            try:
+                await exchange.run()
+            except Exception as exc:  # answered (or not) once everything is released
+                refusal = exchange.refusal(exc)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                error = None if failure is None else type(failure)
+                if self._sync:
+                    await admission.__aexit__(error, failure, None)
+                else:
+                    await finish(lambda: admission.__aexit__(error, failure, None))
+            if refusal is not None:
+                # Answered once the lease and slot are back: a server may hold this send until
+                # the client has finished sending a body we will never read.
+                await send_problem(scope, send, refusal)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":  # not proxied (yet): deny before the handshake completes
@@ -201,34 +228,6 @@ class ProxyApp:
                     await self._transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    # -- one request -------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        admission = self._gateway.admit(request_info(self._gateway, scope), lease=True)
-        try:
-            ticket = await admission.__aenter__()
-        except RequestRejected as exc:
-            await send_problem(scope, send, exc)
-            return
-        exchange = Exchange(self, scope, receive, send, ticket)
-        failure: BaseException | None = None
-        refusal: RequestRejected | None = None
-        try:
-            refusal = await exchange.run()
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            kind = None if failure is None else type(failure)
-            if self._sync:
-                await admission.__aexit__(kind, failure, None)
-            else:
-                await finish(lambda: admission.__aexit__(kind, failure, None))
-        if refusal is not None:
-            # Answered once the lease and slot are back: a server may hold this send until the
-            # client has finished sending a body we will never read.
-            await send_problem(scope, send, refusal)
 
     def _netloc(self, url: str) -> bytes:
         """The Host header value for an endpoint URL (cached)."""

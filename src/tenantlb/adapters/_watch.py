@@ -22,7 +22,7 @@ import asyncio
 import math
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -44,17 +44,17 @@ _T = TypeVar("_T")
 async def unless_gone(
     receive: Receive,
     after: anyio.Event | None,
-    call: Callable[[], Awaitable[_T]],
+    call: Coroutine[Any, Any, _T],
     within: float | None = None,
 ) -> _T:
-    """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
+    """``await call``, cancelled if the client disconnects first (then `ClientGone`).
 
     Args:
         receive: The ASGI receive callable; the watcher reads it only after *after* is set
             (while a request body streams, its reader owns ``receive()`` and reports a
             disconnect itself).
         after: Set once ``receive()`` is free to watch, or None if it is free now.
-        call: The work to run.
+        call: The work to run (a coroutine, awaited here).
         within: Seconds *call* may take once *after* is set (None: no limit). Enforced to
             within *WATCH_AFTER* (late, never early); give at least that much.
 
@@ -75,7 +75,7 @@ async def unless_gone(
         sweeper = _sweeper(loop)
     sweeper.add(watch, loop)
     try:
-        result = await call()
+        result = await call
     except asyncio.CancelledError:
         # Ours unless someone else cancels this task too (then theirs goes on).
         why = watch.stop(sweeper)
@@ -212,7 +212,7 @@ def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
 async def _with_nursery(
     receive: Receive,
     after: anyio.Event | None,
-    call: Callable[[], Awaitable[_T]],
+    call: Coroutine[Any, Any, _T],
     within: float | None,
 ) -> _T:
     why: str | None = None
@@ -237,7 +237,7 @@ async def _with_nursery(
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
         try:
-            result = await call()
+            result = await call
             done = True
         except Exception as exc:  # re-raised outside the task group, not in a group
             error = exc
