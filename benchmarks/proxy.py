@@ -16,8 +16,12 @@ busy machine). ``--baseline SRC`` adds "...@base" rows: the ProxyApp rows again,
 source tree (e.g. ``git archive main src | tar -x -C /tmp/base``), for before/after comparisons.
 Target: ProxyApp >= 1.0x asgiproxy's requests/s with a p99 no worse.
 
+``--instructions`` measures instead what no other load on the machine disturbs: each Python proxy
+runs under valgrind (callgrind, counting only while wrk drives it with 8 connections), and the
+instructions it executes per request are printed with their ratio to asgiproxy's.
+
 Run: python benchmarks/proxy.py [--duration S] [--rounds N] [--connections N] [--only a,b]
-[--baseline SRC] [--http h11|httptools] [--loop asyncio|uvloop]
+[--baseline SRC] [--http h11|httptools] [--loop asyncio|uvloop] [--instructions]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -132,6 +137,86 @@ def wrk(url: str, duration: float, connections: int) -> tuple[float, float, int]
     return rps, p99, total
 
 
+VALGRIND = shutil.which("valgrind")
+
+
+def instructions(
+    app: str, env: dict[str, str], settings: list[str], duration: float, workdir: str
+) -> tuple[float, int]:
+    """Instructions per request of *app* under uvicorn and callgrind, and the requests counted."""
+    assert VALGRIND is not None
+    port = free_port()
+    out = Path(workdir) / f"callgrind.{app}.{port}"
+    cmd = [
+        VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+        sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), f"_proxy_apps:{app}",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--no-access-log", "--no-proxy-headers", "--workers", "1", *settings,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(port, proc, timeout=300.0)
+        url = f"http://127.0.0.1:{port}/"
+        wrk(url, 3.0, 8)  # warm up under valgrind: its translations, our caches
+        control = ["callgrind_control"]
+        subprocess.run([*control, "-i", "on", str(proc.pid)], capture_output=True, check=True)
+        _, _, total = wrk(url, duration, 8)
+        subprocess.run([*control, "-i", "off", str(proc.pid)], capture_output=True, check=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    counted = sum(
+        int(line.split()[1])
+        for part in Path(workdir).glob(f"{out.name}*")
+        for line in part.read_text().splitlines()
+        if line.startswith("totals:")
+    )
+    return counted / total, total
+
+
+def main_instructions(
+    args: argparse.Namespace, settings: list[str], wanted: Callable[[str], bool]
+) -> None:
+    """The ``--instructions`` mode: one contender after the other under callgrind."""
+    if VALGRIND is None:
+        print("--instructions needs valgrind (apt-get install valgrind)")
+        return
+    workdir = tempfile.mkdtemp(prefix="tenantlb-bench-callgrind-")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        backend_port = free_port()
+        procs.append(uvicorn("backend", backend_port, {}, settings))
+        env = {"UPSTREAMS": f"http://127.0.0.1:{backend_port}", "BENCH_KEY": KEY}
+        contenders = [(name, app, env) for name, app in APPS.items()]
+        if args.baseline:
+            base = str(Path(args.baseline).resolve())
+            contenders += [
+                (f"{name}@base", app, {**env, "PYTHONPATH": base})
+                for name, app in APPS.items()
+                if name != "asgiproxy"
+            ]
+        counts = {
+            name: instructions(app, app_env, settings, args.duration, workdir)
+            for name, app, app_env in contenders
+            if wanted(name)
+        }
+        print(
+            f"instructions per request of each proxy process (callgrind), wrk 8 connections, "
+            f"{args.duration:g} s counted; uvicorn --http {args.http} --loop {args.loop}"
+        )
+        print(f"{'target':17s} {'instructions/req':>16s} {'x asgiproxy':>11s} {'requests':>8s}")
+        base_count = counts["asgiproxy"][0]
+        for name, (per, total) in counts.items():
+            print(f"{name:17s} {per:16,.0f} {per / base_count:11.3f} {total:8d}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 APPS = {  # name -> app in _proxy_apps
     "ProxyApp": "tenantlb_proxy",
     "ProxyApp+aio": "tenantlb_proxy_aiohttp",
@@ -148,6 +233,9 @@ def main() -> None:
     parser.add_argument("--baseline", default="", help="another src/ tree for ...@base rows")
     parser.add_argument("--http", default="h11", help="uvicorn --http for every uvicorn process")
     parser.add_argument("--loop", default="asyncio", help="uvicorn --loop for every process")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per request (valgrind)"
+    )
     args = parser.parse_args()
     if WRK is None:
         print("benchmarks/proxy.py needs wrk (apt-get install wrk); skipped")
@@ -158,6 +246,9 @@ def main() -> None:
         return not only or name in only or name == "asgiproxy"
 
     settings = ["--http", args.http, "--loop", args.loop]
+    if args.instructions:
+        main_instructions(args, settings, wanted)
+        return
     procs: list[subprocess.Popen[bytes]] = []
     workdir = tempfile.mkdtemp(prefix="tenantlb-bench-nginx-")
     load_before = os.getloadavg()

@@ -48,7 +48,17 @@ class _RetryStatus(Exception):
 class Exchange:
     """One admitted request through the proxy: attempts, retries, streaming back."""
 
-    __slots__ = ("_app", "_receive", "_scope", "_send", "_started", "ticket")
+    __slots__ = (
+        "_app",
+        "_content",
+        "_failure",
+        "_out",
+        "_receive",
+        "_scope",
+        "_send",
+        "_started",
+        "ticket",
+    )
 
     def __init__(
         self, app: ProxyApp, scope: Scope, receive: Receive, send: Send, ticket: Ticket
@@ -59,6 +69,11 @@ class Exchange:
         self._send = send
         self.ticket = ticket
         self._started = False
+        # What `_fetch` learnt of the last attempt's answer: the headers to send back, a small
+        # body read whole, or why reading it failed.
+        self._out: list[tuple[bytes, bytes]] = []
+        self._content: bytes | None = None
+        self._failure: UpstreamFailure | None = None
 
     def refusal(self, exc: Exception) -> RequestRejected | None:
         """What to answer for *exc*, which ended `run` (called in its ``except`` block): None
@@ -105,7 +120,7 @@ class Exchange:
                 response = await unless_gone(
                     self._receive,
                     None if body is None else body.finished,
-                    transport.send(url, method, target, request, body, chunked),
+                    self._fetch(url, method, target, request, body, chunked),
                     transport.read_within,
                 )
             except (RequestRejected, ClientGone):
@@ -166,10 +181,33 @@ class Exchange:
                 and self._retry_status(status)
             ):
                 retries_left -= 1
-                await response.aclose(complete=False)
+                await response.aclose(complete=self._content is not None)
                 continue
-            await self._stream(response, status, body)
+            await self._stream(response, status)
             return
+
+    async def _fetch(
+        self,
+        url: str,
+        method: str,
+        target: bytes,
+        request: list[tuple[bytes, bytes]],
+        body: Body | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        """Send one attempt; read a small answer's body whole in the same watched wait."""
+        response = await self._app._transport.send(url, method, target, request, body, chunked)
+        self._out, length = response_headers(response.headers)
+        self._content = self._failure = None
+        if length is not None:
+            try:
+                self._content = await response.read()
+            except UpstreamFailure as failure:  # mid-body: answered by `_stream`
+                self._failure = failure
+            except BaseException:  # cancelled (the client left, a timeout): not kept
+                await response.aclose(complete=False)
+                raise
+        return response
 
     def _retry(self, exc: BaseException) -> bool:
         if not self._app._budget.try_withdraw():
@@ -201,22 +239,19 @@ class Exchange:
         if lease is not None and not lease.released:
             self.ticket.record(error=exc)
 
-    async def _stream(self, response: UpstreamResponse, status: int, body: Body | None) -> None:
+    async def _stream(self, response: UpstreamResponse, status: int) -> None:
         """Send the response back; records the outcome and gives the connection back always."""
         ticket = self.ticket
         send = self._send
-        out, length = response_headers(response.headers)
+        out = self._out
         if ticket.decision is not None:
             out.extend(ratelimit_headers(ticket.decision))
         completed = False
         try:
-            if length is not None:  # a small body: read it whole, send it in one message
-                content = await unless_gone(
-                    self._receive,
-                    None if body is None else body.finished,
-                    response.read(),
-                    self._app._transport.read_within,
-                )
+            if self._failure is not None:
+                raise self._failure
+            content = self._content
+            if content is not None:  # a small body, read whole: sent in one message
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": content})

@@ -39,6 +39,15 @@ _MANAGED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Like nginx's proxy_hide_header defaults: the ASGI server sets its own Date and Server.
 _HIDDEN_RESPONSE: Final = frozenset({b"date", b"server"})
 _SKIPPED_RESPONSE: Final = HOP_BY_HOP | _HIDDEN_RESPONSE
+# What request_head does with a header, by name; None (most names): pass it on.
+_HOP, _FORWARDED, _HOST, _LENGTH = 1, 2, 3, 4
+_ROLES: Final = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP),
+    **dict.fromkeys(_FORWARDING, _FORWARDED),
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+}
+_SCHEMES: Final = {"http": b"http", "https": b"https"}
 _SMALL: Final = 65536
 
 RequestHead = tuple[list[tuple[bytes, bytes]], bytes | None, bool, int | None]
@@ -56,23 +65,30 @@ def request_head(
     """
     out: list[tuple[bytes, bytes]] = []
     host: bytes | None = None
-    xff: list[bytes] = []
+    xff: list[bytes] | None = None
     proto: bytes | None = None
     fwd_host: bytes | None = None
-    named: set[bytes] = set()
+    named: set[bytes] | None = None
     length: int | None = None
     chunked = False
     skip = tenant_header
+    roles = _ROLES
     for name, value in scope["headers"]:
-        if name in HOP_BY_HOP:
+        role = roles.get(name)
+        if role is None:  # most headers: passed on
+            if name == skip or (b"_" in name and _spoofs(name.replace(b"_", b"-"), skip)):
+                continue
+            out.append((name, value))
+        elif role == _HOP:
             if name == b"connection":
+                named = named or set()
                 named.update(t.strip().lower() for t in value.split(b","))
             elif name == b"transfer-encoding":
                 chunked = True
-            continue
-        if name in _FORWARDING:
+        elif role == _FORWARDED:
             if trusted:
                 if name == b"x-forwarded-for":
+                    xff = xff or []
                     xff.append(value)
                 elif name == b"x-forwarded-proto":
                     proto = value
@@ -80,26 +96,27 @@ def request_head(
                     fwd_host = value
                 else:
                     out.append((name, value))
-            continue
-        if name == b"host":
+        elif role == _HOST:
             host = value
+        elif name == skip:  # a tenant header named like a framing one
             continue
-        if name == skip:
-            continue
-        if b"_" in name and _spoofs(name.replace(b"_", b"-"), skip):
-            continue
-        if name == b"content-length":
+        else:  # content-length
             parsed = content_length(value)
             length = -1 if parsed is None or (length is not None and length != parsed) else parsed
-        out.append((name, value))
-    named -= _MANAGED
-    if named:
-        out = [(n, v) for n, v in out if n not in named]
-    if peer:
-        xff.append(peer.encode("latin-1"))
-    if xff:
+            out.append((name, value))
+    if named is not None:
+        named -= _MANAGED
+        if named:
+            out = [(n, v) for n, v in out if n not in named]
+    if xff is None:
+        if peer:
+            out.append((b"x-forwarded-for", peer.encode("latin-1")))
+    else:
+        if peer:
+            xff.append(peer.encode("latin-1"))
         out.append((b"x-forwarded-for", b", ".join(xff)))
-    out.append((b"x-forwarded-proto", proto or scope.get("scheme", "http").encode("latin-1")))
+    scheme = scope.get("scheme", "http")
+    out.append((b"x-forwarded-proto", proto or _SCHEMES.get(scheme) or scheme.encode("latin-1")))
     if fwd_host is not None or host is not None:
         out.append((b"x-forwarded-host", fwd_host or host))  # type: ignore[arg-type]
     if skip is not None:
