@@ -128,45 +128,59 @@ def tenantlb_async_per_call(n: int) -> float:
 
 
 def worst_call_at_bound(
-    max_keys: int = 1_000_000, calls: int = 200_000, *, collect: bool = False
-) -> tuple[float, float, float]:
-    """The slowest single decision (the mean, and the 99.99th percentile) once a two-rate table holds *max_keys* live keys.
+    max_keys: int = 1_000_000, calls: int = 1_000_000, *, collect: bool = False
+) -> tuple[float, float, float, float, int]:
+    """The slowest single decision once a two-rate table holds *max_keys* live keys.
 
-    Every measured call brings a new key, so every one of them must evict (the least recently
-    used live key): the case that used to pay an O(n) sweep under the lock. With *collect*
-    False, Python's cyclic GC is paused during the calls, so the figure is the store's own
-    cost; a full GC pass over a million tracked objects is a pause of its own (see README).
+    Returns (worst wall time, worst thread CPU time, 99.99th percentile wall, mean wall,
+    evictions). The rates keep every key live for an hour, so each measured call brings a new
+    key that must evict the least recently used live one; *calls* = *max_keys* new keys, so a
+    single dict of that size would have compacted (an O(n) resize) at least once. Thread CPU
+    time leaves out the time the scheduler gave the core to another process (on a loaded
+    machine that dominates the wall figure). With *collect* False, Python's cyclic GC is paused
+    during the calls, so the figure is the store's own cost; a full GC pass over a million
+    tracked objects is a pause of its own (see README).
     """
     store = tlb.MemoryStore(max_keys=max_keys)
-    lim = tlb.RateLimiter([tlb.Rate(10, per=60), tlb.Rate(1000, per=3600)], store=store)
+    lim = tlb.RateLimiter([tlb.Rate(10, per=3600), tlb.Rate(100, per=86400)], store=store)
     decide = lim.acquire_nowait
     for i in range(max_keys):
         decide(f"fill{i}")
-    clock = time.perf_counter
-    times = [0.0] * calls
+    before = store.stats().evictions
+    wall, cpu = time.perf_counter, time.thread_time
+    walls = [0.0] * calls
+    worst_cpu = 0.0
     if not collect:
         gc.collect()
         gc.disable()
     try:
-        start = clock()
+        start = wall()
         for i in range(calls):
-            t = clock()
+            c, t = cpu(), wall()
             decide(f"new{i}")
-            times[i] = clock() - t
-        mean = (clock() - start) / calls
+            walls[i] = wall() - t
+            c = cpu() - c
+            if c > worst_cpu:
+                worst_cpu = c
+        mean = (wall() - start) / calls
     finally:
         gc.enable()
-    times.sort()
-    return times[-1], mean, times[int(calls * 0.9999)]
+    walls.sort()
+    evictions = store.stats().evictions - before
+    return walls[-1], worst_cpu, walls[int(calls * 0.9999)], mean, evictions
 
 
 def main() -> None:
-    worst, mean = worst_call_at_bound()
+    worst, worst_cpu, p9999, mean, evictions = worst_call_at_bound()
     print(
-        f"\nMemoryStore at max_keys=1,000,000 (two rates, every call evicts): worst single call "
-        f"{worst * 1e3:.3f} ms, mean {mean * 1e6:.2f} us"
+        f"\nMemoryStore at max_keys=1,000,000 (two rates, 1,000,000 new keys, {evictions:,} "
+        f"evictions): worst single call {worst * 1e3:.3f} ms wall, {worst_cpu * 1e3:.3f} ms "
+        f"thread CPU; p99.99 {p9999 * 1e3:.3f} ms; mean {mean * 1e6:.2f} us"
     )
-    print(f"target: worst single call at the key bound <= 1 ms: {verdict(worst <= 1e-3)}")
+    print(
+        f"target: worst single call at the key bound <= 1 ms: {verdict(worst <= 1e-3)} (wall), "
+        f"{verdict(worst_cpu <= 1e-3)} (thread CPU; wall includes time other processes ran)"
+    )
     found = contenders()
     best: dict[str, float] = dict.fromkeys(found, float("inf"))
     best["tenantlb gcra, await acquire"] = float("inf")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 import tenantlb as tlb
@@ -90,3 +93,16 @@ def test_endpoint_is_frozen_and_metadata_read_only() -> None:
     with pytest.raises(AttributeError):
         endpoint.weight = 3  # type: ignore[misc]
     assert endpoint == tlb.Endpoint("HTTP://A", zone="z1")
+
+
+def test_endpoints_pickle_and_copy_with_their_metadata() -> None:
+    """An endpoint survives pickle (multiprocessing) and deepcopy, metadata and all, still read-only."""
+    endpoint = tlb.Endpoint(
+        "http://10.0.0.2:8000", weight=2, zone="eu-1a", metadata={"rack": "r7"}, priority=1
+    )
+    for copy_ in (pickle.loads(pickle.dumps(endpoint)), copy.deepcopy(endpoint)):
+        assert copy_ == endpoint
+        assert (copy_.zone, copy_.priority, dict(copy_.metadata)) == ("eu-1a", 1, {"rack": "r7"})
+        assert (copy_.host, copy_.port) == ("10.0.0.2", 8000)
+        with pytest.raises(TypeError):
+            copy_.metadata["rack"] = "r8"  # type: ignore[index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import tenantlb as tlb
+from tenantlb.config import build_gateway
 from tenantlb.observability.otel import OTelMetrics
 from tenantlb.testing import ManualClock
 
@@ -102,3 +104,28 @@ def test_close_stops_recording(
         ("error", 1)
     ]
     assert "tenantlb.endpoint.in_flight" not in found
+
+
+@pytest.mark.anyio
+async def test_discovery_outages_are_counted_per_pool(
+    sdk: tuple[InMemoryMetricReader, MeterProvider], tmp_path: Path
+) -> None:
+    """A pool's service discovery failing is one counted outage however many refreshes fail."""
+    path = tmp_path / "endpoints.toml"
+    path.write_text('endpoints = ["http://10.0.0.1:8000"]\n')
+    gateway = build_gateway(
+        {
+            "pools": {"api": {"discovery": {"type": "file", "path": str(path)}}},
+            "tenants": [{"id": "acme", "upstream": "api"}],
+        }
+    )
+    reader, provider = sdk
+    OTelMetrics(gateway, meter_provider=provider)
+    (found,) = [s for s in gateway.services if isinstance(s, tlb.Discovery)]
+    async with gateway:
+        path.write_text("endpoints = [")
+        await found.refresh()
+        await found.refresh()
+    assert [(a, p.value) for a, p in points(reader)["tenantlb.discovery.outages"]] == [
+        ({"pool": "api"}, 1)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tenantlb as tlb
+from tenantlb.config import build_gateway
 from tenantlb.observability.prometheus import PrometheusMetrics
 from tenantlb.testing import ManualClock
 from tests.conftest import RedisServer
@@ -177,3 +179,28 @@ async def test_store_outage_metrics(own_redis: RedisServer, anyio_backend: tuple
     stats = gateway.stats().store
     assert isinstance(stats, tlb.ratelimit.RedisStoreStats)
     assert (stats.available, stats.outages) == (True, 1)
+
+
+@pytest.mark.anyio
+async def test_discovery_outages_are_counted_per_pool(tmp_path: Path) -> None:
+    """A pool's service discovery failing is one counted outage however many refreshes fail."""
+    path = tmp_path / "endpoints.toml"
+    path.write_text('endpoints = ["http://10.0.0.1:8000"]\n')
+    gateway = build_gateway(
+        {
+            "pools": {"api": {"discovery": {"type": "file", "path": str(path)}}},
+            "tenants": [{"id": "acme", "upstream": "api"}],
+        }
+    )
+    registry = CollectorRegistry()
+    PrometheusMetrics(gateway, registry=registry)
+    (found,) = [s for s in gateway.services if isinstance(s, tlb.Discovery)]
+    async with gateway:
+        path.write_text("endpoints = [")  # a broken file: refreshes fail, endpoints are kept
+        await found.refresh()
+        await found.refresh()
+        path.write_text('endpoints = ["http://10.0.0.2:8000"]\n')
+        await found.refresh()
+        path.write_text("endpoints = [")
+        await found.refresh()
+    assert scrape(registry)[1]["tenantlb_discovery_outages_total"] == [({"pool": "api"}, 2.0)]

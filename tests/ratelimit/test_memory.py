@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tenantlb import MemoryStore, Rate, RateLimiter
 from tenantlb.ratelimit import GCRA, Algorithm, FixedWindow, SlidingWindow, Step, TokenBucket
 from tenantlb.ratelimit._algorithms import State
+from tenantlb.ratelimit._memory_table import SHARD_KEYS
 from tenantlb.testing import ManualClock
 
 BUILT_IN: dict[str, type[Algorithm]] = {
@@ -260,16 +261,21 @@ def test_algorithm_objects_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_idle_keys_are_swept(clock: ManualClock, algorithm: str) -> None:
-    """Keys whose state has fully recovered are dropped lazily, so memory stays bounded."""
-    store = MemoryStore(clock)
+@pytest.mark.parametrize("max_keys", [1024, 1_000_000], ids=["one-shard", "sharded"])
+def test_idle_keys_are_swept(clock: ManualClock, algorithm: str, max_keys: int) -> None:
+    """Keys whose state has fully recovered are dropped lazily, so memory stays bounded.
+
+    In one shard every expired key goes as new ones arrive; spread over a million-key table's
+    shards, an expired key goes when a new key lands in its shard (all but a few percent here).
+    """
+    store = MemoryStore(clock, max_keys=max_keys)
     lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algo(algorithm))
     for i in range(1000):
         lim.acquire_nowait(f"k{i}")
     clock.advance(10.0)
     for i in range(3000):
         lim.acquire_nowait(f"fresh{i}")
-    assert store.keys() <= 3000
+    assert store.keys() <= (3000 if max_keys == 1024 else 3100)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -455,24 +461,54 @@ def test_fast_path_decides_exactly_as_the_generic_path(
         assert fast.peek_nowait(key, fast.max_cost) == generic.peek_nowait(key, fast.max_cost)
 
 
+@pytest.mark.parametrize("max_keys", [100, 5000], ids=["one-shard", "sharded"])
 @pytest.mark.parametrize("rates", [1, 2, 3])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_an_attackers_new_keys_never_reset_a_victim_still_in_use(
-    clock: ManualClock, algorithm: str, rates: int
+    clock: ManualClock, algorithm: str, rates: int, max_keys: int
 ) -> None:
     """At max_keys, a flood of new keys evicts the least recently used, never a key still being denied."""
-    store = MemoryStore(clock, max_keys=100)
+    store = MemoryStore(clock, max_keys=max_keys)
     lim = RateLimiter(
         [Rate(5, per=3600 * (i + 1)) for i in range(rates)], store=store, algorithm=algo(algorithm)
     )
     for _ in range(5):
         assert lim.acquire_nowait("victim").allowed
-    for i in range(5000):  # 50x the bound of fresh, live keys
+    flood = 10 * max_keys if max_keys > 100 else 50 * max_keys  # fresh, live keys
+    for i in range(flood):
         assert lim.acquire_nowait(f"attacker{i}").allowed
         if i % 50 == 0:
             assert not lim.acquire_nowait("victim").allowed  # still exhausted
-    assert store.keys() <= 100
-    assert store.stats().evictions >= 4900
+    assert store.keys() <= max_keys
+    assert store.stats().evictions >= flood - max_keys
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "generic-sliding_window"])
+def test_a_big_table_is_kept_in_small_shards_within_the_bound(
+    clock: ManualClock, algorithm: str
+) -> None:
+    """A table that may hold many keys keeps them in dicts of at most SHARD_KEYS (whose resizes are short).
+
+    A shard holds its share of max_keys, so evictions may begin a little before the whole
+    table is full: filling exactly max_keys live keys evicts well under 5% of them.
+    """
+    max_keys = 50_000
+    store = MemoryStore(clock, max_keys=max_keys)
+    lim = RateLimiter(Rate(5, per=3600), store=store, algorithm=algo(algorithm))
+    for i in range(max_keys):
+        assert lim.acquire_nowait(f"k{i}").allowed
+    early = store.stats().evictions
+    assert early < 0.05 * max_keys
+    assert store.keys() == max_keys - early
+    for i in range(max_keys):
+        assert lim.acquire_nowait(f"more{i}").allowed
+    assert store.keys() <= max_keys
+    (table,) = store._tables.values()
+    assert max(len(shard) for shard in table.shards) <= SHARD_KEYS
+    assert store.stats().evictions == 2 * max_keys - store.keys()
+    for i in range(max_keys - 100, max_keys):  # the most recent keys survived, exhausted or not
+        lim.acquire_nowait(f"more{i}", 4)
+        assert not lim.acquire_nowait(f"more{i}").allowed
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,12 @@ class Endpoint:
     host: str = attrs.field(init=False, eq=False, repr=False)
     port: int | None = attrs.field(init=False, eq=False, repr=False)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled by its arguments: the read-only metadata view is not picklable itself, and
+        # processes (multiprocessing, a pool of workers) pass endpoints around.
+        args = (self.url, self.weight, self.zone, dict(self.metadata), self.priority)
+        return (_rebuild, args)
+
     def __attrs_post_init__(self) -> None:
         parts = urlsplit(self.url)
         object.__setattr__(self, "host", parts.hostname or "")
@@ -122,3 +128,9 @@ class Endpoint:
 
     def __str__(self) -> str:
         return self.url
+
+
+def _rebuild(
+    url: str, weight: float, zone: str | None, metadata: dict[str, str], priority: int
+) -> Endpoint:
+    return Endpoint(url, weight=weight, zone=zone, metadata=metadata, priority=priority)

@@ -97,6 +97,11 @@ class OTelMetrics:
         self._outages = meter.create_counter(
             "tenantlb.store.outages", "{outage}", "Times the rate-limit store became unavailable."
         )
+        self._discovery_outages = meter.create_counter(
+            "tenantlb.discovery.outages",
+            "{outage}",
+            "Times service discovery for a pool began failing (its endpoints were kept).",
+        )
         meter.create_observable_gauge(
             "tenantlb.endpoint.in_flight",
             [self._observe_in_flight],
@@ -143,6 +148,7 @@ class OTelMetrics:
             "retry": self._retry,
             "retry_budget_exhausted": self._budget,
             "store_unavailable": self._outage,
+            "discovery_failed": self._discovery_outage,
         }
         self._sources = Sources(self)
         self._sources.add(sources)
@@ -202,6 +208,9 @@ class OTelMetrics:
 
     def _outage(self, event: Event) -> None:
         self._outages.add(1)
+
+    def _discovery_outage(self, event: Event) -> None:
+        self._discovery_outages.add(1, {"pool": event.pool})
 
     # -- observable gauges -----------------------------------------------------------------------------
 

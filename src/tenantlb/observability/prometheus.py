@@ -156,6 +156,11 @@ class PrometheusMetrics(Collector):
         self._outages = counter(
             "store_outages", "Times the rate-limit store became unavailable.", ()
         )
+        self._discovery_outages = counter(
+            "discovery_outages",
+            "Times service discovery for a pool began failing (its endpoints were kept).",
+            ("pool",),
+        )
         self._metrics = (
             self._requests,
             self._latency,
@@ -167,6 +172,7 @@ class PrometheusMetrics(Collector):
             self._retries,
             self._exhausted,
             self._outages,
+            self._discovery_outages,
         )
         self._on: dict[str, Callable[[Event], None]] = {
             "outcome": self._outcome,
@@ -178,6 +184,7 @@ class PrometheusMetrics(Collector):
             "retry": self._retry,
             "retry_budget_exhausted": self._budget,
             "store_unavailable": self._outage,
+            "discovery_failed": self._discovery_outage,
         }
         self._sources = Sources(self)
         self._sources.add(sources)
@@ -238,6 +245,9 @@ class PrometheusMetrics(Collector):
 
     def _outage(self, event: Event) -> None:
         self._outages.inc()
+
+    def _discovery_outage(self, event: Event) -> None:
+        self._discovery_outages.labels(event.pool).inc()
 
     # -- the collector -------------------------------------------------------------------------------
 

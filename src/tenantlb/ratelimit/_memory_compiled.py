@@ -17,13 +17,12 @@ from ._decision import Decision
 from ._rate import Rate
 
 if TYPE_CHECKING:
-    from ._memory import _Table
+    from ._memory_table import Table
 
 __all__ = ["TIDY_FROM", "compile_many", "compile_one", "compile_two", "pick"]
 
 _new_decision = tuple.__new__  # builds a Decision without NamedTuple.__new__'s overhead
 TIDY_FROM = 1024  # tables smaller than this do not bother dropping expired keys as they go
-_TIDY_FROM = TIDY_FROM
 
 
 def pick(steps: Sequence[tuple[Any, ...]]) -> int:
@@ -45,12 +44,12 @@ def pick(steps: Sequence[tuple[Any, ...]]) -> int:
 
 
 def compile_one(
-    step: Kernel, table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
+    step: Kernel, table: Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
     """``acquire_nowait`` for one rate: the kernel between a lock, a dict read and a dict write."""
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
+    shards, mask, spread, make_room = table.shards, table.mask, table.spread, table.make_room
+    tidy_from, first = table.tidy_from, table.shards[0]
+    first_get, first_move = first.get, first.move_to_end  # pre-bound: no method lookups
     acquire, release = table.lock.acquire, table.lock.release
     (rate,) = rates
     new_decision, decision = _new_decision, Decision
@@ -64,10 +63,15 @@ def compile_one(
         acquire()
         try:
             now = clock()
+            if spread[0]:  # a big table: the key's shard (see Table)
+                states = shards[hash(key) & mask]
+                get, move_to_end = states.get, states.move_to_end
+            else:
+                states, get, move_to_end = first, first_get, first_move
             old = get(key)
             if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
+                if len(states) >= tidy_from:  # a new key is always admitted (cost <= capacity)
+                    states = make_room(states, key, now)
             else:
                 move_to_end(key)
             allowed, state, remaining, reset_after, retry_after = step(old, now, cost)
@@ -81,15 +85,15 @@ def compile_one(
 
 
 def compile_two(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
+    steps: list[Kernel], table: Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
     """``acquire_nowait`` for two rates (per second + per hour, the common tenant setup), unrolled.
 
     Commits both states only when both admit; the deciding rate is chosen as `pick` does.
     """
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
+    shards, mask, spread, make_room = table.shards, table.mask, table.spread, table.make_room
+    tidy_from, first = table.tidy_from, table.shards[0]
+    first_get, first_move = first.get, first.move_to_end  # pre-bound: no method lookups
     acquire, release = table.lock.acquire, table.lock.release
     step1, step2 = steps
     rate1, rate2 = rates
@@ -104,10 +108,15 @@ def compile_two(
         acquire()
         try:
             now = clock()
+            if spread[0]:  # a big table: the key's shard (see Table)
+                states = shards[hash(key) & mask]
+                get, move_to_end = states.get, states.move_to_end
+            else:
+                states, get, move_to_end = first, first_get, first_move
             old = get(key)
             if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
+                if len(states) >= tidy_from:  # a new key is always admitted (cost <= capacity)
+                    states = make_room(states, key, now)
                 one = step1(None, now, cost)
                 two = step2(None, now, cost)
             else:
@@ -131,12 +140,12 @@ def compile_two(
 
 
 def compile_many(
-    steps: list[Kernel], table: _Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
+    steps: list[Kernel], table: Table, rates: tuple[Rate, ...], clock: Clock, max_cost: float
 ) -> Callable[[str, float], Decision]:
     """``acquire_nowait`` for three or more rates: the kernels in a loop, the choice by `pick`."""
-    states = table.states
-    get, move_to_end, make_room = states.get, states.move_to_end, table.make_room
-    tidy_from = min(_TIDY_FROM, table.max_keys)
+    shards, mask, spread, make_room = table.shards, table.mask, table.spread, table.make_room
+    tidy_from, first = table.tidy_from, table.shards[0]
+    first_get, first_move = first.get, first.move_to_end  # pre-bound: no method lookups
     acquire, release = table.lock.acquire, table.lock.release
     fresh: tuple[None, ...] = (None,) * len(rates)
     new_decision, decision = _new_decision, Decision
@@ -150,10 +159,15 @@ def compile_many(
         acquire()
         try:
             now = clock()
+            if spread[0]:  # a big table: the key's shard (see Table)
+                states = shards[hash(key) & mask]
+                get, move_to_end = states.get, states.move_to_end
+            else:
+                states, get, move_to_end = first, first_get, first_move
             old = get(key)
             if old is None:
-                if len(states) >= tidy_from:
-                    make_room(now)  # a new key is always admitted (cost <= capacity)
+                if len(states) >= tidy_from:  # a new key is always admitted (cost <= capacity)
+                    states = make_room(states, key, now)
                 old = fresh
             else:
                 move_to_end(key)
