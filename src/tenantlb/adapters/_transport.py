@@ -292,6 +292,7 @@ class AiohttpTransport:
         self._session: Any = None
         self._slots: asyncio.Semaphore | None = None
         self._active = 0
+        self._urls: dict[tuple[str, bytes], Any] = {}  # parsed once: most targets recur
         self.read_within: float | None = timeouts["read"] if lazy_read else None
 
     def counts(self) -> tuple[int, int]:
@@ -349,11 +350,17 @@ class AiohttpTransport:
             await slots.acquire()  # returns at once
         self._active += 1
         aiohttp = self._aiohttp
+        parsed = self._urls.get((url, target))
+        if parsed is None:
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            parsed = self._yarl.URL(url + target.decode("latin-1"), encoded=True)
+            self._urls[url, target] = parsed
         sent = False
         try:
             response = await session.request(
                 method,
-                self._yarl.URL(url + target.decode("latin-1"), encoded=True),
+                parsed,
                 headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
                 data=body,
                 chunked=True if chunked else None,

@@ -73,7 +73,9 @@ async def unless_gone(
     sweeper = _last
     if sweeper is None or sweeper.loop() is not loop:
         sweeper = _sweeper(loop)
-    sweeper.add(watch, loop)
+    sweeper.waits[watch] = watch.since = loop.time()
+    if sweeper.timer is None:
+        sweeper.timer = loop.call_later(WATCH_AFTER, sweeper.sweep, loop)
     try:
         result = await call
     except asyncio.CancelledError:
@@ -152,7 +154,7 @@ class _Watch:
         """Stop watching; returns why the wait was cancelled (its cancel taken back), or None."""
         task = self._task
         if task is None:
-            sweeper.discard(self)
+            sweeper.waits.pop(self, None)
         else:
             task.cancel()  # never resumes receive(): a message it waits for stays queued
             self._task = None
@@ -164,29 +166,22 @@ class _Watch:
 class _Sweeper:
     """The waits of one event loop, oldest first; one timer starts the watchers of those due."""
 
-    __slots__ = ("_timer", "_waits", "loop")
+    __slots__ = ("loop", "timer", "waits")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # weak: the loop is the key of `_sweepers`
-        self._waits: dict[_Watch, float] = {}  # insertion order is start order
-        self._timer: asyncio.TimerHandle | None = None
+        self.waits: dict[_Watch, float] = {}  # insertion order is start order
+        self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, watch: _Watch, loop: asyncio.AbstractEventLoop) -> None:
-        self._waits[watch] = watch.since = loop.time()
-        if self._timer is None:
-            self._timer = loop.call_later(WATCH_AFTER, self._sweep, loop)
-
-    def discard(self, watch: _Watch) -> None:
-        self._waits.pop(watch, None)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        waits = self._waits
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the watchers of the waits that have lasted *WATCH_AFTER*; come back for the rest."""
+        self.timer = None
+        waits = self.waits
         due = loop.time() - WATCH_AFTER
         while waits:
             watch, since = next(iter(waits.items()))
             if since > due:
-                self._timer = loop.call_at(since + WATCH_AFTER, self._sweep, loop)
+                self.timer = loop.call_at(since + WATCH_AFTER, self.sweep, loop)
                 return
             del waits[watch]
             watch.start()
