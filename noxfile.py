@@ -58,7 +58,14 @@ def examples(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run every benchmark in benchmarks/ (peers side by side, ratios printed)."""
+    """Re-measure every benchmark next to its peers and write benchmarks/README.md.
+
+    Runs benchmarks/report.py: each script three times (`nox -s bench -- --quick` for each
+    script's small mode, 10-20 minutes; `-- --only NAME` for one), then min / median / max of
+    every figure, each issue's target judged, and the machine. proxy.py needs wrk (nginx for its
+    nginx row), ratelimit_redis.py redis-server, hooks.py valgrind for its instruction counts;
+    without them the report says "not run" and why.
+    """
     session.install(
         "-e",
         ".[test]",
@@ -69,8 +76,4 @@ def bench(session: nox.Session) -> None:
         "slowapi",
         "asgiproxy",
     )
-    import pathlib
-
-    # benchmarks/_*.py are helpers the scripts import (proxy.py needs wrk and nginx on PATH).
-    for script in sorted(pathlib.Path("benchmarks").glob("[!_]*.py")):
-        session.run("python", str(script), *session.posargs)
+    session.run("python", "benchmarks/report.py", *session.posargs)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _report import emit
 from slowapi import Limiter
 from slowapi.middleware import SlowAPIMiddleware
 from starlette.applications import Starlette
@@ -161,13 +162,17 @@ def main() -> None:
     )
     for name, us in best.items():
         print(f"  {name:32s} {us:8.2f}")
+        emit(name, us, "us", better="lower")
     overhead = best["TenantMiddleware(bare)"] - best["bare ASGI app"]
     print(f"TenantMiddleware overhead over a bare app: {overhead:.2f} us/request (target <= 10)")
     core = best["core: gateway.admit(lease=False)"]
     print(f"  of which the core admission {core:.2f} us, the ASGI layer {overhead - core:.2f} us")
+    emit("TenantMiddleware overhead over a bare app", overhead, "us", better="lower")
+    emit("of which the ASGI layer", overhead - core, "us", better="lower")
     star = best["Starlette app"]
     slow = best["Starlette + slowapi"] - star
     ours = best["Starlette + TenantMiddleware"] - star
+    emit("slowapi / TenantMiddleware, added to Starlette", slow / ours, "x", better="higher")
     print(
         f"added to Starlette: slowapi {slow:.2f} us, TenantMiddleware {ours:.2f} us "
         f"({slow / ours:.1f}x less for TenantMiddleware, which also authenticates the key)"

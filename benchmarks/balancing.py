@@ -22,6 +22,8 @@ import sys
 import timeit
 from collections.abc import Callable
 
+from _report import emit
+
 import tenantlb as tlb
 from tenantlb.balancing import Balancer
 
@@ -140,6 +142,15 @@ def main() -> None:
             f"| {name} | {target if target else '-'} | {max(cycles):.2f} | {flat:.2f}x |"
             f" {'ok' if ok else 'MISSED'} |"
         )
+        emit(f"{name} cycle, worst of 3/100/1000 endpoints", max(cycles), "us", better="lower")
+        emit(f"{name} cycle 1000 / 3 endpoints", flat, "x", better="lower")
+    flats = [results[s, 1000]["cycle"] / results[s, 3]["cycle"] for s in STRATEGIES]
+    emit("cycle 1000 / 3 endpoints, worst strategy", max(flats), "x", better="lower")
+    worst = {s: max(results[s, n]["cycle"] for n in SIZES) for s in STRATEGIES}
+    for other in ("RoundRobin", "LeastRequest"):
+        ratio = worst["PeakEWMA"] / worst[other]
+        emit(f"PeakEWMA / {other} cycle", ratio, "x", better="lower")
+    emit("baseline: bare round-robin pick", max(baselines.values()), "us")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _report import emit
+
 STRATEGIES = ("RoundRobin", "LeastRequest", "PeakEWMA", "Maglev", "BoundedLoad")
 SIZES = (3, 1000)
 
@@ -111,6 +113,7 @@ def main() -> None:
     for cell in built["before"]:
         before, after = best[cell, "before"], best[cell, "after"]
         print(f"| {cell} | {before:.2f} | {after:.2f} | {after / before:.3f} |")
+        emit(f"{cell}: after / before", after / before, "x", better="lower")
 
 
 if __name__ == "__main__":

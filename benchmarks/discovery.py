@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+from _report import emit
 
 import tenantlb as tlb
 
@@ -103,6 +104,9 @@ def part1(n: int, rounds: int) -> None:
             f"{name:<12} {same * 1e6:>9.0f}us {naive * 1e6:>15.0f}us {changed * 1e6:>11.0f}us"
             f" {naive / same:>20.1f}x"
         )
+        emit(f"refresh, unchanged answer, {name}", same * 1e3, "ms", better="lower")
+        emit(f"refresh, one endpoint replaced, {name}", changed * 1e3, "ms", better="lower")
+        emit(f"pool.update() of the same list / refresh, {name}", naive / same, "x")
 
 
 def free_port() -> int:
@@ -191,6 +195,12 @@ def part2(n: int, rounds: int) -> None:
             assert size == n, size
             print(
                 f"{backend:<8} {raw_s * 1e3:>12.2f}ms {ours * 1e3:>19.2f}ms {ours / raw_s:>5.2f}x"
+            )
+            emit(
+                f"DNSDiscovery.refresh / raw dnspython, {backend}",
+                ours / raw_s,
+                "x",
+                better="lower",
             )
     finally:
         proc.send_signal(signal.SIGTERM)

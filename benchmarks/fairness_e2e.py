@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import anyio  # noqa: E402
 import httpx  # noqa: E402
+from _report import emit  # noqa: E402
 
 from tests.support.backends import BackendProcess, free_port, wait_for_port  # noqa: E402
 
@@ -198,6 +199,18 @@ def main(argv: list[str] | None = None) -> int:
                 noisy = "10x share" if with_noisy else "absent"
                 share = f"{row['noisy_share']:.1%}" if with_noisy else "-"
                 refused = f"{row['noisy_refused']:.1%}" if with_noisy else "-"
+                if with_noisy:
+                    emit(
+                        f"{name}: quiet p99 with / without the noisy tenant", row["p99"] / base, "x"
+                    )
+                    emit(
+                        f"{name}: served / capacity, noisy tenant present",
+                        row["throughput"] * 100,
+                        "%",
+                    )
+                    emit(
+                        f"{name}: noisy tenant's share of the served", row["noisy_share"] * 100, "%"
+                    )
                 print(
                     f"| {name} | {noisy} | {row['p99'] * 1000:.0f} | {row['p99'] / base:.2f}x | "
                     f"{row['quiet_refused']:.1%} | {row['throughput']:.1%} | {share} | {refused} |",

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _report import emit
+
 import tenantlb as tlb
 from tenantlb.fairness import FairScheduler, Turn, TurnState
 
@@ -222,6 +224,12 @@ def noisy_neighbour(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 f"{'-' if label == 'absent' else f'{noisy_share:.1%}'} | "
                 f"{'-' if label == 'absent' else f'{noisy_refused:.1%}'} |"
             )
+            if label != "absent":
+                emit(
+                    f"{name}: quiet p99 with / without the noisy tenant", ratio, "x", better="lower"
+                )
+                emit(f"{name}: throughput / capacity, noisy tenant present", throughput * 100, "%")
+                emit(f"{name}: noisy tenant's share of the slots", noisy_share * 100, "%")
             rows[f"{policy}/{label}"] = {
                 "pooled": pooled,
                 "worst": worst,
@@ -368,6 +376,7 @@ def adaptive_table(args: argparse.Namespace) -> list[Phase]:
         for name, ph in zip(names, phases, strict=True):
             lat = sorted(ph.latencies)
             p50 = lat[len(lat) // 2] if lat else math.nan
+            emit(f"{label}, {name}: backend p99", p99(ph.backend) * 1000, "ms", better="lower")
             print(
                 f"| {label} | {name} | {sum(ph.limits) / max(1, len(ph.limits)):.0f} | "
                 f"{p99(ph.backend) * 1000:.0f} | {p50 * 1000:.0f} | {p99(ph.latencies) * 1000:.0f} | "

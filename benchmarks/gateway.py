@@ -16,6 +16,8 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
+from _report import emit
+
 import tenantlb as tlb
 
 
@@ -120,8 +122,13 @@ def main() -> None:
         print(
             f"{label:44} {small:11.2f} {large:12.2f} {large / small:6.2f}x {max(small, large) / base:8.1f}x"
         )
+        what = ", with a slot" if label.endswith("+ slot") else ""
+        emit(f"admit round trip{what}, 10 tenants", small, "us", better="lower")
+        emit(f"admit round trip{what}, 10,000 tenants", large, "us", better="lower")
+        emit(f"admit{what}, 10,000 / 10 tenants", large / small, "x", better="lower")
     for label in parts:
         print(f"{label:44} {best[label]:11.2f}")
+        emit(label, best[label], "us", better="lower")
     print()
     print(
         f"worst admit round trip: {worst:.2f} us (target <= 8 us); "

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import anyio
+from _report import emit
 
 import tenantlb as tlb
 
@@ -103,7 +104,7 @@ async def trivial_probe(endpoint: tlb.Endpoint) -> bool:
     return True
 
 
-async def run_checker(probe: object, urls: list[str], seconds: float) -> str:
+async def run_checker(probe: object, urls: list[str], seconds: float) -> tuple[str, float]:
     pool = tlb.Pool(urls, balancer=tlb.RoundRobin())
     checker = tlb.HealthChecker(pool, probe, interval=1.0, timeout=0.5, jitter=0.0)  # type: ignore[arg-type]
     async with checker:
@@ -118,10 +119,10 @@ async def run_checker(probe: object, urls: list[str], seconds: float) -> str:
     return (
         f"{100.0 * cpu / wall:5.1f} % of one core ({100.0 * user / wall:.1f} % user)  "
         f"({checks / wall:.0f} checks/s, {healthy}/{len(urls)} healthy)"
-    )
+    ), 100.0 * cpu / wall
 
 
-async def run_baseline(n: int, seconds: float) -> float:
+async def run_baseline(n: int, seconds: float) -> tuple[str, float]:
     async def loop() -> None:
         while True:  # noqa: ASYNC110 - the floor: a task that only sleeps
             await anyio.sleep(1.0)
@@ -134,7 +135,7 @@ async def run_baseline(n: int, seconds: float) -> float:
         await anyio.sleep(seconds)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         tg.cancel_scope.cancel()
-    return f"{100.0 * cpu / wall:5.1f} % of one core"
+    return f"{100.0 * cpu / wall:5.1f} % of one core", 100.0 * cpu / wall
 
 
 def bench_checker(n: int, seconds: float, ports: list[int]) -> None:
@@ -152,8 +153,11 @@ def bench_checker(n: int, seconds: float, ports: list[int]) -> None:
             ("HTTPProbe (keep-alive GET)", lambda: run_checker(tlb.HTTPProbe("/"), real, seconds)),
         ]
         for name, fn in cases:
-            result = anyio.run(fn, backend=backend)  # type: ignore[arg-type]
+            result, percent = anyio.run(fn, backend=backend)  # type: ignore[arg-type]
             print(f"  {backend:8} {name:44} {result}", flush=True)
+            emit(
+                f"HealthChecker CPU, {n} endpoints, {name}, {backend}", percent, "%", better="lower"
+            )
 
 
 def main() -> None:
@@ -168,8 +172,12 @@ def main() -> None:
         f"OutlierDetector overhead on lease.record() ({args.records} calls, best of {args.repeats})"
     )
     print(f"  {'case':26} {'no detector':>12} {'detector':>10} {'ratio':>6}")
-    for name, plain, detected in bench_record(args.records, args.repeats):
+    rows = bench_record(args.records, args.repeats)
+    for name, plain, detected in rows:
         print(f"  {name:26} {plain:9.0f} ns {detected:7.0f} ns {detected / plain:5.2f}x")
+        emit(f"OutlierDetector overhead, {name}", detected / plain, "x", better="lower")
+    worst = max(detected / plain for _, plain, detected in rows)
+    emit("OutlierDetector overhead on record, worst case", worst, "x", better="lower")
 
     print(
         f"\nHealthChecker at {args.endpoints} endpoints, interval 1 s, {args.seconds:g} s measured"

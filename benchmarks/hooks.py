@@ -40,6 +40,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _report import emit
+
 import tenantlb
 
 HOOK_LISTS = {"_traffic", "_handlers", "traffic", "handlers"}
@@ -278,6 +280,8 @@ def main() -> None:
         worst = max(worst, ratio)
         median = statistics.median(paired[name])
         print(f"{name:56} {with_hooks:7.3f} {without:9.3f} {ratio:6.3f}x {median:6.3f}x")
+        emit(f"hooks / no hooks, {name}, time", ratio, "x", better="lower")
+    emit("hooks / no hooks, worst case, time", worst, "x", better="lower")
     verdict = "ok" if worst <= 1.05 else "OVER TARGET"
     print()
     print("ratio: best hooks / best no hooks; paired: median of the per-round ratios")
@@ -300,6 +304,8 @@ def main() -> None:
             ratio = counts["hooks"] / counts["no hooks"]
             worst = max(worst, ratio)
             print(f"{name:56} {counts['hooks']:7.0f} {counts['no hooks']:9.0f} {ratio:6.3f}x")
+            emit(f"hooks / no hooks, {name}, instructions", ratio, "x", better="lower")
+        emit("hooks / no hooks, worst case, instructions", worst, "x", better="lower")
         verdict = "ok" if worst <= 1.05 else "OVER TARGET"
         print(f"worst instruction ratio: {worst:.3f}x (target <= 1.05x): {verdict}")
 

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import httpx
+from _report import emit
 
 import tenantlb as tlb
 from tenantlb.adapters.httpx import AsyncBalancingTransport, BalancingTransport
@@ -227,11 +228,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         target = ">= 0.95" if row.name.startswith("AsyncClient") else "-"
+        emit(f"balancing / plain throughput, {row.name}", row.ratio, "x", better="higher")
+        emit(f"plain / balancing CPU, {row.name}", row.plain_cpu / row.balancing_cpu, "x")
         print(
             f"| {row.name} | {row.plain:,.0f} | {row.balancing:,.0f} | {row.ratio:.3f}"
             f" | {row.plain_cpu:.0f} | {row.balancing_cpu:.0f}"
             f" | {row.plain_cpu / row.balancing_cpu:.3f} | {target} |"
         )
+    emit("transport cost without I/O", balancing_us - null_us, "us", better="lower")
     print(
         f"\nWithout I/O (null transport): {null_us:.1f} us plain, {balancing_us:.1f} us through"
         f" AsyncBalancingTransport: {balancing_us - null_us:.1f} us added per request"

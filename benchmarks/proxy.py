@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _report import emit
+
 HERE = Path(__file__).resolve().parent
 KEY = "sk-bench-0123456789abcdef"
 WRK = shutil.which("wrk") or ("/usr/bin/wrk" if Path("/usr/bin/wrk").exists() else None)
@@ -210,6 +212,14 @@ def main_instructions(
         base_count = counts["asgiproxy"][0]
         for name, (per, total) in counts.items():
             print(f"{name:17s} {per:16,.0f} {per / base_count:11.3f} {total:8d}")
+            emit(f"{name} instructions per request", per, "instructions", better="lower")
+            if name != "asgiproxy":
+                emit(
+                    f"{name} / asgiproxy instructions per request",
+                    per / base_count,
+                    "x",
+                    better="lower",
+                )
     finally:
         for proc in procs:
             proc.terminate()
@@ -325,15 +335,31 @@ def report(
     def spread(values: list[float]) -> str:
         return f"{statistics.median(values):5.2f} ({min(values):.2f}-{max(values):.2f})"
 
+    note = f"median of {args.rounds} interleaved rounds, load average {load_before[0]:.1f}"
     for name, rows in runs.items():
         rps = [r[0] / b[0] for r, b in zip(rows, base, strict=True)]
         p99 = [r[1] / b[1] for r, b in zip(rows, base, strict=True)]
         cpu = statistics.median(r[2] for r in rows) if name != "nginx" else None
+        rps_median = statistics.median(r[0] for r in rows)
+        p99_median = statistics.median(r[1] for r in rows)
         print(
-            f"{name:17s} {statistics.median(r[0] for r in rows):7.0f} "
-            f"{statistics.median(r[1] for r in rows):7.2f} {spread(rps):>22s} {spread(p99):>26s} "
-            f"{'-' if cpu is None else f'{cpu:.0f}':>10s}"
+            f"{name:17s} {rps_median:7.0f} {p99_median:7.2f} {spread(rps):>22s} "
+            f"{spread(p99):>26s} {'-' if cpu is None else f'{cpu:.0f}':>10s}"
         )
+        emit(f"{name} req/s", rps_median, "req/s", better="higher", note=note)
+        emit(f"{name} p99", p99_median, "ms", better="lower", note=note)
+        if name != "asgiproxy":
+            spread_note = f"{note}, min-max {min(rps):.2f}-{max(rps):.2f}"
+            emit(
+                f"{name} / asgiproxy req/s",
+                statistics.median(rps),
+                "x",
+                better="higher",
+                note=spread_note,
+            )
+            emit(f"{name} / asgiproxy p99", statistics.median(p99), "x", better="lower", note=note)
+        if cpu is not None:
+            emit(f"{name} CPU per request", cpu, "us", better="lower", note=note)
     print("CPU us/req: the serving process's own CPU time per request (the backend's for direct)")
 
 

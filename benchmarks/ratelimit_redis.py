@@ -2,13 +2,19 @@
 
 Starts its own redis-server and a 3-master Redis Cluster (from PATH) on free loopback ports, then
 measures decisions per second at concurrency 1, 64 and 256 on each, with redis-py's asyncio
-client for everyone (limits with ``implementation="redispy"``), interleaved, best of several
-rounds; 64 tenants, so that a cluster spreads them over its masters.
+client for everyone (limits with ``implementation="redispy"``); 64 tenants, so that a cluster
+spreads them over its masters. Contenders run interleaved, in chunks that alternate within each
+round, so a burst of load from elsewhere hits all of them alike: each round gives a ratio to
+limits' best strategy in that round,
+and the table shows the median ratio over the rounds with its spread (min-max), and the median
+decisions per second. The load average is printed: on a shared machine, compare ratios.
 
-Reported per contender, at the highest concurrency: round trips per decision (tenantlb: its own
-count of pipelines sent, `RedisStore.stats`; limits: client commands, each its own round trip)
-and redis-server CPU per decision (``used_cpu_user + used_cpu_sys`` of every node, from
-``INFO cpu``, which also counts reading, parsing and writing the commands).
+Reported per contender, at the highest concurrency (medians over the rounds): round trips per
+decision (tenantlb: its own count of pipelines sent, `RedisStore.stats`; limits: client
+commands, each its own round trip) and redis-server CPU per decision (``used_cpu_user +
+used_cpu_sys`` of every node, from ``INFO cpu``, which also counts reading, parsing and writing
+the commands); and, at c=1 and at the highest concurrency, the client's CPU per decision (this
+process's CPU time, the kernel's share of its socket calls included).
 Targets: >= 3x limits' fastest strategy at c=64 on one server, >= 1.0x at c=1.
 
     python benchmarks/ratelimit_redis.py [--quick]
@@ -17,9 +23,11 @@ Targets: >= 3x limits' fastest strategy at c=64 on one server, >= 1.0x at c=1.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +37,13 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from _report import emit
 
 import tenantlb as tlb
 
 QUICK = "--quick" in sys.argv
-ROUNDS = 1 if QUICK else 3
+ROUNDS = 3 if QUICK else 5
+CHUNKS = 4  # per contender, round and concurrency, alternating with the other contenders
 CONCURRENCY = (1, 64, 256)
 DECISIONS = {
     1: 500 if QUICK else 2_000,
@@ -114,7 +124,10 @@ def start_servers(cluster: bool) -> tuple[list[subprocess.Popen[bytes]], list[in
 ERRORS: dict[str, int] = {}
 
 
-async def throughput(decide: Decide, total: int, concurrency: int, name: str = "") -> float:
+async def throughput(
+    decide: Decide, total: int, concurrency: int, name: str = ""
+) -> tuple[int, float]:
+    """Run *total* decisions in *concurrency* tasks; return how many ran and the seconds taken."""
     per_worker = total // concurrency
 
     async def worker(i: int) -> None:
@@ -126,7 +139,7 @@ async def throughput(decide: Decide, total: int, concurrency: int, name: str = "
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return per_worker * concurrency / (time.perf_counter() - start)
+    return per_worker * concurrency, time.perf_counter() - start
 
 
 def server_cpu(admins: list[redis.Redis]) -> float:
@@ -182,29 +195,51 @@ async def measure(cluster: bool) -> dict[str, Any]:
         for decide in contenders.values():  # warm up: connections, scripts loaded
             await throughput(decide, 256, 64)
 
-        best = {(name, c): 0.0 for name in contenders for c in CONCURRENCY}
-        trips: dict[str, float] = {}
-        cpu_us = {name: float("inf") for name in contenders}
-        for _ in range(ROUNDS):
+        rates: dict[tuple[str, int], list[float]] = {
+            (n, c): [] for n in contenders for c in CONCURRENCY
+        }
+        trips: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu_us: dict[str, list[float]] = {name: [] for name in contenders}
+        client_us: dict[tuple[str, int], list[float]] = {
+            (n, c): [] for n in contenders for c in (1, CONCURRENCY[-1])
+        }
+        order = list(contenders.items())
+        for round_ in range(ROUNDS):
             for concurrency in CONCURRENCY:
-                total = DECISIONS[concurrency]
-                for name, decide in contenders.items():
-                    for admin in admins:
-                        admin.flushall()
-                        admin.config_resetstat()
-                    store = stores.get(name)
-                    sent = store.stats().round_trips if store else 0
-                    cpu = server_cpu(admins)
-                    rate = await throughput(decide, total, concurrency, name)
-                    cpu = server_cpu(admins) - cpu
-                    done = total // concurrency * concurrency
-                    best[name, concurrency] = max(best[name, concurrency], rate)
-                    if concurrency == CONCURRENCY[-1]:
-                        used = (
+                # Each contender's share of a round is cut into chunks that alternate with the
+                # others', so a burst of load from elsewhere falls on all of them alike.
+                chunk = DECISIONS[concurrency] // CHUNKS
+                seconds = dict.fromkeys(contenders, 0.0)
+                done = dict.fromkeys(contenders, 0)
+                mine = dict.fromkeys(contenders, 0.0)
+                cpu = dict.fromkeys(contenders, 0.0)
+                used = dict.fromkeys(contenders, 0)
+                for part in range(CHUNKS):
+                    # Who goes first moves each time: no contender always follows the same one.
+                    shift = (round_ + part) % len(order)
+                    for name, decide in order[shift:] + order[:shift]:
+                        for admin in admins:
+                            admin.flushall()
+                            admin.config_resetstat()
+                        store = stores.get(name)
+                        sent = store.stats().round_trips if store else 0
+                        server = server_cpu(admins)
+                        process = time.process_time()
+                        n, elapsed = await throughput(decide, chunk, concurrency, name)
+                        mine[name] += time.process_time() - process
+                        cpu[name] += server_cpu(admins) - server
+                        seconds[name] += elapsed
+                        done[name] += n
+                        used[name] += (
                             store.stats().round_trips - sent if store else client_commands(admins)
                         )
-                        trips[name] = used / done
-                        cpu_us[name] = min(cpu_us[name], cpu * 1e6 / done)
+                for name in contenders:
+                    rates[name, concurrency].append(done[name] / seconds[name])
+                    if concurrency in (1, CONCURRENCY[-1]):
+                        client_us[name, concurrency].append(mine[name] * 1e6 / done[name])
+                    if concurrency == CONCURRENCY[-1]:
+                        trips[name].append(used[name] / done[name])
+                        cpu_us[name].append(cpu[name] * 1e6 / done[name])
     finally:
         await client.aclose()
         for admin in admins:
@@ -213,36 +248,80 @@ async def measure(cluster: bool) -> dict[str, Any]:
             proc.kill()
             proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"best": best, "trips": trips, "cpu": cpu_us, "names": list(contenders)}
+    return {
+        "rates": rates,
+        "trips": {n: statistics.median(v) for n, v in trips.items()},
+        "cpu": {n: statistics.median(v) for n, v in cpu_us.items()},
+        "client": {k: statistics.median(v) for k, v in client_us.items()},
+        "names": list(contenders),
+    }
 
 
 def report(title: str, result: dict[str, Any], targets: bool) -> None:
-    best, names = result["best"], result["names"]
+    rates, names = result["rates"], result["names"]
     limits_names = [n for n in names if n.startswith("limits")]
-    print(f"\n{title} (best of {ROUNDS}; {TENANTS} tenants)\n")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{title} ({ROUNDS} interleaved rounds; {TENANTS} tenants; load average {load})\n")
     head = " | ".join(f"c={c} dec/s" for c in CONCURRENCY)
-    ratios = " / ".join(f"c={c}" for c in CONCURRENCY)
+    cs = " / ".join(f"c={c}" for c in CONCURRENCY)
     print(
-        f"| contender | {head} | vs best limits ({ratios}) | round trips / decision (c={CONCURRENCY[-1]}) | redis CPU us / decision |"
+        f"| contender | {head} | vs best limits, median ({cs}) | spread (min-max) | "
+        f"round trips / decision (c={CONCURRENCY[-1]}) | redis CPU us / decision | "
+        f"client CPU us / decision (c=1 / c={CONCURRENCY[-1]}) |"
     )
-    print("|---|" + "---:|" * (len(CONCURRENCY) + 3))
-    ref = {c: max(best[n, c] for n in limits_names) for c in CONCURRENCY}
+    print("|---|" + "---:|" * (len(CONCURRENCY) + 5))
+    # Per round, the best limits strategy at each concurrency is the reference.
+    ref = {
+        c: [max(rates[n, c][r] for n in limits_names) for r in range(ROUNDS)] for c in CONCURRENCY
+    }
+    where = "one server" if targets else "cluster"
+
+    def ratios(name: str, c: int) -> list[float]:
+        return [rates[name, c][r] / ref[c][r] for r in range(ROUNDS)]
+
     for name in names:
-        rates = " | ".join(f"{best[name, c]:,.0f}" for c in CONCURRENCY)
-        vs = " / ".join(f"{best[name, c] / ref[c]:.2f}x" for c in CONCURRENCY)
-        print(
-            f"| {name} | {rates} | {vs} | {result['trips'][name]:.3f} | {result['cpu'][name]:.1f} |"
+        dec = " | ".join(f"{statistics.median(rates[name, c]):,.0f}" for c in CONCURRENCY)
+        vs = " / ".join(f"{statistics.median(ratios(name, c)):.2f}x" for c in CONCURRENCY)
+        spread = " / ".join(
+            f"{min(ratios(name, c)):.2f}-{max(ratios(name, c)):.2f}" for c in CONCURRENCY
         )
+        print(
+            f"| {name} | {dec} | {vs} | {spread} | {result['trips'][name]:.3f} | "
+            f"{result['cpu'][name]:.1f} | {result['client'][name, 1]:.0f} / "
+            f"{result['client'][name, CONCURRENCY[-1]]:.0f} |"
+        )
+        for c in CONCURRENCY:
+            dec_s = statistics.median(rates[name, c])
+            emit(f"{name} dec/s, {where}, c={c}", dec_s, "dec/s", better="higher")
+        emit(
+            f"{name} round trips per decision, {where}, c={CONCURRENCY[-1]}",
+            result["trips"][name],
+            "",
+            better="lower",
+        )
+        emit(f"{name} redis CPU per decision, {where}", result["cpu"][name], "us", better="lower")
+    for c in CONCURRENCY:  # the median over this run's interleaved rounds
+        gcra = statistics.median(ratios("tenantlb gcra", c))
+        emit(f"gcra / best limits, {where}, c={c}", gcra, "x", better="higher")
+        fixed = statistics.median(
+            [
+                rates["tenantlb gcra", c][r] / rates["limits FixedWindow", c][r]
+                for r in range(ROUNDS)
+            ]
+        )
+        emit(f"gcra / limits FixedWindow, {where}, c={c}", fixed, "x", better="higher")
     for name in names:
         if ERRORS.get(name):
             print(f"{name}: {ERRORS[name]} decisions raised (redis-py cluster client errors)")
     ERRORS.clear()
     if targets:
         for c, target in ((1, 1.0), (64, 3.0)):
-            ratio = best["tenantlb gcra", c] / ref[c]
+            got = ratios("tenantlb gcra", c)
+            ratio = statistics.median(got)
             verdict = "met" if ratio >= target else "NOT met"
             print(
-                f"target: tenantlb gcra >= {target}x the best limits strategy at c={c}: {ratio:.2f}x -> {verdict}"
+                f"target: tenantlb gcra >= {target}x the best limits strategy at c={c}: "
+                f"median {ratio:.2f}x (rounds {min(got):.2f}-{max(got):.2f}) -> {verdict}"
             )
 
 

@@ -445,3 +445,48 @@ def test_concurrency_sync_slots_in_redis(redis_url: str) -> None:
             lim.acquire_nowait("acme")
         assert lim.release_nowait(slot)
         assert lim.acquire_nowait("acme") is not None
+
+
+@pytest.mark.anyio
+async def test_connections_go_back_to_the_pool_as_they_came(
+    redis_url: str, anyio_backend: tuple[str, Any]
+) -> None:
+    """The connections the store held go back to the client's pool with their own socket timeout."""
+    options = {"socket_timeout": 0.7, "max_connections": 16}
+    asyncio_client = anyio_backend[0] == "asyncio"
+    if asyncio_client:
+        client: Any = redis.asyncio.Redis.from_url(redis_url, **options)
+    else:
+        client = redis.Redis.from_url(redis_url, **options)
+    store = RedisStore(client)
+    pool = client.connection_pool
+    try:
+        lim = RateLimiter(Rate(10**6, per=60), store=store)
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(lim.acquire, f"k{i % 7}")
+        for _ in range(20):
+            await lim.acquire("alone")
+        with anyio.fail_after(10):
+            while True:  # every connection of the pool can be taken again: none is held
+                conns: list[Any] = []
+                try:
+                    for _ in range(16):
+                        if asyncio_client:
+                            conns.append(await pool.get_connection())
+                        else:
+                            conns.append(pool.get_connection())
+                except redis.exceptions.MaxConnectionsError:
+                    pass
+                assert all(conn.socket_timeout == 0.7 for conn in conns)
+                for conn in conns:
+                    if asyncio_client:
+                        await pool.release(conn)
+                    else:
+                        pool.release(conn)
+                if len(conns) == 16:
+                    break
+                await anyio.sleep(0.1)
+        assert (await lim.acquire("after")).allowed
+    finally:
+        await store.aclose()

@@ -107,3 +107,59 @@ def test_bad_lease_ttl_in_config_names_the_field() -> None:
                 {"gateway": {"lease_ttl": bad}, "pools": {"p": {"endpoints": ["http://a"]}}}
             )
         assert info.value.path == "gateway" or info.value.path == "gateway.lease_ttl"
+
+
+_HOLDER = """
+import asyncio, sys
+import redis.asyncio
+import tenantlb as tlb
+
+async def main() -> None:
+    store = tlb.RedisStore(redis.asyncio.Redis.from_url(sys.argv[1]))
+    lim = tlb.ConcurrencyLimiter(1, store=store, lease_ttl=float(sys.argv[2]))
+    slot = await lim.acquire("acme")
+    print("held", flush=True)
+    await asyncio.sleep(60)  # holds the slot (renewed) until it is killed
+    print(slot)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.anyio
+async def test_a_slot_of_a_killed_process_expires_after_its_lease(
+    redis_url: str, anyio_backend: tuple[str, Any]
+) -> None:
+    """Another process's slot is renewed while it lives and expires within lease_ttl of SIGKILL."""
+    import subprocess
+    import sys
+
+    lease = 0.3
+    holder = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, redis_url, str(lease)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    try:
+        assert holder.stdout is not None
+        line = await anyio.to_thread.run_sync(holder.stdout.readline)
+        assert line.strip() == b"held"
+        async with Target("server", redis_url, [0]).store(anyio_backend) as store:
+            lim = ConcurrencyLimiter(1, store=store, lease_ttl=lease)
+            await anyio.sleep(4 * lease)  # four leases: the holder renews its slot meanwhile
+            assert await lim.in_use("acme") == 1
+            with pytest.raises(OverCapacity):
+                await lim.acquire("acme")
+            holder.kill()  # a crash: nothing is released, nothing renews any more
+            await anyio.to_thread.run_sync(holder.wait)
+            with anyio.fail_after(5):
+                while await lim.in_use("acme"):  # noqa: ASYNC110 - Redis expires the lease itself
+                    await anyio.sleep(0.05)
+            await lim.release(await lim.acquire("acme"))  # the slot is free again
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -3,7 +3,7 @@
 Both send one request and hand back an `UpstreamResponse`; every failure is an `UpstreamFailure`
 whose ``kind`` says what the proxy should do with it (retry elsewhere, 502, 504, 400).
 aiohttp is offered because its HTTP parser is compiled: on CPython it costs a proxy about half
-the CPU per request of httpcore's pure-Python h11 (see benchmarks/README.md).
+the CPU per request of httpcore's pure-Python h11 (see benchmarks/ANALYSIS.md).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import anyio
 from .._errors import StoreUnavailable
 from . import _lua
 from ._decision import Decision
-from ._redis_batch import Call, Script, StoreBusy, current_loop, spawn
+from ._redis_batch import Call, Script, StoreBusy, current_loop, pack_items, spawn
 from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec, Slot
 
 if TYPE_CHECKING:
@@ -64,7 +64,17 @@ _MODES: Final = {"a": b"a", "p": b"p", "r": b"r"}
 class RedisRates:
     """Rate decisions for one spec: one script call per decision."""
 
-    __slots__ = ("_fallback", "_params", "_rates", "_script", "_store", "_suffixes")
+    __slots__ = (
+        "_fallback",
+        "_head",
+        "_modes",
+        "_params",
+        "_rates",
+        "_script",
+        "_store",
+        "_suffixes",
+        "_tail",
+    )
 
     def __init__(
         self, store: RedisStore, spec: RateSpec, script: Script, fallback: RateBackend | None
@@ -82,11 +92,26 @@ class RedisRates:
         for rate in spec.rates:
             params += [repr(float(x)).encode() for x in (rate.limit, rate.per, rate.burst)]
         self._params = tuple(params)
+        # The packed command's fixed parts, kept ready: only keys, mode and cost vary per call.
+        n = len(spec.rates)
+        self._head = b"*%d\r\n%b" % (
+            3 + n + 2 + len(params),
+            pack_items(("EVALSHA", script.sha, n)),
+        )
+        self._tail = pack_items(self._params)
+        self._modes = {m: pack_items((b, b"1.0")) for m, b in _MODES.items()}
 
     def _call(self, mode: str, key: str, cost: float) -> Call:
         head = self._store.key_prefix(key)
         keys = [head + suffix for suffix in self._suffixes]
-        argv = (_MODES[mode], b"1.0" if cost == 1 else repr(float(cost)).encode(), *self._params)
+        one = cost == 1
+        argv = (_MODES[mode], b"1.0" if one else repr(float(cost)).encode(), *self._params)
+        packed = b"%b%b%b%b" % (
+            self._head,
+            pack_items(keys),
+            self._modes[mode] if one else pack_items(argv[:2]),
+            self._tail,
+        )
         cleanup = None
         if mode == "a":
 
@@ -95,7 +120,7 @@ class RedisRates:
                 if reply is not None and reply[:1] == b"\x01":
                     self._store.submit(self._call("r", key, cost))
 
-        return Call((*keys, *argv), self._script, len(keys), cleanup=cleanup)
+        return Call((*keys, *argv), self._script, len(keys), cleanup=cleanup, packed=packed)
 
     def _decision(self, reply: Any) -> Decision:
         try:

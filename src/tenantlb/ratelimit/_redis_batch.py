@@ -1,19 +1,22 @@
-"""Coalescing `RedisStore` calls into few round trips, in tasks the caller cannot cancel.
+"""Calls to Redis for `RedisStore`, and the engine for sync clients (worker threads).
 
-A caller hands a `Call` to its event loop's `Batcher` and waits for the answer. The batcher runs
-calls in *detached* tasks (an asyncio task it keeps a strong reference to, or a trio system
-task), never in the caller's task:
+A `Call` is one command (usually a script) with its reply or error and a *cleanup* that undoes
+what Redis did when the caller left before the answer (a slot token removed, a cost refunded).
+With an asyncio client the calls go through `tenantlb.ratelimit._redis_pipe`; with a sync client
+(trio, or a store given only ``redis.Redis``) a `Batcher` runs them in worker threads:
 
 - On one server, calls queue and a few flusher tasks send them as pipelines (``transaction=False``,
-  redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile,
-  so throughput rises with concurrency. Each call is still its own atomic script.
-- On a cluster, each call goes to its node at once through the cluster client (which follows
-  ``MOVED``/``ASK`` and failovers), so a dead master delays only the tenants it holds.
-- A sync client (trio, or a store given only ``redis.Redis``) does the same in worker threads.
+  redis-py's public pipeline API): one round trip carries every decision that arrived meanwhile.
+  Each call is still its own atomic script.
+- On a cluster, the same per master: each master's calls queue in its own lane and go out as
+  pipelines on that master's own client (``RedisCluster.get_redis_connection``), in the lane's own
+  worker threads, so a dead master fails and delays only the tenants it holds. A call answered
+  with ``MOVED``/``ASK``, and for a second every call to a master that just failed, goes through
+  the cluster client itself, which follows redirects, refreshes its slot map and finds failovers.
 
-Because the work is detached, a caller that is cancelled (``asyncio.wait_for``, a trio cancel
-scope) cannot stop a release or refund it handed over, and calls that succeed after their caller
-left are cleaned up (a slot token removed, an acquired cost refunded) by the call's *cleanup*.
+The flushers are *detached* tasks (an asyncio task kept by a strong reference, or a trio system
+task), so a caller that is cancelled (``asyncio.wait_for``, a trio cancel scope) cannot stop a
+release or refund it handed over, and calls that succeed after their caller left are cleaned up.
 Every flush is bounded by the store's timeout; a caller waits at most that long.
 """
 
@@ -35,7 +38,17 @@ from .._errors import StoreUnavailable
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
 
-__all__ = ["Batcher", "Call", "LoopRef", "Script", "StoreBusy", "current_loop", "spawn"]
+__all__ = [
+    "Batcher",
+    "Call",
+    "LoopRef",
+    "Script",
+    "StoreBusy",
+    "current_loop",
+    "pack",
+    "pack_items",
+    "spawn",
+]
 
 logger = logging.getLogger("tenantlb.ratelimit")
 
@@ -45,25 +58,13 @@ DONE: Final = 2
 SKIPPED: Final = 3
 
 _MAX_BATCH: Final = 512
+_LANE_FLUSHERS: Final = 2  # pipelines in flight per cluster master (sync client)
 _TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 _SOURCES: dict[str, str] = {}  # script sources by sha, for EVAL after a NOSCRIPT answer
 
 
 class StoreBusy(StoreUnavailable):
     """No connection of the client's pool was free within the decision's timeout (back-pressure)."""
-
-
-class _Set:
-    """An event that is always set (no cluster discovery to wait for)."""
-
-    def is_set(self) -> bool:
-        return True
-
-    async def wait(self) -> None:
-        return None
-
-
-_SET: Any = _Set()
 
 
 class Script:
@@ -88,9 +89,21 @@ class Call:
             when the call failed (the caller may not know whether Redis ran it).
         must: An idempotent call (a release) that is retried in the background after a failure,
             until *must* seconds have passed.
+        packed: The same command already packed (`pack`), when the caller keeps parts ready.
     """
 
-    __slots__ = ("args", "cleanup", "error", "event", "left", "must", "result", "state")
+    __slots__ = (
+        "args",
+        "cleanup",
+        "deadline",
+        "error",
+        "event",
+        "left",
+        "must",
+        "packed",
+        "result",
+        "state",
+    )
 
     def __init__(
         self,
@@ -100,10 +113,13 @@ class Call:
         *,
         cleanup: Callable[[Any], None] | None = None,
         must: float = 0.0,
+        packed: bytes | None = None,
     ) -> None:
         if script is not None:
             args = ("EVALSHA", script.sha, nkeys, *args)
         self.args: tuple[Any, ...] = tuple(args)
+        self.packed = packed  # the command as sent on a connection, if built already (`wire`)
+        self.deadline = 0.0  # when its caller stops waiting (loop time; asyncio engine)
         self.cleanup = cleanup
         self.must = must
         self.state = QUEUED
@@ -112,6 +128,17 @@ class Call:
         self.error: StoreUnavailable | None = None
         # What the waiter waits on: a loop future under asyncio (cheapest), else an anyio.Event.
         self.event: asyncio.Future[None] | anyio.Event | None = None
+
+    def wire(self) -> bytes:
+        """The command packed for the wire (once)."""
+        packed = self.packed
+        if packed is None:
+            packed = self.packed = pack(self.args)
+        return packed
+
+    def first_key(self) -> Any:
+        """The key that decides which cluster node runs the call."""
+        return self.args[3] if self.args[0] == "EVALSHA" else self.args[1]
 
     def eval_args(self) -> tuple[Any, ...]:
         """The same call as EVAL with the script's source (after a NOSCRIPT answer)."""
@@ -134,6 +161,11 @@ class Call:
         self._cleanup(None)
         self._wake()
 
+    def refuse(self, error: StoreUnavailable) -> None:
+        """Give up on a call that was never sent: its caller gets *error*, nothing to clean up."""
+        self.state, self.error = DONE, error
+        self._wake()
+
     def _wake(self) -> None:
         event = self.event
         if event is None:
@@ -143,6 +175,10 @@ class Call:
                 event.set_result(None)
         else:
             event.set()
+
+    def run_cleanup(self, result: Any) -> None:
+        """Undo what the call did (its caller left after Redis answered *result*)."""
+        self._cleanup(result)
 
     def _cleanup(self, result: Any) -> None:
         cleanup, self.cleanup = self.cleanup, None
@@ -216,36 +252,24 @@ class Batcher:
     __slots__ = (
         "client",
         "cluster",
-        "direct",
-        "direct_ok",
         "flushers",
         "idle",
-        "initialized",
         "lanes",
         "loop",
         "max_flushers",
         "pending",
         "store",
-        "sync",
     )
 
-    def __init__(
-        self, store: RedisStore, loop: LoopRef, client: Any, *, sync: bool, cluster: bool
-    ) -> None:
+    def __init__(self, store: RedisStore, loop: LoopRef, client: Any, *, cluster: bool) -> None:
         self.store = store
         self.loop = loop
-        self.client = client
-        self.sync = sync
+        self.client = client  # a sync client: calls run in worker threads
         self.cluster = cluster
         self.pending: deque[Call] = deque()
         self.flushers = 0  # flusher tasks (one server) or calls in flight (cluster)
         self.idle: anyio.Event | None = None
-        self.lanes: dict[str, anyio.CapacityLimiter] = {}
-        self.direct = 0  # calls running in their caller's task (see _direct)
-        self.direct_ok = loop.kind == "asyncio" and not sync and not cluster
-        # redis-py's asyncio cluster client discovers the topology on first use; many tasks
-        # doing that at once race on the startup connections, so the first call does it alone.
-        self.initialized: anyio.Event | None = None if cluster and not sync else _SET
+        self.lanes: dict[str, _Lane] = {}
         # A few pipelines in flight keep the server busy while the next batch accumulates;
         # never more than half the client's pool, so other users of the client get connections.
         pool = getattr(client, "connection_pool", None)
@@ -255,9 +279,15 @@ class Batcher:
     def submit(self, call: Call) -> None:
         """Queue *call* (it is sent even if nobody waits for it)."""
         if self.cluster:
-            call.state = SENT
-            self.flushers += 1
-            spawn(self.loop, self._one, call)
+            lane = self._lane(call)
+            if lane.client is None or lane.suspect_until > time.monotonic():
+                self._via_client(call)
+                return
+            lane.pending.append(call)
+            if lane.flushers < _LANE_FLUSHERS:
+                lane.flushers += 1
+                self.flushers += 1
+                spawn(self.loop, self._flush_lane, lane)
             return
         self.pending.append(call)
         if self.flushers < self.max_flushers:
@@ -271,8 +301,6 @@ class Batcher:
             StoreUnavailable: No answer in time, or Redis failed; `StoreBusy` if the call
                 could not even be sent in time while Redis was answering (back-pressure).
         """
-        if self.direct_ok and not (self.pending or self.flushers or self.direct or call.must):
-            return await self._direct(call)
         return await self._wait(call)
 
     async def _wait(self, call: Call) -> Any:
@@ -309,56 +337,12 @@ class Batcher:
             raise call.error
         return call.result
 
-    async def _direct(self, call: Call) -> Any:
-        """Run *call* in the caller's task: nothing else is in flight to share a trip with.
-
-        Saves the hand-over to a flusher task (most of the cost at low concurrency). Only for
-        calls whose cancellation is safe: a cancelled redis-py call drops its connection, and
-        the call's cleanup runs as for any failure (a slot token is removed). Releases (*must*)
-        always go through the detached path.
-        """
-        store = self.store
-        self.direct += 1
-        call.state = SENT
-        try:
-            try:
-                async with asyncio.timeout(store.timeout):
-                    result = await self.client.execute_command(*call.args, NEVER_DECODE=True)
-                trips = 1
-            except Exception as exc:
-                if not _noscript(exc):
-                    with store.mapped():
-                        raise
-                async with asyncio.timeout(store.timeout):
-                    results, trips = await _pipeline(self.client, [call])
-                result = results[0]
-        except StoreBusy:
-            call.state = QUEUED
-            self.direct -= 1
-            return await self._wait(call)
-        except StoreUnavailable as error:
-            self.direct -= 1
-            call.fail(error)
-            raise
-        except BaseException:
-            self.direct -= 1
-            call.left = True
-            call.fail(StoreUnavailable("the caller was cancelled"))
-            raise
-        self.direct -= 1
-        store.answered(trips)
-        if isinstance(result, Exception):
-            with store.mapped():
-                raise result
-        call.finish(result)
-        return result
-
     def _leave(self, call: Call) -> None:
         call.left = True
         if call.state == QUEUED and not call.must:
             call.state = SKIPPED  # never sent: nothing to clean up
         elif call.state == DONE and call.error is None:
-            call._cleanup(call.result)  # answered, but the caller is gone before reading it
+            call.run_cleanup(call.result)  # answered, but the caller is gone before reading it
 
     async def drain(self, within: float) -> None:
         """Wait (at most *within* seconds) until every call handed over was answered."""
@@ -392,15 +376,10 @@ class Batcher:
     async def _send(self, batch: list[Call]) -> None:
         store = self.store
         try:
-            with store.mapped():
-                if self.sync:
-                    with anyio.fail_after(store.timeout):
-                        results, trips = await anyio.to_thread.run_sync(
-                            _pipeline_sync, self.client, batch, abandon_on_cancel=True
-                        )
-                else:  # asyncio's own timeout: an anyio cancel scope costs more than the trip
-                    async with asyncio.timeout(store.timeout):
-                        results, trips = await _pipeline(self.client, batch)
+            with store.mapped(), anyio.fail_after(store.timeout):
+                results, trips = await anyio.to_thread.run_sync(
+                    _pipeline_sync, self.client, batch, abandon_on_cancel=True
+                )
         except StoreBusy:
             # Our own pool is full (others use the client too): not sent, so try again soon.
             for call in reversed(batch):
@@ -444,22 +423,77 @@ class Batcher:
                 return
             delay = min(1.0, delay * 2)
 
-    # -- a cluster: each call to its own node --------------------------------------------------
+    # -- a cluster: pipelines per master, redirects through the cluster client ------------------
 
-    def _lane(self, call: Call) -> anyio.CapacityLimiter:
-        """The worker threads of the node holding *call*'s key (sync cluster client).
+    def _lane(self, call: Call) -> _Lane:
+        """The lane of the master holding *call*'s key (its queue, client and worker threads).
 
-        One lane per node: a dead node's calls (held by redis-py's retries until the timeout)
-        fill only its own lane, never the threads the other nodes' tenants need.
+        One lane per node: a dead node's calls fill only its own lane's threads, never the
+        threads the other nodes' tenants need.
         """
         try:
-            name = self.client.get_node_from_key(_first_key(call)).name
-        except Exception:  # slot not covered yet: redis-py will find out and answer the error
-            name = ""
+            node = self.client.get_node_from_key(call.first_key())
+        except Exception:  # no slot map yet (or an uncovered slot): the cluster client decides
+            node = None
+        name = "" if node is None else node.name
         lane = self.lanes.get(name)
         if lane is None:
-            lane = self.lanes[name] = anyio.CapacityLimiter(16)
+            client = None if node is None else self.client.get_redis_connection(node)
+            lane = self.lanes[name] = _Lane(client)
         return lane
+
+    def _via_client(self, call: Call) -> None:
+        call.state = SENT
+        self.flushers += 1
+        spawn(self.loop, self._one, call)
+
+    async def _flush_lane(self, lane: _Lane) -> None:
+        store = self.store
+        try:
+            pending = lane.pending
+            while pending:
+                batch: list[Call] = []
+                while pending and len(batch) < _MAX_BATCH:
+                    call = pending.popleft()
+                    if call.state == QUEUED:
+                        call.state = SENT
+                        batch.append(call)
+                if not batch:
+                    continue
+                try:
+                    with store.mapped(), anyio.fail_after(store.timeout):
+                        results, trips = await anyio.to_thread.run_sync(
+                            _pipeline_sync,
+                            lane.client,
+                            batch,
+                            abandon_on_cancel=True,
+                            limiter=lane.limiter,
+                        )
+                except StoreBusy:
+                    for call in reversed(batch):
+                        call.state = QUEUED
+                        if not call.left or call.must:
+                            pending.appendleft(call)
+                    await anyio.sleep(0.002)
+                    continue
+                except StoreUnavailable as error:
+                    # This master failed: for a while its calls go through the cluster client,
+                    # which notices a failover and refreshes the slot map.
+                    lane.suspect_until = time.monotonic() + 1.0
+                    for call in batch:
+                        self._failed(call, error)
+                    continue
+                store.answered(trips)
+                for call, result in zip(batch, results, strict=True):
+                    if isinstance(result, _redirects()):
+                        self._via_client(call)  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN
+                    elif isinstance(result, Exception):
+                        self._failed(call, store.error(result))
+                    else:
+                        call.finish(result)
+        finally:
+            lane.flushers -= 1
+            self._done()
 
     async def _one(self, call: Call) -> None:
         try:
@@ -473,33 +507,16 @@ class Batcher:
         # that early: cancelling redis-py's cluster client while it rediscovers the topology
         # (after a node died) stalls the calls to healthy nodes. It gets a longer hard bound.
         deadline = time.monotonic() + max(10.0, 5 * store.timeout)
-        if self.initialized is None:
-            self.initialized = anyio.Event()
-            try:
-                with store.mapped(), anyio.fail_after(store.timeout):
-                    await self.client.initialize()
-            except StoreUnavailable as error:
-                self.initialized.set()
-                self.initialized = None  # the next call tries again
-                self._failed(call, error)
-                return
-            self.initialized.set()
-        elif not self.initialized.is_set():
-            with anyio.move_on_after(store.timeout):
-                await self.initialized.wait()
         while True:
             try:
                 with store.mapped(), anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                    if self.sync:
-                        result = await anyio.to_thread.run_sync(
-                            _one_sync,
-                            self.client,
-                            call,
-                            abandon_on_cancel=True,
-                            limiter=self._lane(call),
-                        )
-                    else:
-                        result = await _one_async(self.client, call)
+                    result = await anyio.to_thread.run_sync(
+                        _one_sync,
+                        self.client,
+                        call,
+                        abandon_on_cancel=True,
+                        limiter=self._lane(call).limiter,
+                    )
             except StoreBusy as busy:
                 if time.monotonic() < deadline:
                     await anyio.sleep(0.002)
@@ -514,49 +531,47 @@ class Batcher:
             return
 
 
-def _noscript(exc: BaseException) -> bool:
-    import redis.exceptions
-
-    return isinstance(exc, redis.exceptions.NoScriptError)
-
-
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _first_key(call: Call) -> Any:
-    return call.args[3] if call.args[0] == "EVALSHA" else call.args[1]
+class _Lane:
+    """One cluster master's share of a sync `Batcher`."""
+
+    __slots__ = ("client", "flushers", "limiter", "pending", "suspect_until")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client  # the master's own redis.Redis (None: through the cluster client)
+        self.pending: deque[Call] = deque()
+        self.flushers = 0
+        self.limiter = anyio.CapacityLimiter(16)
+        self.suspect_until = 0.0
 
 
-async def _pipeline(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
-    """Send *batch* in one round trip (asyncio client); a second one reloads scripts."""
-    import redis.exceptions
+def _redirects() -> tuple[type[Exception], ...]:
+    import redis.exceptions as rex
 
-    if len(batch) == 1:
-        try:
-            results = [await client.execute_command(*batch[0].args, NEVER_DECODE=True)]
-        except redis.exceptions.ResponseError as exc:
-            results = [exc]
-    else:
-        pipe = client.pipeline(transaction=False)
-        for call in batch:
-            pipe.execute_command(*call.args, NEVER_DECODE=True)
-        results = await pipe.execute(raise_on_error=False)
-    redo = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
-    if not redo:
-        return results, 1
-    # EVAL caches the script on the server as it runs it: no separate SCRIPT LOAD.
-    pipe = client.pipeline(transaction=False)
-    for i in redo:
-        pipe.execute_command(*batch[i].eval_args(), NEVER_DECODE=True)
-    for i, result in zip(redo, await pipe.execute(raise_on_error=False), strict=True):
-        results[i] = result
-    return results, 2
+    return (rex.AskError, rex.TryAgainError, rex.ClusterError)
+
+
+def pack(args: Sequence[Any]) -> bytes:
+    """*args* as a RESP array of bulk strings: the bytes every Redis reads (RESP2 and RESP3)."""
+    return b"*%d\r\n%b" % (len(args), pack_items(args))
+
+
+def pack_items(args: Sequence[Any]) -> bytes:
+    """The bulk strings of `pack` without the array's header (for parts packed in advance)."""
+    out = []
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
-    """`_pipeline` with a sync client (in a worker thread)."""
+    """Send *batch* in one round trip (in a worker thread); a second one reloads scripts."""
     import redis.exceptions
 
     pipe = client.pipeline(transaction=False)
@@ -572,15 +587,6 @@ def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:
     for i, result in zip(redo, pipe.execute(raise_on_error=False), strict=True):
         results[i] = result
     return results, 2
-
-
-async def _one_async(client: Any, call: Call) -> Any:
-    import redis.exceptions
-
-    try:
-        return await client.execute_command(*call.args, NEVER_DECODE=True)
-    except redis.exceptions.NoScriptError:
-        return await client.execute_command(*call.eval_args(), NEVER_DECODE=True)
 
 
 def _one_sync(client: Any, call: Call) -> Any:

@@ -6,10 +6,12 @@ limiter and writes with a TTL, so idle keys vanish. Keys look like
 ``tenantlb:{acme}:rl:gcra:100.0/1.0/20.0``; the ``{acme}`` hash tag keeps one tenant's keys in one
 Redis Cluster slot.
 
-Concurrent decisions from one process are coalesced (`tenantlb.ratelimit._redis_batch`): on one
-server they share pipelined round trips, on a cluster each goes straight to its node, and a
-decision waits at most *timeout* seconds. The store speaks only redis-py's public API
-(``execute_command``, pipelines, its exception types), so it works with ``redis.asyncio.Redis``,
+Concurrent decisions from one process are coalesced: with an asyncio client they share
+pipelined round trips per Redis node (`tenantlb.ratelimit._redis_pipe`; on a cluster, per master),
+with a sync client pipelines run in worker threads (`tenantlb.ratelimit._redis_batch`), and a
+decision waits at most *timeout* seconds. The store speaks only redis-py's public API (pooled
+connections' ``send_packed_command``/``read_response``, pipelines, ``execute_command``,
+``get_node_from_key``, its exception types), so it works with ``redis.asyncio.Redis``,
 ``redis.asyncio.RedisCluster``, ``redis.Redis`` and ``redis.RedisCluster`` (Valkey too).
 
 What counts as an outage: Redis did not answer (refused, reset, timed out, garbage). Then the
@@ -37,6 +39,7 @@ from . import _lua
 from ._algorithms import Algorithm
 from ._memory import MemoryStore
 from ._redis_batch import Batcher, Call, LoopRef, Script, StoreBusy, current_loop
+from ._redis_pipe import AsyncBatcher
 from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec
 
 if TYPE_CHECKING:
@@ -194,8 +197,8 @@ class RedisStore:
         self._prefix = prefix
         self._timeout = float(timeout)
         self._scripts: dict[tuple[type[Algorithm], bool], Script] = {}
-        self._batchers: dict[LoopRef, Batcher] = {}
-        self._last: Batcher | None = None
+        self._batchers: dict[LoopRef, Batcher | AsyncBatcher] = {}
+        self._last: Batcher | AsyncBatcher | None = None
         self._lock = threading.Lock()
         self._up = True
         self._warned_at = -float("inf")
@@ -344,7 +347,7 @@ class RedisStore:
         """Hand *call* to the batcher without waiting for it (releases, refunds, cleanup)."""
         self.batcher().submit(call)
 
-    def batcher(self) -> Batcher:
+    def batcher(self) -> Batcher | AsyncBatcher:
         """The batcher of the running event loop (created on first use)."""
         last = self._last
         if last is not None:  # the common case: the same asyncio loop as the previous call
@@ -354,18 +357,17 @@ class RedisStore:
             except RuntimeError:
                 pass
         loop = current_loop()
-        batcher = self._batchers.get(loop)
+        batcher: Batcher | AsyncBatcher | None = self._batchers.get(loop)
         if batcher is None:
             if loop.kind == "asyncio" and self._async is not None:
-                client, sync, cluster = self._async, False, self.cluster
+                batcher = AsyncBatcher(self, loop, self._async, cluster=self.cluster)
             elif self._sync is not None:
-                client, sync, cluster = self._sync, True, self.sync_cluster
+                batcher = Batcher(self, loop, self._sync, cluster=self.sync_cluster)
             else:
                 msg = (
                     "RedisStore needs sync_client= (a redis.Redis) outside asyncio, e.g. under trio"
                 )
                 raise RuntimeError(msg)
-            batcher = Batcher(self, loop, client, sync=sync, cluster=cluster)
             with self._lock:
                 # Batchers of event loops that are gone are dropped: bounded by live loops.
                 self._batchers = {k: v for k, v in self._batchers.items() if k.alive()}
@@ -384,20 +386,24 @@ class RedisStore:
         decision's own deadline) means Redis did not answer: counted, logged once per outage,
         `StoreUnavailable`. It wraps only calls into redis-py, so no bug of ours hides here.
         """
-        import redis.exceptions
-
         try:
             yield
-        except redis.exceptions.MaxConnectionsError as exc:
-            raise self.busy(str(exc)) from exc
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise self.failed(exc) from exc
         except StoreUnavailable:
             raise
         except Exception as exc:
-            # Anything else from inside redis-py (a race in its cluster client leaves a
-            # connection without a writer: AttributeError) is still "Redis did not answer".
-            raise self.failed(exc) from exc
+            raise self.error(exc) from exc
+
+    def error(self, exc: Exception) -> StoreUnavailable:
+        """*exc* from inside redis-py as `StoreBusy` (full pool) or `StoreUnavailable` (counted)."""
+        import redis.exceptions
+
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        if isinstance(exc, redis.exceptions.MaxConnectionsError):
+            return self.busy(str(exc))
+        # Anything else from inside redis-py (a race in its cluster client leaves a connection
+        # without a writer: AttributeError) is still "Redis did not answer".
+        return self.failed(exc)
 
     def busy(self, why: str) -> StoreBusy:
         """Count a decision refused for back-pressure and return the error to raise."""
