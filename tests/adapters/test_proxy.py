@@ -147,10 +147,14 @@ def test_unreachable_is_502_and_a_connect_error_is_retried_elsewhere(
     assert in_flight(gateway) == in_flight(alone) == 0
 
 
-def test_upstream_timeout_is_504(backends: list[BackendProcess], server: str) -> None:
-    """An endpoint that does not answer within read_timeout gives 504, and everything is released."""
+@pytest.mark.parametrize("read_timeout", [0.3, 1.2], ids=["short", "over-watch-after"])
+def test_upstream_timeout_is_504(
+    backends: list[BackendProcess], server: str, read_timeout: float
+) -> None:
+    """An endpoint that does not answer within read_timeout gives 504, and everything is released
+    (a timeout of WATCH_AFTER or more is enforced by the disconnect watcher with aiohttp)."""
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = make_proxy(server, gateway, read_timeout=0.3, retries=0)
+    proxy = make_proxy(server, gateway, read_timeout=read_timeout, retries=0)
     with serve(proxy, host(server)) as url:
         response = httpx.get(url + "/hang", headers=AUTH)
         assert response.status_code == 504
@@ -158,6 +162,25 @@ def test_upstream_timeout_is_504(backends: list[BackendProcess], server: str) ->
         eventually(lambda: httpx.get(url + "/", headers=AUTH).status_code == 200)  # slot back
         eventually(lambda: proxy.stats().active == 0)
     assert in_flight(gateway) == 0
+
+
+@pytest.mark.parametrize("read_timeout", [0.3, 1.2], ids=["short", "over-watch-after"])
+def test_a_body_that_stalls_mid_stream_times_out(
+    backends: list[BackendProcess], server: str, read_timeout: float
+) -> None:
+    """A streamed response whose endpoint stops sending is cut off after read_timeout, its
+    failure recorded, and everything released."""
+    gateway = make_gateway([backends[0].url], max_concurrency=1)
+    proxy = make_proxy(server, gateway, read_timeout=read_timeout, retries=0)
+    with serve(proxy, host(server)) as url:
+        with httpx.stream("GET", url + "/stall/100000", headers=AUTH, timeout=30) as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):  # cut off: fewer bytes than promised
+                response.read()
+        eventually(lambda: proxy.stats().active == 0 and in_flight(gateway) == 0)
+        endpoint = gateway.pools["p"].stats().endpoints[0]
+        assert endpoint.failures >= 1
+        assert httpx.get(url + "/", headers=AUTH).status_code == 200  # the slot is free again
 
 
 def test_retry_statuses_for_idempotent_requests_only(

@@ -8,6 +8,7 @@ Paths choose the behaviour, so one process serves every case:
 - ``/sleep/{seconds}``: waits, then 200.
 - ``/hang``: never answers.
 - ``/bytes/{n}``: streams *n* bytes of ``b"x"`` in 64 KiB chunks.
+- ``/stall/{n}``: streams *n* bytes of ``b"x"``, then never sends the rest.
 - ``/upload``: reads the whole body in chunks and answers its length and a SHA-256 of it.
 - ``/hop``: 200 with hop-by-hop response headers (``Connection: x-hop-secret``, ``X-Hop-Secret``,
   ``Keep-Alive``, ``Proxy-Authenticate``) and an end-to-end ``X-End`` header, for proxy tests.
@@ -58,6 +59,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if parts[0] == "sleep" and len(parts) == 2:
         await anyio.sleep(float(parts[1]))
+    if parts[0] == "stall" and len(parts) == 2:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"x" * int(parts[1]), "more_body": True})
+        await anyio.sleep_forever()
     if parts[0] == "bytes" and len(parts) == 2:
         n = int(parts[1])
         await send(

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar, final
-
-import anyio
+from typing import TYPE_CHECKING, Final, final
 
 from .._errors import ContentTooLarge, NoHealthyEndpoint, RequestRejected
 from ._asgi import Receive, Scope, Send, origin_form, ratelimit_headers
 from ._body import Body, ClientGone
-from ._headers import response_headers, small_length
+from ._headers import response_headers
 from ._transport import UpstreamFailure, UpstreamResponse
+from ._watch import unless_gone
 
 if TYPE_CHECKING:
     from ..gateway import Ticket
@@ -25,8 +23,6 @@ __all__ = ["IDEMPOTENT", "Exchange"]
 logger = logging.getLogger("tenantlb.proxy")
 
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-_T = TypeVar("_T")
 
 
 class _BadGateway(RequestRejected):
@@ -52,7 +48,17 @@ class _RetryStatus(Exception):
 class Exchange:
     """One admitted request through the proxy: attempts, retries, streaming back."""
 
-    __slots__ = ("_app", "_receive", "_scope", "_send", "_started", "ticket")
+    __slots__ = (
+        "_app",
+        "_content",
+        "_failure",
+        "_out",
+        "_receive",
+        "_scope",
+        "_send",
+        "_started",
+        "ticket",
+    )
 
     def __init__(
         self, app: ProxyApp, scope: Scope, receive: Receive, send: Send, ticket: Ticket
@@ -63,24 +69,26 @@ class Exchange:
         self._send = send
         self.ticket = ticket
         self._started = False
+        # What `_fetch` learnt of the last attempt's answer: the headers to send back, a small
+        # body read whole, or why reading it failed.
+        self._out: list[tuple[bytes, bytes]] = []
+        self._content: bytes | None = None
+        self._failure: UpstreamFailure | None = None
 
-    async def run(self) -> RequestRejected | None:
-        """Proxy the request; returns the refusal to answer with if no response was started."""
-        try:
-            await self._run()
-        except ClientGone:
-            return None  # nobody to answer; the finally clauses released everything
-        except RequestRejected as exc:
-            return None if self._started else exc
-        except Exception as exc:  # never a 500 from the proxy: log it, answer 502
+    def refusal(self, exc: Exception) -> RequestRejected | None:
+        """What to answer for *exc*, which ended `run` (called in its ``except`` block): None
+        when there is nobody to answer or the response has started."""
+        if isinstance(exc, ClientGone):
+            return None  # the finally clauses released everything
+        if not isinstance(exc, RequestRejected):  # never a 500 from the proxy: log it, 502
             logger.exception(
                 "tenantlb proxy: unexpected error for tenant %r", self.ticket.tenant.id
             )
-            msg = f"proxy error: {type(exc).__name__}"
-            return None if self._started else _BadGateway(msg)
-        return None
+            exc = _BadGateway(f"proxy error: {type(exc).__name__}")
+        return None if self._started else exc
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Proxy the request; what it raises is answered as `refusal` says."""
         app, scope, ticket = self._app, self._scope, self.ticket
         method: str = scope["method"]
         headers, client_host, chunked, length = app._head(scope, ticket)
@@ -109,8 +117,11 @@ class Exchange:
             host = client_host if app._preserve_host and client_host else app._netloc(url)
             request = [(b"host", host), *headers]
             try:
-                response = await self._unless_gone(
-                    body, partial(transport.send, url, method, target, request, body, chunked)
+                response = await unless_gone(
+                    self._receive,
+                    None if body is None else body.finished,
+                    self._fetch(url, method, target, request, body, chunked),
+                    transport.read_within,
                 )
             except (RequestRejected, ClientGone):
                 # The client's body was over the limit, stalled, or the client went away: the
@@ -170,49 +181,33 @@ class Exchange:
                 and self._retry_status(status)
             ):
                 retries_left -= 1
-                await response.aclose(complete=False)
+                await response.aclose(complete=self._content is not None)
                 continue
-            await self._stream(response, status, body)
+            await self._stream(response, status)
             return
 
-    async def _unless_gone(self, body: Body | None, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``await call()``, cancelled if the client disconnects first (then `ClientGone`).
-
-        While the body streams it owns ``receive()`` (and reports a disconnect itself); after
-        that a watcher does, so a client that hangs up frees the upstream work, the lease and
-        the slot at once rather than when the endpoint answers or the read timeout fires.
-        """
-        gone = False
-        done = False
-        result: _T | None = None
-        error: Exception | None = None
-        receive = self._receive
-
-        async def watch(scope: anyio.CancelScope) -> None:
-            nonlocal gone
-            if body is not None:
-                await body.finished.wait()
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    scope.cancel()
-                    return
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
+    async def _fetch(
+        self,
+        url: str,
+        method: str,
+        target: bytes,
+        request: list[tuple[bytes, bytes]],
+        body: Body | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        """Send one attempt; read a small answer's body whole in the same watched wait."""
+        response = await self._app._transport.send(url, method, target, request, body, chunked)
+        self._out, length = response_headers(response.headers)
+        self._content = self._failure = None
+        if length is not None:
             try:
-                result = await call()
-                done = True
-            except Exception as exc:  # re-raised outside the task group, not in a group
-                error = exc
-            tg.cancel_scope.cancel()
-        if done:
-            return result  # type: ignore[return-value]  # a disconnect now is seen when streaming
-        if gone:
-            raise ClientGone
-        assert error is not None  # neither done nor gone: call() raised
-        raise error
+                self._content = await response.read()
+            except UpstreamFailure as failure:  # mid-body: answered by `_stream`
+                self._failure = failure
+            except BaseException:  # cancelled (the client left, a timeout): not kept
+                await response.aclose(complete=False)
+                raise
+        return response
 
     def _retry(self, exc: BaseException) -> bool:
         if not self._app._budget.try_withdraw():
@@ -244,18 +239,19 @@ class Exchange:
         if lease is not None and not lease.released:
             self.ticket.record(error=exc)
 
-    async def _stream(self, response: UpstreamResponse, status: int, body: Body | None) -> None:
+    async def _stream(self, response: UpstreamResponse, status: int) -> None:
         """Send the response back; records the outcome and gives the connection back always."""
         ticket = self.ticket
         send = self._send
-        out = response_headers(response.headers)
+        out = self._out
         if ticket.decision is not None:
             out.extend(ratelimit_headers(ticket.decision))
         completed = False
         try:
-            length = small_length(response.headers)
-            if length is not None:  # a small body: read it whole, send it in one message
-                content = await self._unless_gone(body, partial(_read, response))
+            if self._failure is not None:
+                raise self._failure
+            content = self._content
+            if content is not None:  # a small body, read whole: sent in one message
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": content})
@@ -263,7 +259,7 @@ class Exchange:
                 self._started = True
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 async with aclosing(response.stream()) as chunks:
-                    await self._stream_long(chunks)
+                    await unless_gone(self._receive, None, self._stream_long(chunks))
             completed = True
         except ClientGone:
             self._release()  # the client left: no outcome for the endpoint
@@ -283,31 +279,9 @@ class Exchange:
     async def _stream_long(self, chunks: AsyncIterator[bytes]) -> None:
         """Stream a body of many chunks, stopping when the client disconnects."""
         send = self._send
-        receive = self._receive
-        gone = False
-
-        async def watch(scope: anyio.CancelScope) -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    scope.cancel()
-                    return
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            tg.cancel_scope.cancel()
-        if gone:
-            raise ClientGone
-
-
-async def _read(response: UpstreamResponse) -> bytes:
-    async with aclosing(response.stream()) as chunks:
-        return b"".join([chunk async for chunk in chunks])
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _target(scope: Scope) -> bytes:

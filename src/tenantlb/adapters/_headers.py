@@ -13,7 +13,6 @@ __all__ = [
     "header_name",
     "request_head",
     "response_headers",
-    "small_length",
 ]
 
 # RFC 9110 §7.6.1 (plus the de-facto Proxy-Connection): never forwarded; nor are the fields that
@@ -39,6 +38,16 @@ _FORWARDING: Final = frozenset(
 _MANAGED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Like nginx's proxy_hide_header defaults: the ASGI server sets its own Date and Server.
 _HIDDEN_RESPONSE: Final = frozenset({b"date", b"server"})
+_SKIPPED_RESPONSE: Final = HOP_BY_HOP | _HIDDEN_RESPONSE
+# What request_head does with a header, by name; None (most names): pass it on.
+_HOP, _FORWARDED, _HOST, _LENGTH = 1, 2, 3, 4
+_ROLES: Final = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP),
+    **dict.fromkeys(_FORWARDING, _FORWARDED),
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+}
+_SCHEMES: Final = {"http": b"http", "https": b"https"}
 _SMALL: Final = 65536
 
 RequestHead = tuple[list[tuple[bytes, bytes]], bytes | None, bool, int | None]
@@ -56,23 +65,30 @@ def request_head(
     """
     out: list[tuple[bytes, bytes]] = []
     host: bytes | None = None
-    xff: list[bytes] = []
+    xff: list[bytes] | None = None
     proto: bytes | None = None
     fwd_host: bytes | None = None
-    named: set[bytes] = set()
+    named: set[bytes] | None = None
     length: int | None = None
     chunked = False
     skip = tenant_header
+    roles = _ROLES
     for name, value in scope["headers"]:
-        if name in HOP_BY_HOP:
+        role = roles.get(name)
+        if role is None:  # most headers: passed on
+            if name == skip or (b"_" in name and _spoofs(name.replace(b"_", b"-"), skip)):
+                continue
+            out.append((name, value))
+        elif role == _HOP:
             if name == b"connection":
+                named = named or set()
                 named.update(t.strip().lower() for t in value.split(b","))
             elif name == b"transfer-encoding":
                 chunked = True
-            continue
-        if name in _FORWARDING:
+        elif role == _FORWARDED:
             if trusted:
                 if name == b"x-forwarded-for":
+                    xff = xff or []
                     xff.append(value)
                 elif name == b"x-forwarded-proto":
                     proto = value
@@ -80,26 +96,27 @@ def request_head(
                     fwd_host = value
                 else:
                     out.append((name, value))
-            continue
-        if name == b"host":
+        elif role == _HOST:
             host = value
+        elif name == skip:  # a tenant header named like a framing one
             continue
-        if name == skip:
-            continue
-        if b"_" in name and _spoofs(name.replace(b"_", b"-"), skip):
-            continue
-        if name == b"content-length":
+        else:  # content-length
             parsed = content_length(value)
             length = -1 if parsed is None or (length is not None and length != parsed) else parsed
-        out.append((name, value))
-    named -= _MANAGED
-    if named:
-        out = [(n, v) for n, v in out if n not in named]
-    if peer:
-        xff.append(peer.encode("latin-1"))
-    if xff:
+            out.append((name, value))
+    if named is not None:
+        named -= _MANAGED
+        if named:
+            out = [(n, v) for n, v in out if n not in named]
+    if xff is None:
+        if peer:
+            out.append((b"x-forwarded-for", peer.encode("latin-1")))
+    else:
+        if peer:
+            xff.append(peer.encode("latin-1"))
         out.append((b"x-forwarded-for", b", ".join(xff)))
-    out.append((b"x-forwarded-proto", proto or scope.get("scheme", "http").encode("latin-1")))
+    scheme = scope.get("scheme", "http")
+    out.append((b"x-forwarded-proto", proto or _SCHEMES.get(scheme) or scheme.encode("latin-1")))
     if fwd_host is not None or host is not None:
         out.append((b"x-forwarded-host", fwd_host or host))  # type: ignore[arg-type]
     if skip is not None:
@@ -119,33 +136,30 @@ def _spoofs(dashed: bytes, tenant_header: bytes | None) -> bool:
     )
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
     """An endpoint's response headers without hop-by-hop fields, those Connection names, Date
-    and Server."""
+    and Server; and its Content-Length if the body is small enough to read whole (<= 64 KiB)."""
     named: set[bytes] | None = None
     out: list[tuple[bytes, bytes]] = []
+    small: int | None = None
+    seen_length = False
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP:
+        if lower in _SKIPPED_RESPONSE:
             if lower == b"connection":
                 named = named or set()
                 named.update(t.strip().lower() for t in value.split(b","))
             continue
-        if lower in _HIDDEN_RESPONSE:
-            continue
+        if lower == b"content-length" and not seen_length:
+            seen_length = True
+            length = content_length(value)
+            small = length if length is not None and length <= _SMALL else None
         out.append((lower, value))
     if named:
         out = [(n, v) for n, v in out if n not in named]
-    return out
-
-
-def small_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The response's Content-Length if it is small enough to read whole (<= 64 KiB), else None."""
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            length = content_length(value)
-            return length if length is not None and length <= _SMALL else None
-    return None
+    return out, small
 
 
 def content_length(value: bytes) -> int | None:

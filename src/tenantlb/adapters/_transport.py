@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any, Literal, Protocol, cast, final
 
+import anyio
 import h11
 import httpcore
 
@@ -57,13 +58,24 @@ class UpstreamResponse(Protocol):
         """The body chunks; raises `UpstreamFailure`."""
         ...
 
+    async def read(self) -> bytes:
+        """The whole body (a small one); raises `UpstreamFailure`."""
+        ...
+
     async def aclose(self, *, complete: bool) -> None:
         """Give the connection back (kept alive only if the body was read whole: *complete*)."""
         ...
 
 
 class Transport(Protocol):
-    """Sends requests to endpoints over pooled keep-alive connections."""
+    """Sends requests to endpoints over pooled keep-alive connections.
+
+    Attributes:
+        read_within: The read timeout the caller enforces on ``send()`` and ``read()`` (with
+            `unless_gone`), or None when the transport times its reads itself.
+    """
+
+    read_within: float | None
 
     async def send(
         self,
@@ -109,7 +121,12 @@ def _httpcore_failure(exc: Exception, *, reused: bool) -> UpstreamFailure | None
 
 @final
 class HttpcoreTransport:
-    """httpcore connections in an `UpstreamPool`; runs on asyncio and trio."""
+    """httpcore connections in an `UpstreamPool`; runs on asyncio and trio.
+
+    With *lazy_read*, httpcore reads without a timeout of its own (each read's timer is a
+    cancel scope with a deadline): the caller enforces `read_within` on the answer and a small
+    body, and a streamed body times each chunk here.
+    """
 
     def __init__(
         self,
@@ -118,6 +135,7 @@ class HttpcoreTransport:
         max_connections: int,
         max_keepalive_connections: int,
         keepalive_expiry: float,
+        lazy_read: bool = False,
     ) -> None:
         self._pool = UpstreamPool(
             max_connections=max_connections,
@@ -126,8 +144,9 @@ class HttpcoreTransport:
             pool_timeout=timeouts["pool"],
             connect_timeout=timeouts["connect"],
         )
-        self._extensions = {"timeout": timeouts}
+        self._extensions = {"timeout": {**timeouts, "read": None} if lazy_read else timeouts}
         self._origins: dict[str, httpcore.Origin] = {}
+        self.read_within: float | None = timeouts["read"] if lazy_read else None
 
     def counts(self) -> tuple[int, int]:
         return self._pool.active, self._pool.idle
@@ -174,12 +193,12 @@ class HttpcoreTransport:
             if failure is not None:
                 raise failure from exc
             raise
-        return _HttpcoreResponse(pool, url, connection, response)
+        return _HttpcoreResponse(pool, url, connection, response, self.read_within)
 
 
 @final
 class _HttpcoreResponse:
-    __slots__ = ("_connection", "_pool", "_response", "_url", "headers", "status")
+    __slots__ = ("_connection", "_pool", "_response", "_url", "_within", "headers", "status")
 
     def __init__(
         self,
@@ -187,19 +206,32 @@ class _HttpcoreResponse:
         url: str,
         connection: Connection,
         response: httpcore.Response,
+        within: float | None,
     ) -> None:
         self._pool = pool
         self._url = url
         self._connection = connection
         self._response = response
+        self._within = within
         self.status = response.status
         self.headers = response.headers
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         chunks = cast(AsyncGenerator[bytes, None], self._response.aiter_stream())  # a generator
+        within = self._within
         try:
-            async for chunk in chunks:
+            while True:
+                try:
+                    if within is None:  # httpcore times each read
+                        chunk = await chunks.__anext__()
+                    else:
+                        with anyio.fail_after(within):
+                            chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
                 yield chunk
+        except TimeoutError as exc:
+            raise UpstreamFailure(exc, kind="timeout") from exc
         except Exception as exc:
             failure = _httpcore_failure(exc, reused=False)
             if failure is None:
@@ -207,6 +239,15 @@ class _HttpcoreResponse:
             raise failure from exc
         finally:
             await chunks.aclose()  # closed now, not by the garbage collector (trio warns)
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except Exception as exc:
+            failure = _httpcore_failure(exc, reused=False)
+            if failure is None:
+                raise
+            raise failure from exc
 
     async def aclose(self, *, complete: bool) -> None:
         try:
@@ -223,7 +264,14 @@ class _HttpcoreResponse:
 
 @final
 class AiohttpTransport:
-    """aiohttp's client (compiled HTTP parser, its own keep-alive pool); asyncio only."""
+    """aiohttp's client (compiled HTTP parser, its own keep-alive pool); asyncio only.
+
+    Per request it starts no timer: the connection limit is a semaphore taken without waiting
+    while there is room, and, with *lazy_read*, the read timeout of the answer and of a small
+    body is left to the caller (`read_within`, enforced by the disconnect watcher, which runs
+    only for waits that last); a streamed body times each chunk itself. aiohttp's own
+    ``sock_read`` re-arms a timer on every read, ``connect`` on every request.
+    """
 
     def __init__(
         self,
@@ -232,6 +280,7 @@ class AiohttpTransport:
         max_connections: int,
         max_keepalive_connections: int,
         keepalive_expiry: float,
+        lazy_read: bool = False,
     ) -> None:
         from . import require
 
@@ -241,7 +290,10 @@ class AiohttpTransport:
         self._limit = max_connections
         self._expiry = keepalive_expiry
         self._session: Any = None
+        self._slots: asyncio.Semaphore | None = None
         self._active = 0
+        self._urls: dict[tuple[str, bytes], Any] = {}  # parsed once: most targets recur
+        self.read_within: float | None = timeouts["read"] if lazy_read else None
 
     def counts(self) -> tuple[int, int]:
         return self._active, 0
@@ -259,15 +311,15 @@ class AiohttpTransport:
             raise RuntimeError(msg) from None
         aiohttp = self._aiohttp
         timeouts = self._timeouts
+        self._slots = asyncio.Semaphore(self._limit)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self._limit, limit_per_host=0, keepalive_timeout=self._expiry
+            connector=aiohttp.TCPConnector(  # the limit is ours: `_slots`
+                limit=0, limit_per_host=0, keepalive_timeout=self._expiry
             ),
             timeout=aiohttp.ClientTimeout(
                 total=None,
-                connect=timeouts["pool"] + timeouts["connect"],
                 sock_connect=timeouts["connect"],
-                sock_read=timeouts["read"],
+                sock_read=None if self.read_within is not None else timeouts["read"],
             ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
@@ -285,17 +337,37 @@ class AiohttpTransport:
         chunked: bool,
     ) -> UpstreamResponse:
         session = self._session or self._open()
+        slots = self._slots
+        assert slots is not None  # made with the session
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._timeouts["pool"]):
+                    await slots.acquire()
+            except TimeoutError:
+                msg = f"all {self._limit} upstream connections stayed busy"
+                raise UpstreamFailure(TimeoutError(msg), kind="busy") from None
+        else:
+            await slots.acquire()  # returns at once
+        self._active += 1
         aiohttp = self._aiohttp
+        parsed = self._urls.get((url, target))
+        if parsed is None:
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            parsed = self._yarl.URL(url + target.decode("latin-1"), encoded=True)
+            self._urls[url, target] = parsed
+        sent = False
         try:
             response = await session.request(
                 method,
-                self._yarl.URL(url + target.decode("latin-1"), encoded=True),
+                parsed,
                 headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
                 data=body,
                 chunked=True if chunked else None,
                 allow_redirects=False,
                 compress=None,
             )
+            sent = True
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamFailure(exc, kind="connect_timeout") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -310,8 +382,15 @@ class AiohttpTransport:
             raise UpstreamFailure(exc, kind="local") from exc
         except aiohttp.ClientError as exc:  # e.g. our body iterator failed while sending
             raise UpstreamFailure(exc, kind="reset") from exc
-        self._active += 1
+        finally:
+            if not sent:
+                self._release()
         return _AiohttpResponse(self, response)
+
+    def _release(self) -> None:
+        self._active -= 1
+        assert self._slots is not None
+        self._slots.release()
 
 
 @final
@@ -327,9 +406,27 @@ class _AiohttpResponse:
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         aiohttp = self._transport._aiohttp
+        within = self._transport.read_within
+        content = self._response.content
         try:
-            async for chunk in self._response.content.iter_any():
+            while True:
+                if within is None:  # aiohttp's sock_read times it
+                    chunk: bytes = await content.readany()
+                else:
+                    async with asyncio.timeout(within):
+                        chunk = await content.readany()
+                if not chunk:
+                    return
                 yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamFailure(exc, kind="timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(exc, kind="reset") from exc
+
+    async def read(self) -> bytes:
+        aiohttp = self._transport._aiohttp
+        try:
+            return await self._response.read()  # type: ignore[no-any-return]
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamFailure(exc, kind="timeout") from exc
         except aiohttp.ClientError as exc:
@@ -339,7 +436,7 @@ class _AiohttpResponse:
         if self._closed:
             return
         self._closed = True
-        self._transport._active -= 1
+        self._transport._release()
         if complete:
             self._response.release()  # back to aiohttp's keep-alive pool
         else:
