@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from typing import Any
 
 import anyio
@@ -111,6 +113,12 @@ async def test_a_dead_master_affects_only_its_tenants(anyio_backend: tuple[str, 
                         await anyio.sleep(0.05)  # a refund handed to the store is on its way
         finally:
             await store.aclose()
+            # redis-py's cluster client drops a dead master from its node table without closing
+            # the connections it made to it; collect them here, where the warning is expected,
+            # rather than in whichever test the garbage collector happens to run next.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
 
 
 @pytest.mark.anyio

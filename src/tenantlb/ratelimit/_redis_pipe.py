@@ -30,6 +30,7 @@ queued call whose deadline passed, and each round trip is bounded by the oldest 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -269,6 +270,12 @@ class AsyncBatcher:
             pass
         if self.single is not None:
             await self.single.give_back()
+        # A master that died (or moved) has left the cluster client's node table, whose
+        # aclose() then never closes the connections this store made to it: close them here.
+        for node in self.nodes.values():
+            if node.cnode is not None:
+                with contextlib.suppress(Exception):
+                    await node.cnode.disconnect()
 
 
 class Node:
