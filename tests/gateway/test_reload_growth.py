@@ -31,5 +31,5 @@ async def test_reloads_with_new_limits_keep_caches_bounded() -> None:
             pass
         clock.advance(1.0)  # the previous limits' state has recovered
     assert len(gateway._quotas) <= 130  # was 2,000 each
-    assert gateway._quotas.identities() <= 130
+    assert gateway._flow.plans() <= 130  # tenant plans: one per current tenant object
     assert store.stats().limiters <= 130
