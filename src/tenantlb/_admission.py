@@ -6,9 +6,10 @@ turn, lease an endpoint. Out: record the outcome (or release the lease), give ba
 the slot. A refusal after the charge refunds it.
 
 The flow has two shapes. With an in-process store (`MemoryStore`) and no fair queue nothing on
-the way in or out can wait, so each direction is one synchronous call (`admit_now`,
-`finish_now`) and the cleanup on a refusal cannot be interrupted; otherwise the coroutines
-`admit` / `finish` await the store and the queue, shielding their cleanup. What the steps need
+the way in or out can wait, so each direction runs without awaiting (`admit_now`, and the way
+out in `Admission.__aexit__` itself) and the cleanup on a refusal cannot be interrupted;
+otherwise the coroutines `admit` / `finish` await the store and the queue, shielding their
+cleanup. What the steps need
 to know about a tenant is worked out once per tenant object, in a `TenantPlan`: its limiters,
 counters, size limits and, for a tenant without routes, its pool. A hot reload brings new tenant
 objects and so new plans.
@@ -83,12 +84,24 @@ class Admission:
         tb: TracebackType | None,
     ) -> None:
         ticket = self._ticket
-        if ticket is not None:
-            flow = self._flow
-            if flow.inline:
-                flow.finish_now(ticket, exc)
-            else:
-                await flow.finish(ticket, exc)
+        if ticket is None:
+            return
+        if not self._flow.inline:
+            await self._flow.finish(ticket, exc)
+            return
+        # The in-process store's way out, written out here (every request takes it): nothing
+        # to await, so nothing can interrupt it.
+        plan = ticket._plan
+        plan.counters.finished += 1  # see _TenantCounters: one bytecode-level add, no lock
+        lease = ticket.lease
+        try:
+            if lease is not None and not lease.released:
+                _outcome(lease, exc)
+        finally:
+            slot = ticket._slot
+            if slot is not None and plan.slots is not None:
+                ticket._slot = None
+                plan.slots.release_nowait(slot)
 
 
 @final
@@ -171,7 +184,7 @@ class AdmissionFlow:
         self._max_body = max_body_size
         self._sized = max_header_size is not None or max_body_size is not None
         self._challenge = challenge
-        self.inline = in_process and not fair  # nothing can wait: admit_now / finish_now
+        self.inline = in_process and not fair  # nothing can wait: admit_now, and __aexit__ in place
         self._plans: dict[int, TenantPlan] = {}  # id(tenant) -> plan (the plan holds the tenant)
         self._plans_of: object = None  # the registry snapshot they were built for
         self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
@@ -200,9 +213,8 @@ class AdmissionFlow:
             events.refused(exc, None, "")
             raise
         else:
-            plan = self._plans.get(id(tenant))
-            if plan is None or plan.tenant is not tenant:
-                plan = self._plan(tenant)
+            cached = self._plans.get(id(tenant))
+            plan = cached if cached is not None and cached.tenant is tenant else self._plan(tenant)
             key = tenant.id
         pool_name: str | None = None
         try:
@@ -330,20 +342,6 @@ class AdmissionFlow:
 
     # -- out ---------------------------------------------------------------------------------------
 
-    def finish_now(self, ticket: Ticket, exc: BaseException | None) -> None:
-        """End *ticket*'s admission without waiting (the in-process store's slot)."""
-        plan = ticket._plan
-        plan.counters.finished += 1  # see _TenantCounters: one bytecode-level add, no lock
-        lease = ticket.lease
-        try:
-            if lease is not None and not lease.released:
-                _outcome(lease, exc)
-        finally:
-            slot = ticket._slot
-            if slot is not None and plan.slots is not None:
-                ticket._slot = None
-                plan.slots.release_nowait(slot)
-
     async def finish(self, ticket: Ticket, exc: BaseException | None) -> None:
         """End *ticket*'s admission: the turn first, the outcome, then the slot (shielded)."""
         turn = ticket._turn
@@ -381,9 +379,8 @@ class AdmissionFlow:
         except RequestRejected as exc:
             self._events.refused(exc, None, "")
             raise
-        plan = self._plans.get(id(tenant))
-        if plan is None or plan.tenant is not tenant:
-            plan = self._plan(tenant)
+        cached = self._plans.get(id(tenant))
+        plan = cached if cached is not None and cached.tenant is tenant else self._plan(tenant)
         return plan, tenant.id
 
     def _anonymous_for(
