@@ -206,10 +206,14 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
     # values, so rebuild the full name -> [values] index. (A loop, not a comprehension: for the
     # few headers of a request, making the comprehension's function costs more than its loop.)
     index: dict[str, _HeaderValue] = {}
+    names = _NAMES
     try:
         for name, value in items:
             if type(name) is bytes:
-                index[name.decode("latin-1").lower()] = value
+                key = names.get(name)
+                if key is None:
+                    key = _name(name)
+                index[key] = value
             else:
                 index[(name if type(name) is str else str(name)).lower()] = value
     except (TypeError, ValueError):
@@ -223,6 +227,20 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
         key = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
         multi.setdefault(key, []).append(_text(value))
     return multi
+
+
+# Byte header names (ASGI, httpx) as lowercase str. The same few dozen names come with every
+# request, and a dict hit costs a fifth of decoding and lowering one; bounded, as clients choose
+# the names.
+_NAMES: dict[bytes, str] = {}
+
+
+def _name(name: bytes) -> str:
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    _NAMES[name] = key
+    return key
 
 
 def _text(value: _HeaderValue) -> str:
