@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import final
 
 from .._errors import ContentTooLarge, RequestRejected
-from ..gateway import Gateway, Ticket
+from ..gateway import Admission, Gateway, Ticket
 from ..tenants import RequestInfo
 from ._asgi import (
     ASGIApp,
@@ -133,11 +133,16 @@ class TenantMiddleware:
             failure = exc
             raise
         finally:
-            kind_ = None if failure is None else type(failure)
             if self._sync:
-                await admission.__aexit__(kind_, failure, None)
+                await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await finish(lambda: admission.__aexit__(kind_, failure, None))
+                await _leave(admission, failure)
+
+
+async def _leave(admission: Admission, failure: BaseException | None) -> None:
+    """Leave *admission* whatever cancellation arrives meanwhile (see `finish`)."""
+    kind = None if failure is None else type(failure)
+    await finish(lambda: admission.__aexit__(kind, failure, None))
 
 
 class _Exchange:
