@@ -118,10 +118,13 @@ class _Balancing:
         return endpoint_url
 
     def _attempt(self, request: httpx.Request, url: httpx.URL) -> httpx.Request:
-        # With endpoint_host the Host header changes too: a copy of the request, the caller's
-        # own left as it was.
-        headers = request.headers.copy()
-        headers["Host"] = url.netloc.decode("ascii")
+        # The request as the wrapped transport must see it: the endpoint's address, our headers.
+        # A copy, never the caller's own request changed for the call: the same request may be
+        # in flight twice, and a wrapped transport may keep what it was given.
+        headers = request.headers
+        if self._endpoint_host:
+            headers = headers.copy()
+            headers["Host"] = url.netloc.decode("ascii")
         return httpx.Request(
             request.method,
             url,
@@ -232,19 +235,9 @@ class AsyncBalancingTransport(_Balancing, httpx.AsyncBaseTransport):
         attempt = 0
         while True:
             try:
-                if self._endpoint_host:
-                    response = await self._transport.handle_async_request(
-                        self._attempt(request, self._endpoint_url(logical, lease))
-                    )
-                else:
-                    # The wrapped transport gets the caller's own request, pointed at the
-                    # endpoint for the call only (httpx hands the caller's response that same
-                    # request): no copy of the request and its headers per attempt.
-                    request.url = self._endpoint_url(logical, lease)
-                    try:
-                        response = await self._transport.handle_async_request(request)
-                    finally:
-                        request.url = logical
+                response = await self._transport.handle_async_request(
+                    self._attempt(request, self._endpoint_url(logical, lease))
+                )
             except Exception as exc:
                 lease.record(error=exc)
                 tried.append(lease.url)
@@ -390,16 +383,9 @@ class BalancingTransport(_Balancing, httpx.BaseTransport):
         attempt = 0
         while True:
             try:
-                if self._endpoint_host:
-                    response = self._transport.handle_request(
-                        self._attempt(request, self._endpoint_url(logical, lease))
-                    )
-                else:  # as in AsyncBalancingTransport: the caller's request, for the call only
-                    request.url = self._endpoint_url(logical, lease)
-                    try:
-                        response = self._transport.handle_request(request)
-                    finally:
-                        request.url = logical
+                response = self._transport.handle_request(
+                    self._attempt(request, self._endpoint_url(logical, lease))
+                )
             except Exception as exc:
                 lease.record(error=exc)
                 tried.append(lease.url)
