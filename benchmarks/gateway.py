@@ -3,7 +3,8 @@
 Prints microseconds per `async with gateway.admit(request) as ticket: ticket.record(status=200)`
 (building the RequestInfo included, as an adapter would) with 10 and 10,000 tenants, next to its
 parts measured in the same run, and the ratio 10,000 / 10 tenants (target: flat, <= 1.5x).
-Target on CPython 3.11: <= 8 us a round trip.
+Target on CPython 3.11: <= 8 us a round trip. Timed in this thread's CPU time: on a shared
+machine, time spent descheduled would otherwise count (wall clock swings 2-3x under load).
 
 Run: python benchmarks/gateway.py [--rounds N]
 """
@@ -19,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from _report import emit
 
 import tenantlb as tlb
+
+TARGET = "admit: key + GCRA + lease + record"  # issue 5's figure (<= 8 us); "+ slot" is extra
 
 
 def build(n_tenants: int, *, concurrency: bool) -> tuple[tlb.Gateway, list[str]]:
@@ -43,19 +46,19 @@ def build(n_tenants: int, *, concurrency: bool) -> tuple[tlb.Gateway, list[str]]
 def per_call_async(fn: Callable[[int], Awaitable[None]], n: int, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.thread_time()
         asyncio.run(fn(n))
-        best = min(best, (time.perf_counter() - start) / n)
+        best = min(best, (time.thread_time() - start) / n)
     return best * 1e6
 
 
 def per_call(fn: Callable[[], object], n: int, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(n):
             fn()
-        best = min(best, (time.perf_counter() - start) / n)
+        best = min(best, (time.thread_time() - start) / n)
     return best * 1e6
 
 
@@ -70,7 +73,7 @@ def main() -> None:
     # a burst of noise on this shared machine then hurts one sample, not one variant.
     variants: dict[tuple[str, int], Callable[[int], Awaitable[None]]] = {}
     for concurrency in (False, True):
-        label = "admit: key + GCRA + lease + record" + (" + slot" if concurrency else "")
+        label = TARGET + (" + slot" if concurrency else "")
         for n_tenants in (10, 10_000):
             gateway, keys = build(n_tenants, concurrency=concurrency)
             key = keys[n_tenants // 2]
@@ -129,11 +132,13 @@ def main() -> None:
     for label in parts:
         print(f"{label:44} {best[label]:11.2f}")
         emit(label, best[label], "us", better="lower")
+    target = max(best[TARGET, 10], best[TARGET, 10_000])
     print()
     print(
-        f"worst admit round trip: {worst:.2f} us (target <= 8 us); "
+        f"admit round trip (key + GCRA + lease + record): {target:.2f} us (target <= 8 us); "
+        f"with a concurrency slot: {worst:.2f} us; "
         f"10k/10 tenants: {flat:.2f}x (target <= 1.5x); "
-        f"{worst / base:.1f}x a bare lease cycle"
+        f"{target / base:.1f}x a bare lease cycle"
     )
 
 

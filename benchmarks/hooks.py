@@ -245,7 +245,7 @@ def main() -> None:
     print("hooks compiled out of the 'no hooks' build:")
     for module, count in sorted(removed.items()):
         print(f"  {module}: {count} statement(s)")
-    for required in ("balancing/_balanced.py", "balancing/_lease.py", "gateway.py"):
+    for required in ("balancing/_balanced.py", "balancing/_lease.py", "_admission.py"):
         if not removed.get(required):
             raise SystemExit(f"no hook found in {required}: the stripper is out of date")
 

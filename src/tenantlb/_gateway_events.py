@@ -1,9 +1,9 @@
 """`GatewayEvents`: a gateway's subscribers and the per-tenant counters behind its stats.
 
-The gateway owns one and calls it at each step of an admission. State-change subscribers get the
-store's and services' events (outages, discovery failures); per-request subscribers also get
-``admitted``, ``refused``, ``rate_limit`` and ``retry``. Hot paths test `traffic` for emptiness and
-build no event while nobody asked for them.
+The gateway owns one; admissions count on the per-tenant counters it hands out and call it to
+build events. State-change subscribers get the store's and services' events (outages, discovery
+failures); per-request subscribers also get ``admitted``, ``refused``, ``rate_limit`` and
+``retry``. Hot paths test `traffic` for emptiness and build no event while nobody asked for them.
 """
 
 from __future__ import annotations
@@ -118,50 +118,46 @@ class GatewayEvents:
         )
         emit(self.traffic, (event,))
 
-    def admitted(
-        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
-    ) -> _TenantCounters:
-        """Count an admission; returns the tenant's counters for `finished`."""
+    def counters(self, tenant_id: str) -> _TenantCounters:
+        """The live counters of *tenant_id* (kept across reloads); admissions count on them."""
         with self._lock:
-            counters = self._counters.get(tenant.id)
+            counters = self._counters.get(tenant_id)
             if counters is None:
-                counters = self._counters[tenant.id] = _TenantCounters()
-            counters.admitted += 1
-            counters.in_flight += 1
-        traffic = self.traffic
-        if traffic:
-            if lease is not None:
-                lease.tenant = tenant.id  # the pool's outcome event names the tenant
-            event = Event(
-                kind="admitted",
-                pool=pool,
-                url=None if lease is None else lease.url,
-                tenant=tenant.id,
-                panic=False if target is None else target.panic,
-                at=self.clock() if lease is None else lease.started,
-            )
-            emit(traffic, (event,))
+                counters = self._counters[tenant_id] = _TenantCounters()
         return counters
 
-    def finished(self, counters: _TenantCounters) -> None:
-        """An admitted request ended."""
-        with self._lock:
-            counters.in_flight -= 1
+    def admitted(
+        self, tenant: Tenant, pool: str, target: Pool | PoolSubset | None, lease: Lease | None
+    ) -> None:
+        """Tell per-request subscribers an admission (call only while `traffic`)."""
+        if lease is not None:
+            lease.tenant = tenant.id  # the pool's outcome event names the tenant
+        event = Event(
+            kind="admitted",
+            pool=pool,
+            url=None if lease is None else lease.url,
+            tenant=tenant.id,
+            panic=False if target is None else target.panic,
+            at=self.clock() if lease is None else lease.started,
+        )
+        emit(self.traffic, (event,))
 
     def snapshot(
         self,
     ) -> tuple[int, int, Mapping[str, int], Mapping[str, TenantStats]]:
         """(admitted, in flight, refusals by reason, per-tenant stats), frozen."""
+        by_tenant: dict[str, TenantStats] = {}
         with self._lock:
-            by_tenant = {
-                tenant_id: TenantStats(
-                    tenant=tenant_id,
-                    admitted=c.admitted,
-                    in_flight=c.in_flight,
-                    refused=MappingProxyType(dict(c.refused)),
-                )
-                for tenant_id, c in self._counters.items()
-            }
+            for tenant_id, c in self._counters.items():
+                finished = c.finished  # first: every request it counts is in `admitted` already
+                admitted = c.admitted
+                if admitted or c.refused:  # counters exist from a tenant's first request on
+                    by_tenant[tenant_id] = TenantStats(
+                        tenant=tenant_id,
+                        admitted=admitted,
+                        in_flight=admitted - finished,
+                        refused=MappingProxyType(dict(c.refused)),
+                    )
             refused = dict(self._refusals)
         return (
             sum(t.admitted for t in by_tenant.values()),

@@ -1,9 +1,10 @@
 """`LimiterCache`: the gateway's rate and concurrency limiters, one per distinct setting.
 
 Tenants with equal limits share one `RateLimiter` (their keys still differ: the tenant id), and
-tenants with equal ``max_concurrency`` one `ConcurrencyLimiter`. Hot reloads leave limiters no
-tenant uses any more; they are pruned when the cache has doubled since the last prune, so the
-cost is amortised O(1) per new limiter and the cache stays within twice what current tenants need.
+tenants with equal ``max_concurrency`` one `ConcurrencyLimiter`. The gateway looks them up once
+per tenant object (its `TenantPlan`), not per request. Hot reloads leave limiters no tenant uses
+any more; they are pruned when the cache has doubled since the last prune, so the cost is
+amortised O(1) per new limiter and the cache stays within twice what current tenants need.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class LimiterCache:
 
     __slots__ = (
         "_algorithm",
-        "_by_identity",
         "_lease_ttl",
         "_limiters",
         "_lock",
@@ -49,7 +49,6 @@ class LimiterCache:
         self._lock = lock
         self._tenants = tenants  # the current tenants (the registry's, and the anonymous one)
         self._limiters: dict[tuple[Rate, ...], RateLimiter] = {}
-        self._by_identity: dict[int, tuple[tuple[Rate, ...], RateLimiter]] = {}
         self._slots: dict[int, ConcurrencyLimiter] = {}
         self._prune_at = 64
 
@@ -58,11 +57,6 @@ class LimiterCache:
 
     def rates(self, rates: tuple[Rate, ...]) -> RateLimiter:
         """The limiter for *rates* (a tenant's immutable ``limits`` tuple)."""
-        # Looked up by the identity of the tuple first: hashing a tuple of attrs Rates on every
-        # request costs more than the rate-limit decision itself.
-        cached = self._by_identity.get(id(rates))
-        if cached is not None and cached[0] is rates:
-            return cached[1]
         with self._lock:
             limiter = self._limiters.get(rates)
             if limiter is None:
@@ -70,9 +64,6 @@ class LimiterCache:
                     self._prune()
                 limiter = RateLimiter(rates, store=self._store, algorithm=self._algorithm)
                 self._limiters[rates] = limiter
-            if len(self._by_identity) >= 65536:
-                self._by_identity.clear()  # bounded; stale ids from reloaded tenants go too
-            self._by_identity[id(rates)] = (rates, limiter)
         return limiter
 
     def slots(self, limit: int) -> ConcurrencyLimiter:
@@ -90,15 +81,10 @@ class LimiterCache:
 
     def _prune(self) -> None:
         # Under the lock. Requests still running on an old registry keep their limiter through
-        # their ticket.
+        # their ticket (its tenant plan).
         tenants = list(self._tenants())
         limits = {t.limits for t in tenants if t.limits}
         caps = {t.max_concurrency for t in tenants if t.max_concurrency is not None}
         self._limiters = {k: v for k, v in self._limiters.items() if k in limits}
         self._slots = {k: v for k, v in self._slots.items() if k in caps}
-        self._by_identity.clear()
         self._prune_at = max(64, 2 * len(self))
-
-    def identities(self) -> int:
-        """How many tuple identities the fast path remembers (bounded; for tests)."""
-        return len(self._by_identity)

@@ -8,7 +8,7 @@ outcome (if the caller did not) and gives back the concurrency slot the ticket h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -30,15 +30,13 @@ from ._errors import (
 from ._events import Event, emit
 from .balancing import Endpoint, Lease, Pool, PoolStats, PoolSubset
 from .fairness import FairQueue, FairQueueStats, Turn
-from .ratelimit import ConcurrencyLimiter, Decision, Slot
+from .ratelimit import Decision, Slot
 from .tenants import Tenant
 
 if TYPE_CHECKING:
-    from ._gateway_events import GatewayEvents
-    from .gateway import Gateway
-    from .tenants import RequestInfo
+    from ._admission import TenantPlan
 
-__all__ = ["Admission", "GatewayStats", "TenantStats", "Ticket"]
+__all__ = ["GatewayStats", "TenantStats", "Ticket"]
 
 
 @final
@@ -59,11 +57,8 @@ class Ticket:
     """
 
     __slots__ = (
-        "_counters",
-        "_events",
-        "_fair",
+        "_plan",
         "_slot",
-        "_slots",
         "_target",
         "_tried",
         "_turn",
@@ -77,29 +72,24 @@ class Ticket:
 
     def __init__(
         self,
-        tenant: Tenant,
+        plan: TenantPlan,
         lease: Lease | None,
         target: Pool | PoolSubset | None,
         upstream: str | None,
         decision: Decision | None,
-        slots: ConcurrencyLimiter | None,
         slot: Slot | None,
-        max_body_size: int | None = None,
     ) -> None:
-        self.tenant = tenant
+        self.tenant: Tenant = plan.tenant
         self.lease = lease
         self.upstream = upstream
         self.decision = decision
-        self.max_body_size = max_body_size
+        self.max_body_size = plan.max_body
         self.status: int | None = None
+        self._plan = plan  # the tenant's limiters and counters, the gateway's events
         self._target = target
-        self._slots = slots
         self._slot = slot
-        self._fair: FairQueue | None = None
-        self._turn: Turn | None = None
-        self._tried: list[str] = [] if lease is None else [lease.url]
-        self._events: GatewayEvents | None = None  # set by the gateway that admitted it
-        self._counters: _TenantCounters | None = None
+        self._turn: tuple[FairQueue, Turn] | None = None
+        self._tried: list[str] | None = None  # endpoints tried, once rerouted
 
     def __repr__(self) -> str:
         where = None if self.lease is None else self.lease.url
@@ -144,10 +134,13 @@ class Ticket:
             msg = "a ticket admitted without an upstream cannot be rerouted"
             raise RuntimeError(msg)
         failed = self.lease
+        tried = self._tried
+        if tried is None:
+            tried = self._tried = [failed.url]
         if not failed.released:
             failed.record(error=error)
-        events = self._events
-        if events is not None and events.traffic:
+        events = self._plan.events
+        if events.traffic:
             event = Event(
                 kind="retry",
                 pool=self.upstream or "",
@@ -158,20 +151,22 @@ class Ticket:
             )
             emit(events.traffic, (event,))
         try:
-            lease = self._target.acquire(exclude=self._tried)
+            lease = self._target.acquire(exclude=tried)
         except NoHealthyEndpoint as exc:
-            msg = f"no endpoint left to retry after {len(self._tried)} attempt(s)"
+            msg = f"no endpoint left to retry after {len(tried)} attempt(s)"
             raise NoHealthyEndpoint(msg) from exc
-        if events is not None and events.traffic:
+        if events.traffic:
             lease.tenant = self.tenant.id
         self.lease = lease
-        self._tried.append(lease.url)
+        tried.append(lease.url)
         return lease.endpoint
 
     @property
     def attempts(self) -> int:
         """How many endpoints this request has been sent to (1 + reroutes; 0 without an upstream)."""
-        return len(self._tried)
+        if self._tried is not None:
+            return len(self._tried)
+        return 0 if self.lease is None else 1
 
 
 @final
@@ -226,13 +221,21 @@ class TenantStats:
 
 
 class _TenantCounters:
-    """The live counters behind `TenantStats` (mutated under the gateway's lock)."""
+    """The live counters behind `TenantStats`.
 
-    __slots__ = ("admitted", "in_flight", "refused")
+    `admitted` and `finished` only grow, each by one ``+= 1`` per request, taken without a lock:
+    under the GIL the load, add and store of an int slot run with no switch between them (the
+    interpreter switches threads only at calls and backward jumps), so no count is lost, and a
+    request then costs no lock at all (a free-threaded build may lose an increment under
+    contention: these are statistics, not quotas). In flight is their difference. `refused` is a
+    dict and changes under the gateway's lock (refusals are not the hot path).
+    """
+
+    __slots__ = ("admitted", "finished", "refused")
 
     def __init__(self) -> None:
         self.admitted = 0
-        self.in_flight = 0
+        self.finished = 0
         self.refused: dict[str, int] = {}
 
 
@@ -258,36 +261,3 @@ def _reason(exc: RequestRejected) -> str:
         if reason is not None:
             return reason
     return "rejected"
-
-
-@final
-class Admission:
-    """The async context manager `Gateway.admit` returns; it yields a `Ticket`."""
-
-    __slots__ = ("_cost", "_gateway", "_lease", "_request", "_ticket")
-
-    def __init__(
-        self, gateway: Gateway, request: RequestInfo, cost: float, lease: bool | None
-    ) -> None:
-        self._gateway = gateway
-        self._request = request
-        self._cost = cost
-        self._lease = lease
-        self._ticket: Ticket | None = None
-
-    async def __aenter__(self) -> Ticket:
-        if self._ticket is not None:
-            msg = "an admission can be entered once"
-            raise RuntimeError(msg)
-        self._ticket = ticket = await self._gateway._admit(self._request, self._cost, self._lease)
-        return ticket
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ticket = self._ticket
-        if ticket is not None:
-            await self._gateway._finish(ticket, exc)

@@ -30,7 +30,6 @@ limits and concurrency are keyed by its id, so tenants never share quota.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -38,47 +37,19 @@ from types import MappingProxyType
 from typing import Any, Literal, final
 
 import anyio
-from cachetools import LRUCache
 
-from ._edge import (
-    add_challenge,
-    challenge,
-    check_size,
-    client_key,
-    fair_queues,
-    hash_key,
-    network,
-    smaller,
-)
-from ._errors import (
-    ConfigError,
-    Forbidden,
-    MissingCredentials,
-    RateLimited,
-    RequestRejected,
-    Unauthenticated,
-    UnknownTenant,
-)
+from ._admission import Admission, AdmissionFlow
+from ._edge import challenge, fair_queues, network
+from ._errors import ConfigError
 from ._events import Event, EventHandler
 from ._gateway_events import GatewayEvents
 from ._limiters import LimiterCache
-from ._ticket import Admission, GatewayStats, TenantStats, Ticket
+from ._ticket import GatewayStats, TenantStats, Ticket
 from ._validate import FieldTypeError, FieldValueError, optional_count
-from .balancing import Lease, Pool, PoolSubset
-from .fairness import FairQueue, Turn
-from .ratelimit import (
-    Algorithm,
-    ConcurrencyLimiter,
-    Decision,
-    MemoryStore,
-    RateLimiter,
-    Slot,
-    Store,
-    resolve_algorithm,
-)
-from .tenants import RequestInfo, Tenant, TenantRegistry, shuffle_shard
-
-logger = logging.getLogger("tenantlb")
+from .balancing import Pool
+from .fairness import FairQueue
+from .ratelimit import Algorithm, ConcurrencyLimiter, MemoryStore, Store, resolve_algorithm
+from .tenants import RequestInfo, Tenant, TenantRegistry
 
 __all__ = ["Admission", "Gateway", "GatewayStats", "HashOn", "TenantStats", "Ticket"]
 
@@ -171,8 +142,6 @@ class Gateway:
         self._registry = registry
         self._pools = dict(pools)
         self._store: Store = MemoryStore() if store is None else store
-        # An in-process store decides without I/O: call its sync twins, skip a coroutine a step.
-        self._sync_store = self._store.in_process
         self._algorithm = resolve_algorithm(algorithm)  # fails fast on an unknown name
         self._hash_on = hash_on
         self._services = tuple(services)
@@ -202,7 +171,6 @@ class Gateway:
             lock=self._lock,
             tenants=self._current_tenants,
         )
-        self._shards: LRUCache[tuple[str, int, str], tuple[int, PoolSubset]] = LRUCache(65536)
         # Fail fast on a bad lease_ttl rather than at the first request.
         ConcurrencyLimiter(1, store=MemoryStore(), lease_ttl=lease_ttl)
         self._fair = fair_queues(concurrency)
@@ -239,6 +207,20 @@ class Gateway:
         ]
         if problems:
             raise ConfigError.collect(problems)
+        self._flow = AdmissionFlow(
+            registry=registry,
+            pools=self._pools,
+            quotas=self._quotas,
+            in_process=self._store.in_process,
+            fair=self._fair,
+            events=self._events,
+            lock=self._lock,
+            hash_on=hash_on,
+            anonymous=anonymous,
+            max_header_size=self._max_header_size,
+            max_body_size=self._max_body_size,
+            challenge=self._challenge,
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Gateway:
@@ -379,10 +361,10 @@ class Gateway:
             ValueError: *cost* is not > 0, or more than the tenant's smallest burst (it could
                 never be admitted); nothing is charged.
         """
-        if not isinstance(request, RequestInfo):
+        if type(request) is not RequestInfo:  # final: an exact check is enough (and cheaper)
             msg = f"request must be a RequestInfo, got {type(request).__name__}"
             raise TypeError(msg)
-        return Admission(self, request, cost, lease)
+        return Admission(self._flow, request, cost, lease)
 
     def stats(self) -> GatewayStats:
         """A snapshot of every pool, the number of tenants and the per-tenant counters."""
@@ -432,160 +414,10 @@ class Gateway:
         """
         self._events.emit(event)
 
-    # -- the flow ----------------------------------------------------------------------------------
-
-    async def _admit(self, request: RequestInfo, cost: float, want: bool | None) -> Ticket:
-        try:
-            if self._max_header_size is not None or self._max_body_size is not None:
-                check_size(request, self._max_header_size, self._max_body_size)
-            try:
-                tenant = self._registry.resolve(request)
-                key = tenant.id
-            except (Unauthenticated, UnknownTenant) as exc:
-                if self._anonymous is None or not isinstance(exc, MissingCredentials):
-                    add_challenge(exc, self._challenge)
-                    raise
-                tenant = self._anonymous  # no credentials at all: the anonymous policy
-                key = f"{tenant.id}@{client_key(request.client_ip)}"  # limits per client
-        except RequestRejected as exc:
-            self._events.refused(exc, None, "")
-            raise
-        try:
-            return await self._admit_tenant(request, tenant, key, cost, want)
-        except RequestRejected as exc:
-            pool = None if want is False else tenant.upstream_for(request.path)
-            self._events.refused(exc, tenant, pool or "")
-            raise
-
-    async def _admit_tenant(
-        self, request: RequestInfo, tenant: Tenant, key: str, cost: float, want: bool | None
-    ) -> Ticket:
-        max_body = self._max_body_size
-        if tenant.max_header_size is not None or tenant.max_body_size is not None:
-            max_body = smaller(max_body, tenant.max_body_size)
-            check_size(request, tenant.max_header_size, max_body)
-        path = request.path
-        pool_name = None if want is False else tenant.upstream_for(path)
-        pool: Pool | None = None
-        if pool_name is None:
-            if want:
-                msg = f"tenant {tenant.id!r} has no upstream for {path[:200]!r}"
-                raise Forbidden(msg)
-        else:
-            pool = self._pools.get(pool_name)
-            if pool is None:
-                msg = f"upstream {pool_name!r} of tenant {tenant.id!r} is not configured"
-                raise Forbidden(msg)
-        decision: Decision | None = None
-        limiter: RateLimiter | None = None
-        if tenant.limits:
-            limiter = self._quotas.rates(tenant.limits)
-            if self._sync_store:
-                decision = limiter.acquire_nowait(key, cost)
-            else:
-                decision = await limiter.acquire(key, cost)
-            if self._events.traffic:
-                self._events.decision(tenant, pool_name or "", decision)
-            if not decision.allowed:
-                msg = f"tenant {tenant.id!r} is over its rate limit"
-                raise RateLimited(msg, decision=decision, headers=decision.headers())
-        slots: ConcurrencyLimiter | None = None
-        slot: Slot | None = None
-        target: Pool | PoolSubset | None = None
-        lease: Lease | None = None
-        fair = None if pool_name is None else self._fair.get(pool_name)
-        turn: Turn | None = None
-        try:
-            if tenant.max_concurrency is not None:
-                slots = self._quotas.slots(tenant.max_concurrency)
-                if self._sync_store:
-                    slot = slots.acquire_nowait(key)  # raises OverCapacity when full
-                else:
-                    slot = await slots.acquire(key)  # raises OverCapacity when full
-            if fair is not None:
-                turn = await fair.acquire(key, tenant.weight)  # QueueFull / QueueTimeout
-            if pool is not None and pool_name is not None:
-                target = self._target(tenant, pool, pool_name)
-                lease = target.acquire(hash_key(self._hash_on, request, tenant))
-        except BaseException:
-            if fair is not None and turn is not None:
-                fair.release(turn, record=False)  # synchronous: nothing can interrupt it
-            try:
-                if slots is not None and slot is not None:
-                    await self._free(slots, slot)
-            finally:  # a cancel while freeing (asyncio: at any await) must not skip the refund
-                if limiter is not None:
-                    await self._refund(limiter, key, cost)
-            raise
-        counters = self._events.admitted(tenant, pool_name or "", target, lease)
-        ticket = Ticket(tenant, lease, target, pool_name, decision, slots, slot, max_body)
-        ticket._events = self._events
-        ticket._counters = counters
-        if turn is not None:
-            ticket._fair, ticket._turn = fair, turn
-        return ticket
-
-    async def _finish(self, ticket: Ticket, exc: BaseException | None) -> None:
-        turn, fair = ticket._turn, ticket._fair
-        if turn is not None and fair is not None:
-            ticket._turn = None
-            fair.release(turn, record=exc is None)  # first, and without awaiting
-        counters = ticket._counters
-        if counters is not None:
-            self._events.finished(counters)
-        lease = ticket.lease
-        try:
-            if lease is not None and not lease.released:
-                if isinstance(exc, Exception):
-                    lease.record(error=exc)
-                else:  # no outcome, or cancelled (a BaseException on asyncio and trio alike):
-                    lease.release()  # neither reward nor punish the endpoint
-        except Exception:
-            # Recording must neither keep the slot nor replace the error the request ended with.
-            logger.exception("tenantlb: recording the outcome of a request failed")
-            if lease is not None:
-                lease.release()
-        finally:
-            slot, slots = ticket._slot, ticket._slots
-            if slot is not None and slots is not None:
-                ticket._slot = None
-                if self._sync_store:
-                    slots.release_nowait(slot)  # no coroutine for the in-memory case
-                else:
-                    await self._free(slots, slot)
-
-    async def _free(self, slots: ConcurrencyLimiter, slot: Slot) -> None:
-        if self._sync_store:
-            slots.release_nowait(slot)
-        else:
-            with anyio.CancelScope(shield=True):  # a cancelled request must still free its slot
-                await slots.release(slot)
-
-    async def _refund(self, limiter: RateLimiter, key: str, cost: float) -> None:
-        with anyio.CancelScope(shield=True):
-            if self._sync_store:
-                limiter.refund_nowait(key, cost)
-            else:
-                await limiter.refund(key, cost)
+    # -- helpers --------------------------------------------------------------------------------------
 
     def _current_tenants(self) -> list[Tenant]:
         tenants = list(self._registry)
         if self._anonymous is not None:
             tenants.append(self._anonymous)
         return tenants
-
-    def _target(self, tenant: Tenant, pool: Pool, pool_name: str) -> Pool | PoolSubset:
-        k = tenant.shard_size
-        if k is None or k >= len(pool):
-            return pool
-        cache_key = (tenant.id, k, pool_name)
-        generation = pool.generation
-        with self._lock:  # an LRUCache reorders itself on every read: not thread-safe alone
-            cached = self._shards.get(cache_key)
-        if cached is not None and cached[0] == generation:
-            return cached[1]
-        urls = shuffle_shard(tenant.id, [e.url for e in pool.endpoints], k)
-        subset = pool.subset(urls)
-        with self._lock:
-            self._shards[cache_key] = (generation, subset)
-        return subset

@@ -37,9 +37,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def request_info(gateway: Gateway, scope: Scope) -> RequestInfo:
     """The `RequestInfo` of an ``http`` or ``websocket`` scope (trusted proxies honoured)."""
     client = scope.get("client")
+    path = scope["path"]
     return gateway.request(
         scope.get("method", "GET"),
-        origin_form(scope["path"]),
+        path if path[:1] == "/" else origin_form(path),
         scope["headers"],
         scheme=scope.get("scheme", "http"),
         client=None if client is None else (client[0], client[1]),
@@ -86,13 +87,18 @@ def ratelimit_headers(decision: Decision | None) -> list[tuple[bytes, bytes]]:
             return _lower(fields)
     if not decision.allowed:
         return _lower(decision.headers())
-    # Decision.headers' rounding: remaining down, reset up.
-    remaining = max(0, math.floor(decision.remaining + 1e-9))
-    reset = max(0, math.ceil(decision.reset_after - 1e-9))
-    label = cached[2][policies.index(decision.policy)] if len(policies) > 1 else cached[2][0]
+    # Decision.headers' rounding: remaining down, reset up, neither below 0 (%d truncates, which
+    # is the floor of a positive number).
+    remaining = decision.remaining + 1e-9
+    reset = decision.reset_after - 1e-9
+    label = cached[2][0] if len(policies) == 1 else cached[2][policies.index(decision.policy)]
     return [
         (b"ratelimit-policy", cached[1]),
-        (b"ratelimit", b"%s;r=%d;t=%d" % (label, remaining, reset)),
+        (
+            b"ratelimit",
+            b"%s;r=%d;t=%d"
+            % (label, remaining if remaining > 0 else 0, math.ceil(reset) if reset > 0 else 0),
+        ),
     ]
 
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 from typing import final
 
 from .._errors import ContentTooLarge, RequestRejected
-from ..gateway import Gateway, Ticket
+from ..gateway import Admission, Gateway, Ticket
+from ..tenants import RequestInfo
 from ._asgi import (
     ASGIApp,
     Message,
     Receive,
     Scope,
     Send,
+    origin_form,
     ratelimit_headers,
-    request_info,
     send_problem,
 )
 from ._cleanup import finish
@@ -65,7 +66,7 @@ class TenantMiddleware:
         TypeError: *gateway* is not a `Gateway`.
     """
 
-    __slots__ = ("_app", "_gateway", "_sync")
+    __slots__ = ("_admit", "_app", "_gateway", "_sync", "_trusted")
 
     def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
         if not isinstance(gateway, Gateway):
@@ -76,6 +77,8 @@ class TenantMiddleware:
             raise TypeError(msg)
         self._app = app
         self._gateway = gateway
+        self._admit = gateway.admit
+        self._trusted = gateway.trusted_proxies
         # An in-process store: leaving an admission never suspends, so no cleanup task is needed.
         self._sync = bool(gateway.store.in_process)
 
@@ -84,7 +87,18 @@ class TenantMiddleware:
         if kind != "http" and kind != "websocket":
             await self._app(scope, receive, send)
             return
-        admission = self._gateway.admit(request_info(self._gateway, scope), lease=False)
+        # The request view, as `Gateway.request` builds it (written out: every request pays it).
+        path = scope["path"]
+        client = scope.get("client")
+        request = RequestInfo(
+            scope.get("method", "GET"),
+            path if path[:1] == "/" else origin_form(path),
+            scope["headers"],
+            scheme=scope.get("scheme", "http"),
+            client=None if client is None else (client[0], client[1]),
+            trusted_proxies=self._trusted,
+        )
+        admission = self._admit(request, lease=False)
         try:
             ticket = await admission.__aenter__()
         except RequestRejected as exc:
@@ -119,11 +133,16 @@ class TenantMiddleware:
             failure = exc
             raise
         finally:
-            kind_ = None if failure is None else type(failure)
             if self._sync:
-                await admission.__aexit__(kind_, failure, None)
+                await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await finish(lambda: admission.__aexit__(kind_, failure, None))
+                await _leave(admission, failure)
+
+
+async def _leave(admission: Admission, failure: BaseException | None) -> None:
+    """Leave *admission* whatever cancellation arrives meanwhile (see `finish`)."""
+    kind = None if failure is None else type(failure)
+    await finish(lambda: admission.__aexit__(kind, failure, None))
 
 
 class _Exchange:

@@ -9,7 +9,7 @@ from typing import final
 
 from .._errors import Forbidden, MissingCredentials, Unauthenticated, UnknownTenant
 from .._validate import FieldTypeError, FieldValueError, require_type
-from ._keys import check_presented_key, digest_scheme, hash_presented_key, normalize_secret
+from ._keys import digest_presented_key, digest_scheme, normalize_secret
 from ._request import RequestInfo
 from ._resolvers import APIKeyResolver, TenantResolver, default_resolvers
 from ._tenant import Tenant
@@ -93,7 +93,7 @@ class RegistrySnapshot:
             Unauthenticated: The key is malformed or belongs to no tenant.
             Forbidden: The key's tenant is disabled.
         """
-        digest = hash_presented_key(check_presented_key(raw, source=source), self._secret)
+        digest = digest_presented_key(raw, self._secret, source)
         found = self._digests.get(digest)
         # The dict lookup only ever compares the *digest* of an attacker-chosen key, which leaks
         # nothing useful about a valid key; compare_digest keeps the final check constant-time.
@@ -230,7 +230,7 @@ class TenantRegistry:
             raise UnknownTenant(msg)
         if type(tenant) is not Tenant:  # Tenant is final: an exact type check is enough
             _bad_result(resolver, tenant)
-        held = snap.get(tenant.id)
+        held = snap._tenants.get(tenant.id)
         if held is None or (held is not tenant and held != tenant):
             # A custom resolver made up a tenant (or kept a stale one): never trust it.
             msg = "the resolved tenant is not in the registry"

@@ -117,6 +117,10 @@ class RequestInfo:
         found = index.get(name.lower())
         if found is None:
             return ()
+        if type(found) is str:  # the common cases: one value, given as str or (ASGI) bytes
+            return (found,)
+        if type(found) is bytes:
+            return (found.decode("latin-1"),)
         if isinstance(found, list):
             return tuple(found)
         return (_text(found),)
@@ -198,13 +202,20 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
         raise TypeError(msg)
     else:
         items = list(headers)
-    # Fast path: one dict comprehension, values decoded only when looked up. If a name repeats,
-    # the comprehension lost values, so rebuild the full name -> [values] index.
+    # Fast path: one dict, values decoded only when looked up. If a name repeats, the dict lost
+    # values, so rebuild the full name -> [values] index. (A loop, not a comprehension: for the
+    # few headers of a request, making the comprehension's function costs more than its loop.)
+    index: dict[str, _HeaderValue] = {}
+    names = _NAMES
     try:
-        index: dict[str, _HeaderValue] = {
-            (name.decode("latin-1") if type(name) is bytes else str(name)).lower(): value
-            for name, value in items
-        }
+        for name, value in items:
+            if type(name) is bytes:
+                key = names.get(name)
+                if key is None:
+                    key = _name(name)
+                index[key] = value
+            else:
+                index[(name if type(name) is str else str(name)).lower()] = value
     except (TypeError, ValueError):
         # An item that is not a pair; never echo it (it may hold a credential).
         msg = "headers must be (name, value) pairs or a mapping, got an item that is not a pair"
@@ -216,6 +227,20 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
         key = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
         multi.setdefault(key, []).append(_text(value))
     return multi
+
+
+# Byte header names (ASGI, httpx) as lowercase str. The same few dozen names come with every
+# request, and a dict hit costs a fifth of decoding and lowering one; bounded, as clients choose
+# the names.
+_NAMES: dict[bytes, str] = {}
+
+
+def _name(name: bytes) -> str:
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    _NAMES[name] = key
+    return key
 
 
 def _text(value: _HeaderValue) -> str:
