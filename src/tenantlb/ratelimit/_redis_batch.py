@@ -41,10 +41,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Batcher",
     "Call",
+    "MAX_BATCH",
     "LoopRef",
     "Script",
     "StoreBusy",
     "current_loop",
+    "next_batch",
     "pack",
     "pack_items",
     "spawn",
@@ -57,7 +59,7 @@ SENT: Final = 1
 DONE: Final = 2
 SKIPPED: Final = 3
 
-_MAX_BATCH: Final = 512
+MAX_BATCH: Final = 512
 _LANE_FLUSHERS: Final = 2  # pipelines in flight per cluster master (sync client)
 _TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 _SOURCES: dict[str, str] = {}  # script sources by sha, for EVAL after a NOSCRIPT answer
@@ -362,12 +364,7 @@ class Batcher:
         try:
             pending = self.pending
             while pending:
-                batch: list[Call] = []
-                while pending and len(batch) < _MAX_BATCH:
-                    call = pending.popleft()
-                    if call.state == QUEUED:
-                        call.state = SENT
-                        batch.append(call)
+                batch = next_batch(pending)
                 if batch:
                     await self._send(batch)
         finally:
@@ -452,12 +449,7 @@ class Batcher:
         try:
             pending = lane.pending
             while pending:
-                batch: list[Call] = []
-                while pending and len(batch) < _MAX_BATCH:
-                    call = pending.popleft()
-                    if call.state == QUEUED:
-                        call.state = SENT
-                        batch.append(call)
+                batch = next_batch(pending)
                 if not batch:
                     continue
                 try:
@@ -596,3 +588,14 @@ def _one_sync(client: Any, call: Call) -> Any:
         return client.execute_command(*call.args, NEVER_DECODE=True)
     except redis.exceptions.NoScriptError:
         return client.execute_command(*call.eval_args(), NEVER_DECODE=True)
+
+
+def next_batch(pending: deque[Call]) -> list[Call]:
+    """Take up to `MAX_BATCH` calls still queued from *pending*, oldest first, marked sent."""
+    batch: list[Call] = []
+    while pending and len(batch) < MAX_BATCH:
+        call = pending.popleft()
+        if call.state == QUEUED:
+            call.state = SENT
+            batch.append(call)
+    return batch

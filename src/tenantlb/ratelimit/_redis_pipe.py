@@ -35,14 +35,24 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import StoreUnavailable
-from ._redis_batch import DONE, QUEUED, SENT, SKIPPED, Call, LoopRef, StoreBusy, pack, spawn
+from ._redis_batch import (
+    DONE,
+    MAX_BATCH,
+    QUEUED,
+    SENT,
+    SKIPPED,
+    Call,
+    LoopRef,
+    StoreBusy,
+    pack,
+    spawn,
+)
 
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
 
 __all__ = ["AsyncBatcher"]
 
-_MAX_BATCH: Final = 512
 _HOLD_FROM: Final = 16  # keep idle connections only from a pool at least this large
 _LINGER: Final = 1.0  # seconds an idle held connection stays before it goes back to the pool
 _SUSPECT: Final = 1.0  # seconds a failed cluster node's calls go through the cluster client
@@ -393,7 +403,7 @@ class Node:
         now = batcher.aloop.time()
         pending = self.pending
         batch: list[Call] = []
-        while pending and len(batch) < _MAX_BATCH:
+        while pending and len(batch) < MAX_BATCH:
             call = pending.popleft()
             if call.state != QUEUED:
                 continue
