@@ -40,10 +40,11 @@ def test_default_pool_avoids_failing_endpoints() -> None:
 
 
 def test_outlier_detection_can_be_turned_off() -> None:
-    """outlier_detector=None turns it off: failing endpoints keep getting P2C's leftovers."""
+    """outlier_detector=None turns it off: failing endpoints keep getting P2C's share."""
     clock = ManualClock(0.0)
-    # Two choices: with the default three, a 4-endpoint pool always has a good candidate.
-    balancer = tlb.PeakEWMA(choices=2)
+    # A balancer blind to failures: PeakEWMA (three candidates and the previous pick) would
+    # avoid them on its own.
+    balancer = tlb.LeastRequest()
     pool = tlb.Pool([*GOOD, FAILING, REFUSING], balancer, clock=clock, outlier_detector=None)
     assert pool.outlier_detector is None
     assert share_to_bad(pool, clock) > 0.02

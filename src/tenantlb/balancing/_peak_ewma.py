@@ -9,6 +9,7 @@ from typing import final
 
 from .._validate import count, positive
 from ._balancer import BalancerBase, EndpointState
+from ._endpoint import Endpoint
 
 __all__ = ["PeakEWMA"]
 
@@ -29,8 +30,14 @@ _NO_SAMPLE = -math.inf  # EndpointState.ewma_score before the first sample
 # ln(in_flight + 1) for the common small counts: a tuple index instead of a call.
 _COUNTS = 256
 _LOG_COUNT = tuple(math.log(k + 1) for k in range(_COUNTS))
-# Up to this many candidates, one 63-bit draw splits into three near-uniform indices.
+# Up to this many candidates, 30-bit draws give near-uniform indices (bias < 1e-4).
 _MAX_DRAWN = 1 << 16
+# The previous pick is a candidate again (Mitzenmacher's "(d,1)-memory") once it has this many
+# answers, i.e. once its average rests on answers rather than on the first one or two.
+_KNOWN = 10
+# "Nothing remembered": an endpoint whose load is +inf, so it never wins a comparison.
+_NOBODY = EndpointState(Endpoint("http://remembered.invalid"), 0.0)
+_NOBODY.ewma = _NOBODY.ewma_score = math.inf
 
 
 @final
@@ -91,6 +98,7 @@ class PeakEWMA(BalancerBase):
         positive("failure_penalty", failure_penalty)
         count("choices", choices, minimum=2)
         self.decay = float(decay)
+        self._rate = 1.0 / self.decay
         self.default_rtt = float(default_rtt)
         self.failure_penalty = float(failure_penalty)
         self.choices = choices
@@ -99,8 +107,9 @@ class PeakEWMA(BalancerBase):
         self._getrandbits = self._rng.getrandbits
         self._candidates: Sequence[EndpointState] = ()
         self._log_weights: tuple[float, ...] = ()
-        self._three = False  # pick compares a third candidate
-        self._many = False  # pick samples (more than three choices, or a huge pool)
+        self._weighted = False
+        self._three = False  # the fast path: three choices over 3 to 2**16 candidates
+        self._last: EndpointState = _NOBODY  # the previous pick, if its estimate is known
 
     def __repr__(self) -> str:
         return (
@@ -120,84 +129,96 @@ class PeakEWMA(BalancerBase):
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
         self._candidates = tuple(candidates)
         n = len(self._candidates)
-        self._three = self.choices >= 3 and n >= 3
-        # Beyond 2**16 endpoints a 63-bit draw no longer splits evenly into three: sample.
-        self._many = (self.choices > 3 and n > 3) or n > _MAX_DRAWN
+        self._last = _NOBODY  # what was remembered is forgotten when the candidates change
+        # The fast path draws each index from its own 30-bit number (a small int, no big-int
+        # arithmetic): up to 2**16 candidates the largest bias is n / 2**30 < 1e-4.
+        self._three = self.choices == 3 and 3 <= n <= _MAX_DRAWN
         weights = {c.weight for c in candidates}
-        # Equal weights cancel out of every comparison: an empty tuple skips them.
-        self._log_weights = (
-            tuple(math.log(c.weight) for c in candidates) if len(weights) > 1 else ()
-        )
+        # Equal weights cancel out of every comparison: skip them.
+        self._weighted = len(weights) > 1
+        self._log_weights = tuple(math.log(c.weight) for c in candidates) if self._weighted else ()
 
     def pick(self, key: bytes | None) -> EndpointState | None:
+        if not self._three:
+            return self._pick_other()
+        candidates = self._candidates
+        n = len(candidates)
+        draw = self._getrandbits
+        # Three distinct indices: i, then j among the n - 1 others, then k among the n - 2 left.
+        i = draw(30) % n
+        j = draw(30) % (n - 1)
+        if j >= i:
+            j += 1
+            k = draw(30) % (n - 2)
+            if k >= i:
+                k += 1
+                if k >= j:
+                    k += 1
+        else:
+            k = draw(30) % (n - 2)
+            if k >= j:
+                k += 1
+                if k >= i:
+                    k += 1
+        a = candidates[i]
+        b = candidates[j]
+        c = candidates[k]
+        last = self._last
+        # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
+        # decay to "now" is the same -now/tau for every candidate, so no clock read and no exp().
+        try:
+            load_a = a.ewma_score + _LOG_COUNT[a.in_flight]
+            load_b = b.ewma_score + _LOG_COUNT[b.in_flight]
+            load_c = c.ewma_score + _LOG_COUNT[c.in_flight]
+            load_m = last.ewma_score + _LOG_COUNT[last.in_flight]
+        except IndexError:  # 256 or more in flight: the long way
+            return self._remember(self._compare((a, b, c, last)))
+        if self._weighted:
+            log_weights = self._log_weights
+            load_a -= log_weights[i]
+            load_b -= log_weights[j]
+            load_c -= log_weights[k]
+            load_m -= _log(last.weight)
+        best = a
+        if load_b < load_a:
+            best = b
+            load_a = load_b
+        if load_c < load_a:
+            best = c
+            load_a = load_c
+        if load_m < load_a:
+            best = last
+            load_a = load_m
+        if load_a == _NO_SAMPLE:
+            # A candidate without an answer has ln(cost) = -inf and wins here, even with its
+            # first request out: the long way applies the rules for those.
+            return self._remember(self._compare((a, b, c, last)))
+        self._last = best if best.requests >= _KNOWN else _NOBODY
+        return best
+
+    def _pick_other(self) -> EndpointState | None:
+        # Fewer than three candidates, two or more than three choices, or a huge pool: the
+        # same rule, with Python's sampling and the long way's comparison.
         candidates = self._candidates
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        if self._many:
-            return self._pick_many(candidates, n)
-        # Distinct candidates from one 63-bit draw, in integer arithmetic (no int() calls): the
-        # first is the draw mod n, the second what is left mod n - 1, the third mod n - 2.
-        g = self._getrandbits(63)
-        i = g % n
-        g //= n
-        j = g % (n - 1)
-        if j >= i:
-            j += 1
-        a = candidates[i]
-        b = candidates[j]
-        score_a = a.ewma_score
-        score_b = b.ewma_score
-        if score_a == _NO_SAMPLE or score_b == _NO_SAMPLE:
-            c = candidates[_third(g // (n - 1), n, i, j)] if self._three else None
-            return self._compare(a, b, c)
-        # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
-        # decay to "now" is the same -now/tau for every candidate, so no clock read and no exp().
-        try:
-            load_a = score_a + _LOG_COUNT[a.in_flight]
-            load_b = score_b + _LOG_COUNT[b.in_flight]
-        except IndexError:  # 256 or more in flight: the long way
-            c = candidates[_third(g // (n - 1), n, i, j)] if self._three else None
-            return self._compare(a, b, c)
-        log_weights = self._log_weights
-        if log_weights:
-            load_a -= log_weights[i]
-            load_b -= log_weights[j]
-        if load_b < load_a:
-            a = b
-            load_a = load_b
-        if not self._three:
-            return a
-        k = g // (n - 1) % (n - 2)  # _third(), inlined: a call costs more than the arithmetic
-        if k >= (i if i < j else j):
-            k += 1
-        if k >= (j if i < j else i):
-            k += 1
-        c = candidates[k]
-        score_c = c.ewma_score
-        if score_c == _NO_SAMPLE or c.in_flight >= _COUNTS:
-            return self._compare(a, c, None)
-        load_c = score_c + _LOG_COUNT[c.in_flight]
-        if log_weights:
-            load_c -= log_weights[k]
-        return c if load_c < load_a else a
-
-    def _pick_many(self, candidates: Sequence[EndpointState], n: int) -> EndpointState:
         chosen = [candidates[i] for i in self._rng.sample(range(n), min(self.choices, n))]
-        return min(chosen, key=self._load)
+        chosen.append(self._last)
+        return self._remember(self._compare(chosen))
 
-    def _compare(
-        self, a: EndpointState, b: EndpointState, c: EndpointState | None
-    ) -> EndpointState:
+    def _remember(self, state: EndpointState) -> EndpointState:
+        self._last = state if state.requests >= _KNOWN else _NOBODY
+        return state
+
+    def _compare(self, states: Sequence[EndpointState]) -> EndpointState:
         # The long way, for a candidate without an answer or with 256+ requests in flight:
-        # compare loads at now, with the decayed costs.
-        load = self._load
-        best = a if load(a) <= load(b) else b
-        if c is not None and load(c) < load(best):
-            best = c
-        return best
+        # compare loads at now, with the decayed costs; the first of equal loads wins.
+        return min(states, key=self._load)
 
     def _load(self, state: EndpointState) -> float:
+        if state is _NOBODY:
+            return math.inf
         if state.ewma < 0.0:
             return _AWAITING_FIRST * state.in_flight
         return self.cost(state) * (state.in_flight + 1) / state.weight
@@ -207,7 +228,7 @@ class PeakEWMA(BalancerBase):
         at = state.ewma_at
         now = clock() if clock is not None else at
         cost = state.ewma
-        tau = self.decay
+        rate = self._rate  # 1 / decay: a product is cheaper than a quotient
         if failed:
             cost = max(
                 latency, self.failure_penalty, 2.0 * (self.default_rtt if cost < 0.0 else cost)
@@ -216,7 +237,7 @@ class PeakEWMA(BalancerBase):
         elif cost < 0.0:
             cost = latency  # the first answer is adopted as it is
             at = now
-        elif latency < cost and latency < cost * _exp((at - now) / tau):
+        elif latency < cost and latency < cost * _exp((at - now) * rate):
             # Faster than even the decayed cost the picks saw: the idle decay goes on from where
             # it was, so an endpoint that has recovered is not shunned again after one answer.
             cost += _WEIGHT * (latency - cost)
@@ -226,7 +247,7 @@ class PeakEWMA(BalancerBase):
         state.ewma = cost
         state.ewma_at = at
         # What pick compares: ln(cost decayed to time 0), i.e. ln(cost) + ewma_at / tau.
-        state.ewma_score = _log(cost if cost > _MIN_COST else _MIN_COST) + at / tau
+        state.ewma_score = _log(cost if cost > _MIN_COST else _MIN_COST) + at * rate
 
     def cost(self, state: EndpointState) -> float:
         """The current latency estimate of *state* in seconds (decayed to the clock's now)."""
@@ -238,13 +259,3 @@ class PeakEWMA(BalancerBase):
         if idle > 0.0:
             cost *= _exp(-idle / self.decay)
         return max(cost, _MIN_COST)
-
-
-def _third(rest: int, n: int, i: int, j: int) -> int:
-    """The third candidate's index, distinct from *i* and *j*, from what is left of the draw."""
-    k = rest % (n - 2)
-    if k >= (i if i < j else j):
-        k += 1
-    if k >= (j if i < j else i):
-        k += 1
-    return k
