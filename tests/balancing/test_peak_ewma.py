@@ -350,3 +350,69 @@ def test_pick_takes_the_lower_decayed_load(
         assert balancer.pick(None) is best
     for state in states:
         state.in_flight = 0
+
+
+def answered(pool: tlb.Pool, clock: ManualClock, latency: dict[str, float], answers: int) -> None:
+    """Give every endpoint *answers* answers of its latency, one request at a time."""
+    urls = [e.url for e in pool.stats().endpoints]
+    for url in urls:
+        others = [u for u in urls if u != url]
+        for _ in range(answers):
+            with pool.acquire(exclude=others) as lease:
+                clock.advance(latency[url])
+                lease.record(status=200)
+
+
+def test_the_previous_pick_is_a_candidate_again() -> None:
+    """Once picked, the cheapest of ten endpoints (ten answers) stays a candidate: every pick
+    compares it with three random others, so it wins while it stays the cheapest."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=13)
+    pool = tlb.Pool(URLS, balancer, clock=clock)
+    latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
+    answered(pool, clock, latency, 10)
+    for _ in range(200):
+        if balancer.pick(None).url == URLS[4]:  # type: ignore[union-attr]
+            break
+    picks = Counter(balancer.pick(None).url for _ in range(100))  # type: ignore[union-attr]
+    assert picks == {URLS[4]: 100}
+
+
+def test_an_endpoint_with_few_answers_is_not_remembered() -> None:
+    """With fewer than ten answers, the cheapest endpoint wins only when it is drawn."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=13)
+    pool = tlb.Pool(URLS, balancer, clock=clock)
+    latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
+    answered(pool, clock, latency, 9)
+    picks = Counter(balancer.pick(None).url for _ in range(300))  # type: ignore[union-attr]
+    assert 50 < picks[URLS[4]] < 150  # drawn in 3 of 10 picks
+
+
+def test_a_removed_endpoint_is_forgotten() -> None:
+    """The remembered pick is dropped when the candidates change: a removed endpoint is never
+    picked again."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=13)
+    pool = tlb.Pool(URLS, balancer, clock=clock)
+    latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
+    answered(pool, clock, latency, 10)
+    while balancer.pick(None).url != URLS[4]:  # type: ignore[union-attr]
+        pass
+    pool.remove(URLS[4])
+    assert all(balancer.pick(None).url != URLS[4] for _ in range(100))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("choices", [2, 4])
+def test_other_choices_remember_the_previous_pick_too(choices: int) -> None:
+    """With two or four choices too, the previous pick is compared again."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(choices=choices, seed=14)
+    pool = tlb.Pool(URLS, balancer, clock=clock)
+    latency = {url: 0.050 for url in URLS} | {URLS[7]: 0.010}
+    answered(pool, clock, latency, 10)
+    for _ in range(200):
+        if balancer.pick(None).url == URLS[7]:  # type: ignore[union-attr]
+            break
+    picks = Counter(balancer.pick(None).url for _ in range(100))  # type: ignore[union-attr]
+    assert picks == {URLS[7]: 100}

@@ -197,15 +197,36 @@ class PeakEWMA(BalancerBase):
         return best
 
     def _pick_other(self) -> EndpointState | None:
-        # Fewer than three candidates, two or more than three choices, or a huge pool: the
-        # same rule, with Python's sampling and the long way's comparison.
+        # Fewer than three candidates, two or more than three choices, or a huge pool: the same
+        # rule as pick() over a list.
         candidates = self._candidates
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        chosen = [candidates[i] for i in self._rng.sample(range(n), min(self.choices, n))]
-        chosen.append(self._last)
-        return self._remember(self._compare(chosen))
+        indices: Sequence[int]
+        if self.choices == 2 and n <= _MAX_DRAWN:
+            draw = self._getrandbits
+            i = draw(30) % n
+            j = draw(30) % (n - 1)
+            indices = (i, j + 1 if j >= i else j)
+        else:
+            indices = self._rng.sample(range(n), min(self.choices, n))
+        chosen = [candidates[i] for i in indices]
+        last = self._last
+        chosen.append(last)
+        try:
+            loads = [s.ewma_score + _LOG_COUNT[s.in_flight] for s in chosen]
+        except IndexError:  # 256 or more in flight: the long way
+            return self._remember(self._compare(chosen))
+        if self._weighted:
+            log_weights = self._log_weights
+            for k, i in enumerate(indices):
+                loads[k] -= log_weights[i]
+            loads[-1] -= _log(last.weight)
+        best = min(range(len(loads)), key=loads.__getitem__)
+        if loads[best] == _NO_SAMPLE:  # a candidate without an answer: the long way
+            return self._remember(self._compare(chosen))
+        return self._remember(chosen[best])
 
     def _remember(self, state: EndpointState) -> EndpointState:
         self._last = state if state.requests >= _KNOWN else _NOBODY
