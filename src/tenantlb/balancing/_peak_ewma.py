@@ -56,12 +56,16 @@ class PeakEWMA(BalancerBase):
     (Finagle's rule): every endpoint gets measured, and a new one gets one request, not a burst.
     Meanwhile its estimate is ``default_rtt`` (what `cost` reports, and what a failure doubles).
 
-    Each pick draws ``choices`` distinct random candidates and takes the one with the lowest
-    ``load = cost * (in_flight + 1) / weight``: O(choices) a pick. Three (the default) rather than
-    two make a pick that lands on a slow endpoint rarer, which matters most when many clients
-    balance independently, each seeing only its own requests in flight. Weights (and slow start)
-    bias the choice, but shares are not proportional to weights: latency decides. The average
-    lives on the pool's `EndpointState` (``ewma``, ``ewma_at``) and is timed with the pool's clock.
+    Each pick draws ``choices`` distinct random candidates, adds the previous pick to them, and
+    takes the one with the lowest ``load = cost * (in_flight + 1) / weight``: O(choices) a pick.
+    Three (the default) rather than two make a pick that lands on a slow endpoint rarer, which
+    matters most when many clients balance independently, each seeing only its own requests in
+    flight. The previous pick (Mitzenmacher's "(d,1)-memory") costs no random draw and does
+    about as much again as two more random choices would; it is remembered only once it has ten
+    answers, so that a new endpoint's one lucky answer does not draw a run of requests, and it is
+    forgotten when the candidates change. Weights (and slow start) bias the choice, but shares
+    are not proportional to weights: latency decides. The average lives on the pool's
+    `EndpointState` (``ewma``, ``ewma_at``) and is timed with the pool's clock.
 
     Finagle and linkerd weigh each answer by the time since the previous one (``1 - exp(-Δt/τ)``)
     and adopt every slower answer at once. With latencies as variable as they are long, the peaks
@@ -75,8 +79,8 @@ class PeakEWMA(BalancerBase):
             endpoint that was slow is tried again. Default 30 s.
         default_rtt: The estimate of an endpoint with no answer yet, in seconds (> 0).
         failure_penalty: The smallest latency a failed request counts as, in seconds (> 0).
-        choices: How many distinct random candidates a pick compares (>= 2; all of them in a
-            smaller pool). Default 3.
+        choices: How many distinct random candidates a pick compares, besides the previous
+            pick (>= 2; all of them in a smaller pool). Default 3.
         seed: Seed for the random choice of the candidates (None: from the OS).
 
     Raises:
