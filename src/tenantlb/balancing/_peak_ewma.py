@@ -113,6 +113,7 @@ class PeakEWMA(BalancerBase):
         self._log_weights: tuple[float, ...] = ()
         self._weighted = False
         self._three = False  # the fast path: three choices over 3 to 2**16 candidates
+        self._two = False  # two candidates: two choices, or a pool of two
         self._last: EndpointState = _NOBODY  # the previous pick, if its estimate is known
 
     def __repr__(self) -> str:
@@ -137,6 +138,7 @@ class PeakEWMA(BalancerBase):
         # The fast path draws each index from its own 30-bit number (a small int, no big-int
         # arithmetic): up to 2**16 candidates the largest bias is n / 2**30 < 1e-4.
         self._three = self.choices == 3 and 3 <= n <= _MAX_DRAWN
+        self._two = 2 <= n <= _MAX_DRAWN and (self.choices == 2 or n == 2)
         weights = {c.weight for c in candidates}
         # Equal weights cancel out of every comparison: skip them.
         self._weighted = len(weights) > 1
@@ -144,7 +146,7 @@ class PeakEWMA(BalancerBase):
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         if not self._three:
-            return self._pick_other()
+            return self._pick_two() if self._two else self._pick_other()
         candidates = self._candidates
         n = len(candidates)
         draw = self._getrandbits
@@ -200,21 +202,48 @@ class PeakEWMA(BalancerBase):
         self._last = best if best.requests >= _KNOWN else _NOBODY
         return best
 
+    def _pick_two(self) -> EndpointState:
+        # pick() with two random candidates (choices=2, or a pool of two).
+        candidates = self._candidates
+        draw = self._getrandbits
+        i = draw(30) % len(candidates)
+        j = draw(30) % (len(candidates) - 1)
+        if j >= i:
+            j += 1
+        a = candidates[i]
+        b = candidates[j]
+        last = self._last
+        try:
+            load_a = a.ewma_score + _LOG_COUNT[a.in_flight]
+            load_b = b.ewma_score + _LOG_COUNT[b.in_flight]
+            load_m = last.ewma_score + _LOG_COUNT[last.in_flight]
+        except IndexError:
+            return self._remember(self._compare((a, b, last)))
+        if self._weighted:
+            log_weights = self._log_weights
+            load_a -= log_weights[i]
+            load_b -= log_weights[j]
+            load_m -= _log(last.weight)
+        best = a
+        if load_b < load_a:
+            best = b
+            load_a = load_b
+        if load_m < load_a:
+            best = last
+            load_a = load_m
+        if load_a == _NO_SAMPLE:
+            return self._remember(self._compare((a, b, last)))
+        self._last = best if best.requests >= _KNOWN else _NOBODY
+        return best
+
     def _pick_other(self) -> EndpointState | None:
-        # Fewer than three candidates, two or more than three choices, or a huge pool: the same
-        # rule as pick() over a list.
+        # No or one candidate, more than three choices, or a huge pool: the same rule as pick()
+        # over a sample.
         candidates = self._candidates
         n = len(candidates)
         if n <= 1:
             return candidates[0] if n else None
-        indices: Sequence[int]
-        if self.choices == 2 and n <= _MAX_DRAWN:
-            draw = self._getrandbits
-            i = draw(30) % n
-            j = draw(30) % (n - 1)
-            indices = (i, j + 1 if j >= i else j)
-        else:
-            indices = self._rng.sample(range(n), min(self.choices, n))
+        indices = self._rng.sample(range(n), min(self.choices, n))
         chosen = [candidates[i] for i in indices]
         last = self._last
         chosen.append(last)
