@@ -416,3 +416,21 @@ def test_other_choices_remember_the_previous_pick_too(choices: int) -> None:
             break
     picks = Counter(balancer.pick(None).url for _ in range(100))  # type: ignore[union-attr]
     assert picks == {URLS[7]: 100}
+
+
+def test_the_first_answers_are_averaged() -> None:
+    """An endpoint's first four answers are averaged equally; from the fifth on each answer moves
+    the estimate a tenth of the way."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA()
+    pool = tlb.Pool(URLS[:1], balancer, clock=clock)
+    state = pool.state(URLS[0])
+    for latency in (0.010, 0.030, 0.050, 0.070):
+        with pool.acquire() as lease:
+            clock.advance(latency)
+            lease.record(status=200)
+    assert state.ewma == pytest.approx(0.040)  # not 0.010 moved a tenth at a time (0.0215)
+    with pool.acquire() as lease:
+        clock.advance(0.140)
+        lease.record(status=200)
+    assert state.ewma == pytest.approx(0.040 + 0.1 * (0.140 - 0.040))
