@@ -48,9 +48,9 @@ _NOBODY.ewma = _NOBODY.ewma_score = math.inf
 class PeakEWMA(BalancerBase):
     """Send each request where it is expected to finish first (after Finagle's / linkerd's Peak-EWMA).
 
-    Each endpoint's *cost* is a moving average of its round-trip time: every answer moves it a
-    tenth of the way toward that answer's latency, so it follows the endpoint's mean over its last
-    ten or so answers. A failure (5xx, 429, an error) is the *peak*: it is adopted at once as
+    Each endpoint's *cost* is a moving average of its round-trip time: the plain mean of its first
+    four answers, then every answer moves it a tenth of the way toward that answer's latency, so it
+    follows the endpoint's mean over its last ten or so answers. A failure (5xx, 429, an error) is the *peak*: it is adopted at once as
     ``max(latency, failure_penalty, 2 * cost)``, so an endpoint that fails fast (an instant 503)
     looks slow, not fast, and each further failure doubles its cost. While an endpoint receives no
     answers, the cost the picks see decays toward zero as ``exp(-idle / decay)``, so an endpoint
