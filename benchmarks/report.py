@@ -187,7 +187,15 @@ TARGETS: tuple[Target, ...] = (
     _t(8, "proxy", "ProxyApp+aio / asgiproxy p99", "<=", 1.0, "x", note='client="aiohttp"'),
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=1", ">=", 1.0, "x"),
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=64", ">=", 3.0, "x"),
-    _t(10, "ratelimit_memory", "MemoryStore worst call at 1,000,000 keys", "<=", 1.0, "ms"),
+    _t(
+        10,
+        "ratelimit_memory",
+        "MemoryStore worst call at 1,000,000 keys, not preempted",
+        "<=",
+        1.0,
+        "ms",
+        note="wall time of the calls the OS did not switch away from (all calls: next rows)",
+    ),
     _t(
         10,
         "ratelimit_memory",

@@ -65,6 +65,12 @@ class Admission:
         self._lease = lease
         self._ticket: Ticket | None = None
 
+    @property
+    def inline(self) -> bool:
+        """True when nothing in this admission can wait (an in-process store, no fair queue):
+        then `enter_nowait` and `exit_nowait` may be used instead of ``async with``."""
+        return self._flow.inline
+
     async def __aenter__(self) -> Ticket:
         if self._ticket is not None:
             msg = "an admission can be entered once"
@@ -75,6 +81,21 @@ class Admission:
         else:
             ticket = await flow.admit(self._request, self._cost, self._lease)
         self._ticket = ticket
+        return ticket
+
+    def enter_nowait(self) -> Ticket:
+        """``__aenter__`` without a coroutine, for an `inline` admission (adapters use it: every
+        request pays for the coroutine otherwise).
+
+        Raises:
+            RuntimeError: The admission is not `inline`, or was entered already.
+            RequestRejected: As ``__aenter__``.
+        """
+        flow = self._flow
+        if self._ticket is not None or not flow.inline:
+            msg = "enter_nowait needs an inline admission that was not entered yet"
+            raise RuntimeError(msg)
+        ticket = self._ticket = flow.admit_now(self._request, self._cost, self._lease)
         return ticket
 
     async def __aexit__(
@@ -89,6 +110,17 @@ class Admission:
         if not self._flow.inline:
             await self._flow.finish(ticket, exc)
             return
+        self.exit_nowait(exc)
+
+    def exit_nowait(self, exc: BaseException | None = None) -> None:
+        """``__aexit__`` without a coroutine, for an `inline` admission; *exc* is what ended the
+        request (None: it completed). A no-op when the admission was not entered."""
+        ticket = self._ticket
+        if ticket is None:
+            return
+        if not self._flow.inline:
+            msg = "exit_nowait needs an inline admission"
+            raise RuntimeError(msg)
         # The in-process store's way out, written out here (every request takes it): nothing
         # to await, so nothing can interrupt it.
         plan = ticket._plan

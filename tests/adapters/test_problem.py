@@ -83,6 +83,20 @@ def test_asgi_ratelimit_headers_match_the_decisions_own() -> None:
     assert ratelimit_headers(None) == []
 
 
+def test_asgi_ratelimit_headers_round_with_the_decisions_tolerance() -> None:
+    """Float noise within Decision.headers' 1e-6 tolerance gives the same fields through the
+    adapters' fast path (it used 1e-9: r=98 and t=1 where Decision.headers says r=99 and t=0)."""
+    from tenantlb.adapters._asgi import encode_headers, ratelimit_headers
+
+    rate = tlb.Rate(100, per=1.0)
+    for remaining in (98.9999995, 99.0, 99.0000004, 0.0, -1e-7, 1e-7, 0.9999999):
+        for reset in (2e-9, 0.9999999, 1.0000004, 1.5, 0.0, -1e-7, 59.9999999):
+            decision = tlb.Decision(True, remaining, reset, 0.0, rate, (rate,))
+            assert ratelimit_headers(decision) == [
+                (n.lower(), v) for n, v in encode_headers(decision.headers())
+            ], (remaining, reset)
+
+
 def test_store_outage_detail_does_not_name_the_server() -> None:
     """A store outage's answer says the store is unavailable, never its address or errno."""
     exc = tlb.StoreUnavailable(

@@ -205,6 +205,41 @@ async def test_cancellation_releases_lease_and_slot() -> None:
         pass
 
 
+def test_inline_admission_is_entered_and_left_without_coroutines() -> None:
+    """With an in-process store an admission is `inline`: enter_nowait/exit_nowait admit, lease,
+    record a failure and give the slot back like ``async with``; misuse is a RuntimeError."""
+    gateway = make_gateway(max_concurrency=1)
+    admission = gateway.admit(request(KEYS["acme"]))
+    assert admission.inline
+    ticket = admission.enter_nowait()
+    assert ticket.tenant.id == "acme"
+    assert ticket.endpoint is not None
+    with pytest.raises(RuntimeError, match="not entered yet"):
+        admission.enter_nowait()
+    with pytest.raises(tlb.OverCapacity):
+        gateway.admit(request(KEYS["acme"])).enter_nowait()
+    admission.exit_nowait(ConnectionError("refused"))
+    stats = gateway.stats().pools["shared"]
+    assert (stats.in_flight, sum(e.failures for e in stats.endpoints)) == (0, 1)
+    gateway.admit(request(KEYS["acme"])).enter_nowait()  # the slot is free again
+    gateway.admit(request(KEYS["globex"])).exit_nowait()  # never entered: nothing to leave
+
+
+@pytest.mark.anyio
+async def test_an_admission_that_can_wait_is_not_inline(redis_url: str) -> None:
+    """A Redis store must be awaited: the admission says so, and refuses the sync path."""
+    async with redis_stores(redis_url, 1) as (store,):
+        gateway = make_gateway(store=store, max_concurrency=1)
+        admission = gateway.admit(request(KEYS["acme"]))
+        assert not admission.inline
+        with pytest.raises(RuntimeError, match="inline"):
+            admission.enter_nowait()
+        async with admission as ticket:
+            with pytest.raises(RuntimeError, match="inline"):
+                admission.exit_nowait()
+            assert ticket.tenant.id == "acme"
+
+
 @pytest.mark.anyio
 async def test_exception_in_body_is_recorded_as_a_failure() -> None:
     """An exception raised while sending is recorded as the endpoint's failure."""

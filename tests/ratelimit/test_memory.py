@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import tracemalloc
 from typing import ClassVar
 
 import anyio
@@ -261,21 +262,48 @@ def test_algorithm_objects_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("max_keys", [1024, 1_000_000], ids=["one-shard", "sharded"])
+@pytest.mark.parametrize("max_keys", [SHARD_KEYS, 1_000_000], ids=["one-shard", "sharded"])
 def test_idle_keys_are_swept(clock: ManualClock, algorithm: str, max_keys: int) -> None:
     """Keys whose state has fully recovered are dropped lazily, so memory stays bounded.
 
-    In one shard every expired key goes as new ones arrive; spread over a million-key table's
-    shards, an expired key goes when a new key lands in its shard (all but a few percent here).
+    In one shard, expired keys make room for new ones at the bound (no live key is evicted);
+    spread over a million-key table's shards, an expired key goes when a new key lands in its
+    shard: of 1,000 expired keys in n shards, about 1,000 * (1 - 1/n) ** 3000 stay after 3,000
+    new keys (~480 at n = 4,096).
     """
     store = MemoryStore(clock, max_keys=max_keys)
     lim = RateLimiter(Rate(10, per=1), store=store, algorithm=algo(algorithm))
-    for i in range(1000):
+    old, fresh = (200, 250) if max_keys == SHARD_KEYS else (1000, 3000)
+    for i in range(old):
         lim.acquire_nowait(f"k{i}")
     clock.advance(10.0)
-    for i in range(3000):
+    for i in range(fresh):
         lim.acquire_nowait(f"fresh{i}")
-    assert store.keys() <= (3000 if max_keys == 1024 else 3100)
+    assert store.stats().evictions == 0
+    (table,) = store._tables.values()
+    shards = len(table.shards)
+    if max_keys == SHARD_KEYS:
+        assert shards == 1
+        assert store.keys() <= max_keys
+    else:
+        stay = old * (1 - 1 / shards) ** fresh
+        assert store.keys() <= fresh + 1.3 * stay + 20  # the spread of the draw is ~16 keys
+
+
+def test_a_small_table_holds_one_dict() -> None:
+    """A table that never holds more than a shard's share of keys (one key per tenant, say)
+    costs one dict, not one per shard of its bound (it was ~140 KiB at max_keys=1,000,000)."""
+    store = MemoryStore()
+    limiters = [RateLimiter(Rate(i + 1, per=60.0), store=store) for i in range(100)]
+    tracemalloc.start()
+    try:
+        for limiter in limiters:
+            assert limiter.acquire_nowait("acme").allowed
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used / len(limiters) < 16 * 1024
+    assert all(len(table.shards) == 1 for table in store._tables.values())
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

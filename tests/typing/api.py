@@ -261,6 +261,10 @@ def extension_points() -> None:
     admission: tlb.Admission = tlb.Gateway(registry=tlb.TenantRegistry([]), pools={}).admit(
         tlb.RequestInfo("GET", "/", [])
     )
+    if admission.inline:
+        ticket: tlb.Ticket = admission.enter_nowait()
+        admission.exit_nowait(None)
+        del ticket
     del balancer, factory, names, in_process, admission
 
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ..ratelimit import EPSILON
 from ._problem import problem
 
 if TYPE_CHECKING:
@@ -72,34 +73,42 @@ def ratelimit_headers(decision: Decision | None) -> list[tuple[bytes, bytes]]:
     `Decision.headers` gives, built without re-formatting the (immutable) policies each time."""
     if decision is None:
         return []
-    policies = decision.policies
+    allowed, remaining, reset, _, policy, policies = decision
+    if not allowed:
+        return _lower(decision.headers())
     cached = _POLICY_CACHE.get(id(policies))
     if cached is None or cached[0] is not policies:
-        fields = decision.headers()
-        labels = tuple(
-            ('"' + p.label.replace("\\", "\\\\").replace('"', '\\"') + '"').encode("latin-1")
-            for p in policies
-        )
-        if len(_POLICY_CACHE) >= 1024:
-            _POLICY_CACHE.clear()
-        cached = _POLICY_CACHE[id(policies)] = (policies, fields[0][1].encode("latin-1"), labels)
-        if not decision.allowed:
-            return _lower(fields)
-    if not decision.allowed:
-        return _lower(decision.headers())
-    # Decision.headers' rounding: remaining down, reset up, neither below 0 (%d truncates, which
-    # is the floor of a positive number).
-    remaining = decision.remaining + 1e-9
-    reset = decision.reset_after - 1e-9
-    label = cached[2][0] if len(policies) == 1 else cached[2][policies.index(decision.policy)]
+        cached = _cache_policies(decision)
+    # Decision.headers' rounding: remaining down, reset up, both with its tolerance, neither
+    # below 0 (%d truncates, which is the floor of a positive number).
+    remaining += EPSILON
+    reset -= EPSILON
+    labels = cached[2]
     return [
         (b"ratelimit-policy", cached[1]),
         (
             b"ratelimit",
             b"%s;r=%d;t=%d"
-            % (label, remaining if remaining > 0 else 0, math.ceil(reset) if reset > 0 else 0),
+            % (
+                labels[0] if len(labels) == 1 else labels[policies.index(policy)],
+                remaining if remaining > 0 else 0,
+                math.ceil(reset) if reset > 0 else 0,
+            ),
         ),
     ]
+
+
+def _cache_policies(decision: Decision) -> tuple[object, bytes, tuple[bytes, ...]]:
+    policies = decision.policies
+    labels = tuple(
+        ('"' + p.label.replace("\\", "\\\\").replace('"', '\\"') + '"').encode("latin-1")
+        for p in policies
+    )
+    if len(_POLICY_CACHE) >= 1024:
+        _POLICY_CACHE.clear()
+    field = decision.headers()[0][1].encode("latin-1")
+    cached = _POLICY_CACHE[id(policies)] = (policies, field, labels)
+    return cached
 
 
 def _lower(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

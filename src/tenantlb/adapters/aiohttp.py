@@ -84,8 +84,9 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         admission = gateway.admit(_request_info(gateway, request), lease=False)
+        inline = admission.inline  # nothing can wait: entered and left without coroutines
         try:
-            ticket = await admission.__aenter__()
+            ticket = admission.enter_nowait() if inline else await admission.__aenter__()
         except RequestRejected as exc:
             return problem_response(exc)
         failure: BaseException | None = None
@@ -114,7 +115,9 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
             raise
         finally:
             kind = None if failure is None else type(failure)
-            if sync:
+            if inline:
+                admission.exit_nowait(failure)
+            elif sync:
                 await admission.__aexit__(kind, failure, None)
             else:
                 await finish(lambda: admission.__aexit__(kind, failure, None))

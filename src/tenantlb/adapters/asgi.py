@@ -79,7 +79,8 @@ class TenantMiddleware:
         self._gateway = gateway
         self._admit = gateway.admit
         self._trusted = gateway.trusted_proxies
-        # An in-process store: leaving an admission never suspends, so no cleanup task is needed.
+        # An in-process store: leaving an admission never suspends, so no cleanup task is needed
+        # (and with no fair queue either, the admission is `inline`: entered without coroutines).
         self._sync = bool(gateway.store.in_process)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,7 +101,8 @@ class TenantMiddleware:
         )
         admission = self._admit(request, lease=False)
         try:
-            ticket = await admission.__aenter__()
+            inline = admission.inline
+            ticket = admission.enter_nowait() if inline else await admission.__aenter__()
         except RequestRejected as exc:
             await send_problem(scope, send, exc)
             return
@@ -116,7 +118,7 @@ class TenantMiddleware:
 
                 async def send_through(message: Message) -> None:
                     if message["type"] == "http.response.start":
-                        ticket.record(status=message["status"])
+                        ticket.status = message["status"]  # `record`, for a ticket with no lease
                         if decision is not None:
                             message["headers"] = [
                                 *message.get("headers", ()),
@@ -133,7 +135,9 @@ class TenantMiddleware:
             failure = exc
             raise
         finally:
-            if self._sync:
+            if inline:
+                admission.exit_nowait(failure)
+            elif self._sync:
                 await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
                 await _leave(admission, failure)

@@ -67,10 +67,11 @@ class MemoryStore:
         max_keys: The most keys kept per limiter. Expired keys go first; at the bound a new key
             evicts the least recently used one (which starts afresh if it comes back), so keep it
             well above the number of keys active within one window. Evictions are counted in
-            `stats` and the first is logged. Above 1,024 keys the table is split by hash into
+            `stats` and the first is logged. Above 256 keys the table is split by hash into
             shards that each hold their share of the bound (so no dict resize pauses a call
             for long): order and bound are then kept per shard, and evictions may begin a
-            little (about 1% at 50,000 keys) before the whole table is full.
+            little before the whole table is full (filling it with exactly *max_keys* live
+            keys evicts about 3% of them: 2.9% at 50,000, 2.6% at 1,000,000).
 
     Raises:
         TypeError: *clock* is not callable or *max_keys* not an int.

@@ -123,7 +123,8 @@ def digest_presented_key(raw: object, secret: bytes | None, source: str) -> str:
     if (
         secret is None
         and type(raw) is str
-        and 0 < len(raw) <= MAX_API_KEY_LENGTH
+        and raw
+        and len(raw) <= MAX_API_KEY_LENGTH
         and raw.isascii()
         and raw.isprintable()
         and " " not in raw

@@ -228,6 +228,8 @@ class TenantRegistry:
                 raise MissingCredentials(self._missing)
             msg = "no tenant matched the request"
             raise UnknownTenant(msg)
+        if type(resolver) is APIKeyResolver:
+            return tenant  # found by digest in *snap* and checked enabled (`by_api_key`)
         if type(tenant) is not Tenant:  # Tenant is final: an exact type check is enough
             _bad_result(resolver, tenant)
         held = snap._tenants.get(tenant.id)

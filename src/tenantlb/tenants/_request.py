@@ -114,9 +114,11 @@ class RequestInfo:
         index = self._index
         if index is None:
             index = self._index = _index_headers(self._headers)
-        found = index.get(name.lower())
+        found = index.get(name)  # names are usually given lowercase: lower() only on a miss
         if found is None:
-            return ()
+            found = index.get(name.lower())
+            if found is None:
+                return ()
         if type(found) is str:  # the common cases: one value, given as str or (ASGI) bytes
             return (found,)
         if type(found) is bytes:
@@ -209,13 +211,10 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
     names = _NAMES
     try:
         for name, value in items:
-            if type(name) is bytes:
-                key = names.get(name)
-                if key is None:
-                    key = _name(name)
-                index[key] = value
-            else:
-                index[(name if type(name) is str else str(name)).lower()] = value
+            key = names.get(name)
+            if key is None:
+                key = _name(name)
+            index[key] = value
     except (TypeError, ValueError):
         # An item that is not a pair; never echo it (it may hold a credential).
         msg = "headers must be (name, value) pairs or a mapping, got an item that is not a pair"
@@ -229,14 +228,19 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
     return multi
 
 
-# Byte header names (ASGI, httpx) as lowercase str. The same few dozen names come with every
-# request, and a dict hit costs a fifth of decoding and lowering one; bounded, as clients choose
-# the names.
-_NAMES: dict[bytes, str] = {}
+# Header names (bytes from ASGI and httpx, str from aiohttp) as lowercase str. The same few dozen
+# names come with every request, and a dict hit costs a fifth of decoding and lowering one;
+# bounded, as clients choose the names.
+_NAMES: dict[bytes | str, str] = {}
 
 
-def _name(name: bytes) -> str:
-    key = name.decode("latin-1").lower()
+def _name(name: object) -> str:
+    if type(name) is bytes:
+        key = name.decode("latin-1").lower()
+    elif type(name) is str:
+        key = name.lower()
+    else:
+        return str(name).lower()  # not cached: neither bytes nor str
     if len(_NAMES) >= 1024:
         _NAMES.clear()
     _NAMES[name] = key
