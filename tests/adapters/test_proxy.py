@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from collections.abc import Iterator
@@ -333,3 +334,18 @@ def test_the_retry_budget_caps_retries(backends: list[BackendProcess], server: s
     assert budget.stats().exhausted >= 1
     with pytest.raises(TypeError, match="retry_budget"):
         ProxyApp(gateway, retry_budget=0.2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_lifespan_startup_freezes_what_exists_out_of_the_collector(
+    backends: list[BackendProcess], server: str, freeze: bool
+) -> None:
+    """Lifespan startup collects and gc.freeze()s what exists (full passes skip it), unless told not to."""
+    gc.unfreeze()
+    try:
+        proxy = make_proxy(server, make_gateway([backends[0].url]), freeze_gc=freeze)
+        with serve(proxy, host(server)) as url:
+            assert httpx.get(url + "/", headers=AUTH).status_code == 200
+            assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
