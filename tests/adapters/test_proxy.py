@@ -336,16 +336,15 @@ def test_the_retry_budget_caps_retries(backends: list[BackendProcess], server: s
         ProxyApp(gateway, retry_budget=0.2)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_lifespan_startup_freezes_what_exists_out_of_the_collector(
-    backends: list[BackendProcess], server: str, freeze: bool
+@pytest.mark.parametrize("tune", [True, False])
+def test_lifespan_startup_tunes_the_collector(
+    backends: list[BackendProcess], server: str, tune: bool
 ) -> None:
-    """Lifespan startup collects and gc.freeze()s what exists (full passes skip it), unless told not to."""
-    gc.unfreeze()
-    try:
-        proxy = make_proxy(server, make_gateway([backends[0].url]), freeze_gc=freeze)
-        with serve(proxy, host(server)) as url:
-            assert httpx.get(url + "/", headers=AUTH).status_code == 200
-            assert (gc.get_freeze_count() > 0) is freeze
-    finally:
-        gc.unfreeze()  # the rest of the test session collects as usual
+    """Lifespan startup freezes what exists and raises gen0's threshold, unless told not to."""
+    gc.unfreeze()  # the autouse `_collector_as_it_was` fixture restores both afterwards
+    gc.set_threshold(700, *gc.get_threshold()[1:])
+    proxy = make_proxy(server, make_gateway([backends[0].url]), tune_gc=tune)
+    with serve(proxy, host(server)) as url:
+        assert httpx.get(url + "/", headers=AUTH).status_code == 200
+        assert (gc.get_freeze_count() > 0) is tune
+        assert gc.get_threshold()[0] == (10_000 if tune else 700)
