@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -32,6 +33,16 @@ settings.load_profile(os.environ.get("TENANTLB_HYPOTHESIS_PROFILE", "ci"))
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """Run every async test on asyncio and on trio."""
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was() -> Iterator[None]:
+    """Undo what a ProxyApp served in this process did to the garbage collector (``tune_gc``):
+    every test runs with the interpreter's settings, and garbage is collected as usual."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from collections.abc import Iterator
@@ -333,3 +334,17 @@ def test_the_retry_budget_caps_retries(backends: list[BackendProcess], server: s
     assert budget.stats().exhausted >= 1
     with pytest.raises(TypeError, match="retry_budget"):
         ProxyApp(gateway, retry_budget=0.2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tune", [True, False])
+def test_lifespan_startup_tunes_the_collector(
+    backends: list[BackendProcess], server: str, tune: bool
+) -> None:
+    """Lifespan startup freezes what exists and raises gen0's threshold, unless told not to."""
+    gc.unfreeze()  # the autouse `_collector_as_it_was` fixture restores both afterwards
+    gc.set_threshold(700, *gc.get_threshold()[1:])
+    proxy = make_proxy(server, make_gateway([backends[0].url]), tune_gc=tune)
+    with serve(proxy, host(server)) as url:
+        assert httpx.get(url + "/", headers=AUTH).status_code == 200
+        assert (gc.get_freeze_count() > 0) is tune
+        assert gc.get_threshold()[0] == (10_000 if tune else 700)

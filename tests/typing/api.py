@@ -287,6 +287,7 @@ def adapters_server(gateway: tlb.Gateway) -> None:
         retry_budget=tlb.RetryBudget(),
         max_body_size=1 << 20,
         client="httpcore",
+        tune_gc=False,
     )
     stats: ProxyStats = proxy.stats()
     aio = web.Application(middlewares=[tenant_middleware(gateway, key=TENANT_KEY)])

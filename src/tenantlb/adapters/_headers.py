@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from ._asgi import Scope
@@ -137,7 +138,7 @@ def _spoofs(dashed: bytes, tenant_header: bytes | None) -> bool:
 
 
 def response_headers(
-    headers: list[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
 ) -> tuple[list[tuple[bytes, bytes]], int | None]:
     """An endpoint's response headers without hop-by-hop fields, those Connection names, Date
     and Server; and its Content-Length if the body is small enough to read whole (<= 64 KiB)."""

@@ -9,7 +9,7 @@ the CPU per request of httpcore's pure-Python h11 (see benchmarks/ANALYSIS.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from typing import Any, Literal, Protocol, cast, final
 
 import anyio
@@ -52,7 +52,7 @@ class UpstreamResponse(Protocol):
     """An endpoint's answer: status and headers now, the body as it arrives."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]
+    headers: Sequence[tuple[bytes, bytes]]
 
     def stream(self) -> AsyncGenerator[bytes, None]:
         """The body chunks; raises `UpstreamFailure`."""
@@ -214,7 +214,7 @@ class _HttpcoreResponse:
         self._response = response
         self._within = within
         self.status = response.status
-        self.headers = response.headers
+        self.headers: Sequence[tuple[bytes, bytes]] = response.headers
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         chunks = cast(AsyncGenerator[bytes, None], self._response.aiter_stream())  # a generator
@@ -402,7 +402,7 @@ class _AiohttpResponse:
         self._response = response
         self._closed = False
         self.status: int = response.status
-        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+        self.headers: Sequence[tuple[bytes, bytes]] = response.raw_headers  # a tuple: not copied
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         aiohttp = self._transport._aiohttp
