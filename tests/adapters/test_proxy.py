@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -348,3 +349,23 @@ def test_lifespan_startup_tunes_the_collector(
         assert httpx.get(url + "/", headers=AUTH).status_code == 200
         assert (gc.get_freeze_count() > 0) is tune
         assert gc.get_threshold()[0] == (10_000 if tune else 700)
+
+
+def test_a_mounted_proxy_leaves_the_collector_alone(backends: list[BackendProcess]) -> None:
+    """Mounted inside another app, ProxyApp gets no lifespan events, so tune_gc changes nothing."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    gc.unfreeze()  # the autouse `_collector_as_it_was` fixture restores both afterwards
+    gc.set_threshold(700, *gc.get_threshold()[1:])
+    proxy = ProxyApp(make_gateway([backends[0].url]), tune_gc=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await proxy.aclose()  # mounted, the proxy's own shutdown never comes
+
+    app = Starlette(routes=[Mount("/api", app=proxy)], lifespan=lifespan)
+    with serve(app, "uvicorn") as url:
+        assert httpx.get(url + "/api/echo", headers=AUTH).status_code == 200
+        assert (gc.get_freeze_count(), gc.get_threshold()[0]) == (0, 700)

@@ -104,6 +104,8 @@ class ProxyApp:
             flight. What exists at startup is never collected afterwards, and up to
             10,000 young objects may wait for a collection; pass False if the process
             is not the proxy's alone and needs otherwise (or tunes the collector itself).
+            Only the app a server runs receives lifespan events (Starlette's ``Mount`` does
+            not forward them), so a `ProxyApp` mounted inside another app changes nothing.
 
     Raises:
         TypeError: A parameter has the wrong type.
