@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 
 import pytest
 
@@ -255,3 +257,18 @@ def test_malformed_headers_are_a_type_error_without_their_values(headers: object
     with pytest.raises(TypeError, match=r"headers must be \(name, value\) pairs") as caught:
         info.header("x-api-key")
     assert "sk-secret-value" not in str(caught.value)
+
+
+def test_bytes_and_str_header_names_in_one_process_under_bytes_warnings() -> None:
+    """ASGI's bytes names and aiohttp's str names meet in one process without comparing bytes
+    to str (b"a" and "a" hash alike; under ``python -bb`` such a comparison raises)."""
+    code = (
+        "import tenantlb as tlb\n"
+        "for headers in ([(b'x-api-key', b'k1')], [('x-api-key', 'k2')], [(b'x-api-key', b'k3')]):\n"
+        "    print(tlb.RequestInfo('GET', '/', headers).header('x-api-key'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-bb", "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["k1", "k2", "k3"]

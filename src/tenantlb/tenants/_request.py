@@ -211,10 +211,15 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
     names = _NAMES
     try:
         for name, value in items:
-            key = names.get(name)
-            if key is None:
-                key = _name(name)
-            index[key] = value
+            # Only bytes are looked up among bytes: b"a" and "a" hash alike, and comparing the
+            # two raises BytesWarning under `python -bb`.
+            if type(name) is bytes:
+                key = names.get(name)
+                if key is None:
+                    key = _name(name)
+                index[key] = value
+            else:
+                index[(name if type(name) is str else str(name)).lower()] = value
     except (TypeError, ValueError):
         # An item that is not a pair; never echo it (it may hold a credential).
         msg = "headers must be (name, value) pairs or a mapping, got an item that is not a pair"
@@ -228,19 +233,14 @@ def _index_headers(headers: _Headers) -> dict[str, list[str]] | dict[str, _Heade
     return multi
 
 
-# Header names (bytes from ASGI and httpx, str from aiohttp) as lowercase str. The same few dozen
-# names come with every request, and a dict hit costs a fifth of decoding and lowering one;
-# bounded, as clients choose the names.
-_NAMES: dict[bytes | str, str] = {}
+# Byte header names (ASGI, httpx) as lowercase str. The same few dozen names come with every
+# request, and a dict hit costs a fifth of decoding and lowering one; bounded, as clients choose
+# the names.
+_NAMES: dict[bytes, str] = {}
 
 
-def _name(name: object) -> str:
-    if type(name) is bytes:
-        key = name.decode("latin-1").lower()
-    elif type(name) is str:
-        key = name.lower()
-    else:
-        return str(name).lower()  # not cached: neither bytes nor str
+def _name(name: bytes) -> str:
+    key = name.decode("latin-1").lower()
     if len(_NAMES) >= 1024:
         _NAMES.clear()
     _NAMES[name] = key
