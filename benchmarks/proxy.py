@@ -191,14 +191,7 @@ def main_instructions(
         backend_port = free_port()
         procs.append(uvicorn("backend", backend_port, {}, settings))
         env = {"UPSTREAMS": f"http://127.0.0.1:{backend_port}", "BENCH_KEY": KEY}
-        contenders = [(name, app, env) for name, app in APPS.items()]
-        if args.baseline:
-            base = str(Path(args.baseline).resolve())
-            contenders += [
-                (f"{name}@base", app, {**env, "PYTHONPATH": base})
-                for name, app in APPS.items()
-                if name != "asgiproxy"
-            ]
+        contenders = with_baseline(env, args.baseline)
         counts = {
             name: instructions(app, app_env, settings, args.duration, workdir)
             for name, app, app_env in contenders
@@ -232,6 +225,21 @@ APPS = {  # name -> app in _proxy_apps
     "ProxyApp+aio": "tenantlb_proxy_aiohttp",
     "asgiproxy": "asgiproxy_app",
 }
+
+
+def with_baseline(
+    env: dict[str, str], baseline: str | None
+) -> list[tuple[str, str, dict[str, str]]]:
+    """Every app as (name, app, env); with *baseline*, each tenantlb app again from that tree."""
+    contenders = [(name, app, env) for name, app in APPS.items()]
+    if baseline:
+        base = str(Path(baseline).resolve())
+        contenders += [
+            (f"{name}@base", app, {**env, "PYTHONPATH": base})
+            for name, app in APPS.items()
+            if name != "asgiproxy"
+        ]
+    return contenders
 
 
 def main() -> None:
@@ -272,14 +280,7 @@ def main() -> None:
         if wanted("direct"):
             targets["direct"] = backend_port
             pids["direct"] = procs[0].pid
-        contenders = [(name, app, env) for name, app in APPS.items()]
-        if args.baseline:
-            base = str(Path(args.baseline).resolve())
-            contenders += [
-                (f"{name}@base", app, {**env, "PYTHONPATH": base})
-                for name, app in APPS.items()
-                if name != "asgiproxy"
-            ]
+        contenders = with_baseline(env, args.baseline)
         for name, app, app_env in contenders:
             if wanted(name):
                 port = free_port()

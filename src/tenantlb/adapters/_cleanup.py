@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
-__all__ = ["finish"]
+if TYPE_CHECKING:
+    from ..gateway import Admission
+
+__all__ = ["finish", "leave"]
 
 
 async def finish(cleanup: Callable[[], Awaitable[object]]) -> None:
@@ -42,3 +46,10 @@ async def finish(cleanup: Callable[[], Awaitable[object]]) -> None:
         task.result()  # the cleanup's own exception, if any
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def leave(admission: Admission, failure: BaseException | None) -> None:
+    """Leave *admission* (``__aexit__`` with *failure*, or None when the request completed)
+    whatever cancellation arrives meanwhile; see `finish`."""
+    kind = None if failure is None else type(failure)
+    await finish(lambda: admission.__aexit__(kind, failure, None))

@@ -13,9 +13,9 @@ import httpcore
 from .._errors import RequestRejected
 from .._validate import count, optional_count, seconds
 from ..balancing import RetryBudget
-from ..gateway import Admission, Gateway, Ticket
+from ..gateway import Gateway, Ticket
 from ._asgi import Receive, Scope, Send, request_info, send_problem
-from ._cleanup import finish
+from ._cleanup import leave
 from ._exchange import Exchange
 from ._headers import RequestHead, header_name, request_head
 from ._transport import AiohttpTransport, HttpcoreTransport, Transport
@@ -217,7 +217,7 @@ class ProxyApp:
                     error = None if failure is None else type(failure)
                     await admission.__aexit__(error, failure, None)
                 else:
-                    await _leave(admission, failure)
+                    await leave(admission, failure)
             if refusal is not None:
                 # Answered once the lease and slot are back: a server may hold this send until
                 # the client has finished sending a body we will never read.
@@ -299,13 +299,6 @@ def _tune_gc() -> None:
     young, middle, old = gc.get_threshold()
     if 0 < young < _GC_THRESHOLD:  # 0: the collector is off, leave it so
         gc.set_threshold(_GC_THRESHOLD, middle, old)
-
-
-async def _leave(admission: Admission, failure: BaseException | None) -> None:
-    """Leave *admission* whatever cancellation arrives meanwhile (see `finish`); a function of
-    its own so that `ProxyApp.__call__` keeps no closure cells (three allocations a request)."""
-    error = None if failure is None else type(failure)
-    await finish(lambda: admission.__aexit__(error, failure, None))
 
 
 def _statuses(values: Iterable[int]) -> list[int]:

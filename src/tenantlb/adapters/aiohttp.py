@@ -32,7 +32,7 @@ from ..gateway import Gateway  # noqa: E402
 from ..tenants import Tenant  # noqa: E402
 from ._aiohttp_client import BalancingMiddleware as BalancingMiddleware  # noqa: E402
 from ._aiohttp_client import balancing_middleware as balancing_middleware  # noqa: E402
-from ._cleanup import finish  # noqa: E402
+from ._cleanup import leave  # noqa: E402
 from ._problem import problem  # noqa: E402
 
 if TYPE_CHECKING:
@@ -114,13 +114,12 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
             failure = exc
             raise
         finally:
-            kind = None if failure is None else type(failure)
             if inline:
                 admission.exit_nowait(failure)
             elif sync:
-                await admission.__aexit__(kind, failure, None)
+                await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await finish(lambda: admission.__aexit__(kind, failure, None))
+                await leave(admission, failure)
 
     return middleware
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import final
 
 from .._errors import ContentTooLarge, RequestRejected
-from ..gateway import Admission, Gateway, Ticket
+from ..gateway import Gateway, Ticket
 from ..tenants import RequestInfo
 from ._asgi import (
     ASGIApp,
@@ -31,7 +31,7 @@ from ._asgi import (
     ratelimit_headers,
     send_problem,
 )
-from ._cleanup import finish
+from ._cleanup import leave
 from ._proxy import ProxyApp, ProxyStats
 
 __all__ = ["ProxyApp", "ProxyStats", "TenantMiddleware"]
@@ -140,13 +140,7 @@ class TenantMiddleware:
             elif self._sync:
                 await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await _leave(admission, failure)
-
-
-async def _leave(admission: Admission, failure: BaseException | None) -> None:
-    """Leave *admission* whatever cancellation arrives meanwhile (see `finish`)."""
-    kind = None if failure is None else type(failure)
-    await finish(lambda: admission.__aexit__(kind, failure, None))
+                await leave(admission, failure)
 
 
 class _Exchange:

@@ -22,7 +22,8 @@ import anyio
 from .._errors import StoreUnavailable
 from . import _lua
 from ._decision import Decision
-from ._redis_batch import Call, Script, StoreBusy, current_loop, pack_items, spawn
+from ._redis_batch import Call, Script, StoreBusy, current_loop, spawn
+from ._resp import pack_items
 from ._store import ConcurrencyBackend, ConcurrencySpec, RateBackend, RateSpec, Slot
 
 if TYPE_CHECKING:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._errors import StoreUnavailable
+from ._resp import pack
 
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
@@ -47,8 +48,6 @@ __all__ = [
     "StoreBusy",
     "current_loop",
     "next_batch",
-    "pack",
-    "pack_items",
     "spawn",
 ]
 
@@ -545,21 +544,6 @@ def _redirects() -> tuple[type[Exception], ...]:
     import redis.exceptions as rex
 
     return (rex.AskError, rex.TryAgainError, rex.ClusterError)
-
-
-def pack(args: Sequence[Any]) -> bytes:
-    """*args* as a RESP array of bulk strings: the bytes every Redis reads (RESP2 and RESP3)."""
-    return b"*%d\r\n%b" % (len(args), pack_items(args))
-
-
-def pack_items(args: Sequence[Any]) -> bytes:
-    """The bulk strings of `pack` without the array's header (for parts packed in advance)."""
-    out = []
-    for arg in args:
-        if not isinstance(arg, bytes):
-            arg = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
 
 
 def _pipeline_sync(client: Any, batch: list[Call]) -> tuple[list[Any], int]:

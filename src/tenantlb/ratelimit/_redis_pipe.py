@@ -44,9 +44,9 @@ from ._redis_batch import (
     Call,
     LoopRef,
     StoreBusy,
-    pack,
     spawn,
 )
+from ._resp import pack
 
 if TYPE_CHECKING:
     from ._redis_store import RedisStore
