@@ -22,6 +22,7 @@ from typing import Any
 from .backends import free_port
 
 SERVERS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+KEEP_ALIVE = 75  # seconds a server keeps an idle client connection (nginx's default)
 
 
 @contextlib.contextmanager
@@ -97,6 +98,11 @@ def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
         access_log=False,
         lifespan="on",
         proxy_headers=False,
+        # Longer than any test client's keep-alive (httpx: 5 s), so the client always closes an
+        # idle connection first. With both at 5 s, a request sent on a connection the server is
+        # closing at that moment fails with ReadError (httpcore reuses the first idle
+        # connection, so the last ones of a pool idle the longest).
+        timeout_keep_alive=KEEP_ALIVE,
     )
     server = uvicorn.Server(config)
 
@@ -120,6 +126,7 @@ def _hypercorn_config(port: int) -> Any:
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
+    config.keep_alive_timeout = KEEP_ALIVE  # see _uvicorn
     return config
 
 
