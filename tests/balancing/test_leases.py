@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 import tenantlb as tlb
-from tenantlb.balancing import Balancer
+from tenantlb.balancing import Balancer, EndpointState
 from tenantlb.testing import ManualClock
 
 URLS = [f"http://10.5.0.{i}:8000" for i in range(1, 9)]
@@ -99,3 +99,46 @@ async def test_leases_held_across_awaits_complete(name: str) -> None:
     stats = pool.stats()
     assert stats.in_flight == 0
     assert sum(e.requests for e in stats.endpoints) == 500
+
+
+class _Recorder(tlb.BalancerBase):
+    """Picks the first candidate and keeps the arguments of every observe() call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self._candidates: Sequence[EndpointState] = ()
+
+    def rebuild(self, candidates: Sequence[EndpointState]) -> None:
+        self._candidates = candidates
+
+    def pick(self, key: bytes | None) -> EndpointState | None:
+        return self._candidates[0] if self._candidates else None
+
+    def clone(self) -> _Recorder:
+        return type(self)()
+
+
+class _ThreeArguments(_Recorder):
+    def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
+        self.calls.append((latency, failed))
+
+
+class _WithNow(_Recorder):
+    def observe(
+        self, state: EndpointState, latency: float, failed: bool, now: float | None = None
+    ) -> None:
+        self.calls.append((latency, failed, now))
+
+
+def test_observe_gets_the_records_clock_reading_if_it_takes_now() -> None:
+    """A balancer whose observe() has a `now` parameter gets the clock reading of the record;
+    one with the protocol's three arguments is called with three."""
+    clock = ManualClock(50.0)
+    plain, timed = _ThreeArguments(), _WithNow()
+    pools = [tlb.Pool(URLS[:2], b, clock=clock, outlier_detector=None) for b in (plain, timed)]
+    for pool in pools:
+        with pool.acquire() as lease:
+            clock.advance(0.25)
+            lease.record(status=503)
+    assert plain.calls == [(0.25, True)]
+    assert timed.calls == [(0.25, True, 50.5)]

@@ -309,6 +309,32 @@ def test_pick_reads_no_clock_once_endpoints_have_samples() -> None:
     assert clock.readings == 0
 
 
+def test_a_lease_dates_the_answer_with_its_own_clock_reading() -> None:
+    """Recording through a lease reads the clock once, for the latency, and PeakEWMA dates the
+    answer with that reading instead of reading the clock again."""
+    clock = CountingClock(100.0)
+    pool = tlb.Pool(URLS[:3], tlb.PeakEWMA(seed=7), clock=clock, outlier_detector=None)
+    lease = pool.acquire()
+    clock.advance(0.020)
+    clock.readings = 0
+    lease.record(status=200)
+    assert clock.readings == 1
+    assert pool.state(lease.url).ewma_at == 100.020
+
+
+def test_observe_dates_the_answer_at_now_when_given() -> None:
+    """observe(..., now=t) dates the answer at t; without now it reads the pool clock."""
+    clock = ManualClock(10.0)
+    balancer = tlb.PeakEWMA(decay=10.0)
+    pool = tlb.Pool(URLS[:2], balancer, clock=clock)
+    given, read = pool.state(URLS[0]), pool.state(URLS[1])
+    balancer.observe(given, 0.100, False, now=4.0)
+    balancer.observe(read, 0.100, False)
+    assert (given.ewma_at, read.ewma_at) == (4.0, 10.0)
+    assert balancer.cost(given) == pytest.approx(0.100 * math.exp(-0.6))
+    assert balancer.cost(read) == pytest.approx(0.100)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     samples=st.lists(

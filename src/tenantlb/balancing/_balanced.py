@@ -8,6 +8,7 @@ membership changes to its live views.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, final
@@ -125,12 +126,14 @@ class _Balanced:
             getattr(cls, "released", base.released) is not base.released
         )
         self._on_acquire: Callable[[EndpointState], None] | None = self._acquired if hooks else None
+        observe = (
+            None if getattr(cls, "observe", base.observe) is base.observe else balancer.observe
+        )
         self._lease_owner = LeaseOwner(
             lock=core.lock,
             clock=core.clock,
-            observe=None
-            if getattr(cls, "observe", base.observe) is base.observe
-            else balancer.observe,
+            observe=observe,
+            observe_now=observe is not None and _takes_now(observe),
             on_release=self._released if hooks else None,
             observer=core.observer,
             name=core.name,
@@ -313,6 +316,15 @@ class _Balanced:
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints, in the order they were added."""
         return tuple(s.endpoint for s in self._members)
+
+
+def _takes_now(observe: Callable[..., None]) -> bool:
+    # An observe() with a `now` parameter gets the clock reading the lease took for the latency
+    # (PeakEWMA: one clock read less per request); the protocol's three arguments otherwise.
+    try:
+        return "now" in inspect.signature(observe).parameters
+    except (TypeError, ValueError):  # no signature to read: call it the protocol's way
+        return False
 
 
 def _key_bytes(key: object) -> bytes:

@@ -34,7 +34,7 @@ class EndpointState:
 
     Mutated only under the pool's lock. Balancers read ``weight`` (the effective weight, after slow
     start), ``in_flight`` and ``key``; PeakEWMA keeps its moving average in ``ewma`` / ``ewma_at``
-    (and ``ewma_score``, the same in the log domain, for clock-free comparisons).
+    (and ``ewma_score``, the same in the log domain, base 2, for clock-free comparisons).
     """
 
     __slots__ = (
@@ -68,7 +68,7 @@ class EndpointState:
         self.added_at = now
         self.slow_start_from: float | None = None
         self.ewma = -1.0  # < 0: no sample yet (PeakEWMA uses its default RTT)
-        self.ewma_score = -math.inf  # PeakEWMA's ln(ewma) + ewma_at / decay; -inf: no sample
+        self.ewma_score = -math.inf  # PeakEWMA's log2(ewma) + ewma_at * log2(e) / decay; -inf: none
         # Set by the outcome observer to see this endpoint's successes too (see OutcomeObserver).
         self.watched = False
         self.ewma_at = now
@@ -99,7 +99,11 @@ class Balancer(Protocol):
         """Return a candidate for a request with hash *key* (None if no key), or None if empty."""
 
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
-        """Learn from a finished request (latency in seconds; failed = 5xx, 429 or error)."""
+        """Learn from a finished request (latency in seconds; failed = 5xx, 429 or error).
+
+        An implementation may take a fourth parameter named ``now``: the pool then passes the
+        clock reading that ended the latency, so the balancer need not read the clock again.
+        """
 
     def acquired(self, state: EndpointState) -> None:
         """A lease on *state* was taken through this balancer's pool (or subset)."""

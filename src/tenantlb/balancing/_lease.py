@@ -30,17 +30,28 @@ class LeaseOwner:
     """What a lease needs from the pool (or pool subset) it was taken from.
 
     One per pool or subset, fixed once its balancer is adopted. ``observe`` and ``on_release`` are
-    None when the balancer does not use them, so a lease skips the call.
+    None when the balancer does not use them, so a lease skips the call. ``observe_now``: the
+    balancer's ``observe`` takes the outcome's clock reading as a fourth argument, ``now``.
     """
 
-    __slots__ = ("clock", "lock", "name", "observe", "observer", "on_release", "traffic")
+    __slots__ = (
+        "clock",
+        "lock",
+        "name",
+        "observe",
+        "observe_now",
+        "observer",
+        "on_release",
+        "traffic",
+    )
 
     def __init__(
         self,
         *,
         lock: threading.Lock,
         clock: Clock,
-        observe: Callable[[EndpointState, float, bool], None] | None,
+        observe: Callable[..., None] | None,
+        observe_now: bool = False,
         on_release: Callable[[EndpointState], None] | None,
         observer: OutcomeObserver | None,
         name: str = "default",
@@ -49,6 +60,7 @@ class LeaseOwner:
         self.lock = lock
         self.clock = clock
         self.observe = observe
+        self.observe_now = observe_now
         self.on_release = on_release
         self.observer = observer
         self.name = name
@@ -188,7 +200,10 @@ class Lease:
                 owner.on_release(state)
             observe = owner.observe
             if observe is not None:
-                observe(state, latency, failed)
+                if owner.observe_now:
+                    observe(state, latency, failed, now)  # saves the balancer a clock read
+                else:
+                    observe(state, latency, failed)
         finally:
             lock.release()
         observer = owner.observer

@@ -28,12 +28,14 @@ _MIN_COST = 1e-6
 # tried at once, so every endpoint gets measured), and above any measured load while its first
 # request is out, so a new endpoint gets one request, not a burst (Finagle's penalty).
 _AWAITING_FIRST = 1e12
-_exp = math.exp
-_log = math.log
+# Scores are base-2 logarithms: math.log2 and math.exp2 take one argument the fast way (METH_O),
+# where math.log, with its optional base, has its arguments packed into a tuple and parsed.
+_exp2 = math.exp2
+_log2 = math.log2
 _NO_SAMPLE = -math.inf  # EndpointState.ewma_score before the first sample
-# ln(in_flight + 1) for the common small counts: a tuple index instead of a call.
+# log2(in_flight + 1) for the common small counts: a tuple index instead of a call.
 _COUNTS = 256
-_LOG_COUNT = tuple(math.log(k + 1) for k in range(_COUNTS))
+_LOG_COUNT = tuple(math.log2(k + 1) for k in range(_COUNTS))
 # Up to this many candidates, 30-bit draws give near-uniform indices (bias < 1e-4).
 _MAX_DRAWN = 1 << 16
 # The previous pick is a candidate again (Mitzenmacher's "(d,1)-memory") once it has this many
@@ -106,7 +108,7 @@ class PeakEWMA(BalancerBase):
         positive("failure_penalty", failure_penalty)
         count("choices", choices, minimum=2)
         self.decay = float(decay)
-        self._rate = 1.0 / self.decay
+        self._rate = math.log2(math.e) / self.decay  # exp(-t / decay) = 2 ** (-t * rate)
         self.default_rtt = float(default_rtt)
         self.failure_penalty = float(failure_penalty)
         self.choices = choices
@@ -146,7 +148,7 @@ class PeakEWMA(BalancerBase):
         weights = {c.weight for c in candidates}
         # Equal weights cancel out of every comparison: skip them.
         self._weighted = len(weights) > 1
-        self._log_weights = tuple(math.log(c.weight) for c in candidates) if self._weighted else ()
+        self._log_weights = tuple(math.log2(c.weight) for c in candidates) if self._weighted else ()
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         if not self._three:
@@ -174,8 +176,8 @@ class PeakEWMA(BalancerBase):
         b = candidates[j]
         c = candidates[k]
         last = self._last
-        # Compare ln(load) = ln(cost) + elapsed decay + ln(in_flight + 1) - ln(weight): the
-        # decay to "now" is the same -now/tau for every candidate, so no clock read and no exp().
+        # Compare log2(load) = log2(cost) + elapsed decay + log2(in_flight + 1) - log2(weight):
+        # the decay to "now" is the same for every candidate, so no clock read and no exp().
         try:
             load_a = a.ewma_score + _LOG_COUNT[a.in_flight]
             load_b = b.ewma_score + _LOG_COUNT[b.in_flight]
@@ -188,7 +190,7 @@ class PeakEWMA(BalancerBase):
             load_a -= log_weights[i]
             load_b -= log_weights[j]
             load_c -= log_weights[k]
-            load_m -= _log(last.weight)
+            load_m -= _log2(last.weight)
         best = a
         if load_b < load_a:
             best = b
@@ -200,7 +202,7 @@ class PeakEWMA(BalancerBase):
             best = last
             load_a = load_m
         if load_a == _NO_SAMPLE:
-            # A candidate without an answer has ln(cost) = -inf and wins here, even with its
+            # A candidate without an answer has log2(cost) = -inf and wins here, even with its
             # first request out: the long way applies the rules for those.
             return self._remember(self._compare((a, b, c, last)))
         self._last = best if best.requests >= _KNOWN else _NOBODY
@@ -227,7 +229,7 @@ class PeakEWMA(BalancerBase):
             log_weights = self._log_weights
             load_a -= log_weights[i]
             load_b -= log_weights[j]
-            load_m -= _log(last.weight)
+            load_m -= _log2(last.weight)
         best = a
         if load_b < load_a:
             best = b
@@ -259,7 +261,7 @@ class PeakEWMA(BalancerBase):
             log_weights = self._log_weights
             for k, i in enumerate(indices):
                 loads[k] -= log_weights[i]
-            loads[-1] -= _log(last.weight)
+            loads[-1] -= _log2(last.weight)
         best = min(range(len(loads)), key=loads.__getitem__)
         if loads[best] == _NO_SAMPLE:  # a candidate without an answer: the long way
             return self._remember(self._compare(chosen))
@@ -281,12 +283,24 @@ class PeakEWMA(BalancerBase):
             return _AWAITING_FIRST * state.in_flight
         return self.cost(state) * (state.in_flight + 1) / state.weight
 
-    def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
-        clock = self._clock
+    def observe(
+        self, state: EndpointState, latency: float, failed: bool, now: float | None = None
+    ) -> None:
+        """Learn from one answer of *state* (the pool's leases call this; see the class docs).
+
+        Args:
+            state: The endpoint that answered.
+            latency: Seconds from the request to its answer.
+            failed: True for a 5xx, a 429 or an error.
+            now: The pool clock's reading when the answer came; None reads the clock. A lease
+                passes the reading it took for the latency, which saves a second one.
+        """
+        if now is None:
+            clock = self._clock
+            now = clock() if clock is not None else state.ewma_at
         at = state.ewma_at
-        now = clock() if clock is not None else at
         cost = state.ewma
-        rate = self._rate  # 1 / decay: a product is cheaper than a quotient
+        rate = self._rate  # log2(e) / decay: a product is cheaper than a quotient
         if failed:
             cost = max(
                 latency, self.failure_penalty, 2.0 * (self.default_rtt if cost < 0.0 else cost)
@@ -300,15 +314,15 @@ class PeakEWMA(BalancerBase):
             # a tenth per answer: the first answer alone would still be 2/3 of it four answers on.
             n = state.requests
             weight = _WEIGHT if n >= _AVERAGED else (1.0 / n if n else _WEIGHT)
-            if not (latency < cost and latency < cost * _exp((at - now) * rate)):
+            if latency >= cost or latency >= cost * _exp2((at - now) * rate):
                 at = now
             # else: faster than even the decayed cost the picks saw, so the idle decay goes on
             # from where it was, and an endpoint that has recovered is not shunned after one answer.
             cost += weight * (latency - cost)
         state.ewma = cost
         state.ewma_at = at
-        # What pick compares: ln(cost decayed to time 0), i.e. ln(cost) + ewma_at / tau.
-        state.ewma_score = _log(cost if cost > _MIN_COST else _MIN_COST) + at * rate
+        # What pick compares: log2(cost decayed to time 0), i.e. log2(cost) + ewma_at * rate.
+        state.ewma_score = _log2(cost if cost > _MIN_COST else _MIN_COST) + at * rate
 
     def cost(self, state: EndpointState) -> float:
         """The current latency estimate of *state* in seconds (decayed to the clock's now)."""
@@ -318,5 +332,5 @@ class PeakEWMA(BalancerBase):
         clock = self._clock
         idle = clock() - state.ewma_at if clock is not None else 0.0
         if idle > 0.0:
-            cost *= _exp(-idle / self.decay)
+            cost *= _exp2(-idle * self._rate)
         return max(cost, _MIN_COST)
