@@ -309,6 +309,19 @@ def test_pick_reads_no_clock_once_endpoints_have_samples() -> None:
     assert clock.readings == 0
 
 
+def test_an_untried_idle_candidate_is_picked_without_the_clock() -> None:
+    """An endpoint with no answer and nothing in flight wins a pick without the clock being read
+    (it would win any comparison of decayed costs): a cold pool's picks stay cheap."""
+    clock = CountingClock(100.0)
+    balancer = tlb.PeakEWMA(seed=7)
+    pool = tlb.Pool(URLS[:3], balancer, clock=clock)
+    for url in URLS[:2]:
+        balancer.observe(pool.state(url), 0.010, False)
+    clock.readings = 0
+    assert {balancer.pick(None).url for _ in range(20)} == {URLS[2]}  # type: ignore[union-attr]
+    assert clock.readings == 0
+
+
 def test_a_lease_dates_the_answer_with_its_own_clock_reading() -> None:
     """Recording through a lease reads the clock once, for the latency, and PeakEWMA dates the
     answer with that reading instead of reading the clock again."""

@@ -273,7 +273,12 @@ class PeakEWMA(BalancerBase):
 
     def _compare(self, states: Sequence[EndpointState]) -> EndpointState:
         # The long way, for a candidate without an answer or with 256+ requests in flight:
-        # compare loads at now, with the decayed costs; the first of equal loads wins.
+        # compare loads at now, with the decayed costs; the first of equal loads wins. An
+        # untried candidate with nothing in flight has load 0, below every other (a measured cost
+        # is >= _MIN_COST): the first such wins without the clock (a cold pool's common case).
+        for state in states:
+            if state.ewma < 0.0 and not state.in_flight:
+                return state
         return min(states, key=self._load)
 
     def _load(self, state: EndpointState) -> float:
