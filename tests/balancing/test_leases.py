@@ -123,6 +123,13 @@ class _ThreeArguments(_Recorder):
         self.calls.append((latency, failed))
 
 
+class _KeywordNow(_Recorder):
+    def observe(
+        self, state: EndpointState, latency: float, failed: bool, *, now: float | None = None
+    ) -> None:
+        self.calls.append((latency, failed, now))
+
+
 class _WithNow(_Recorder):
     def observe(
         self, state: EndpointState, latency: float, failed: bool, now: float | None = None
@@ -132,13 +139,15 @@ class _WithNow(_Recorder):
 
 def test_observe_gets_the_records_clock_reading_if_it_takes_now() -> None:
     """A balancer whose observe() has a `now` parameter gets the clock reading of the record;
-    one with the protocol's three arguments is called with three."""
+    one with the protocol's three arguments (or `now` only by keyword) is called with three."""
     clock = ManualClock(50.0)
-    plain, timed = _ThreeArguments(), _WithNow()
-    pools = [tlb.Pool(URLS[:2], b, clock=clock, outlier_detector=None) for b in (plain, timed)]
+    plain, timed, keyword = _ThreeArguments(), _WithNow(), _KeywordNow()
+    balancers = (plain, timed, keyword)
+    pools = [tlb.Pool(URLS[:2], b, clock=clock, outlier_detector=None) for b in balancers]
     for pool in pools:
         with pool.acquire() as lease:
             clock.advance(0.25)
             lease.record(status=503)
     assert plain.calls == [(0.25, True)]
     assert timed.calls == [(0.25, True, 50.5)]
+    assert keyword.calls == [(0.25, True, None)]

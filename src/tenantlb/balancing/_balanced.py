@@ -318,13 +318,17 @@ class _Balanced:
         return tuple(s.endpoint for s in self._members)
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _takes_now(observe: Callable[..., None]) -> bool:
     # An observe() with a `now` parameter gets the clock reading the lease took for the latency
     # (PeakEWMA: one clock read less per request); the protocol's three arguments otherwise.
     try:
-        return "now" in inspect.signature(observe).parameters
+        now = inspect.signature(observe).parameters.get("now")
     except (TypeError, ValueError):  # no signature to read: call it the protocol's way
         return False
+    return now is not None and now.kind in _POSITIONAL
 
 
 def _key_bytes(key: object) -> bytes:

@@ -101,8 +101,9 @@ class Balancer(Protocol):
     def observe(self, state: EndpointState, latency: float, failed: bool) -> None:
         """Learn from a finished request (latency in seconds; failed = 5xx, 429 or error).
 
-        An implementation may take a fourth parameter named ``now``: the pool then passes the
-        clock reading that ended the latency, so the balancer need not read the clock again.
+        An implementation may take a fourth positional parameter named ``now``: the pool then
+        passes the clock reading that ended the latency, so the balancer need not read the clock
+        again.
         """
 
     def acquired(self, state: EndpointState) -> None:
