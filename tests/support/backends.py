@@ -78,6 +78,10 @@ class BackendProcess:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                # longer than the clients' keep-alive: they close idle connections first (a
+                # request sent as the server closes one is reset; see servers.KEEP_ALIVE)
+                "--timeout-keep-alive",
+                "75",
             ],
             env=env,
             stdout=subprocess.DEVNULL,

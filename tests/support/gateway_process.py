@@ -48,12 +48,12 @@ class GatewayProcess:
             argv = [
                 sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(HERE),
                 "gateway_app:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warning", "--no-access-log",
+                "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "75",
             ]  # fmt: skip
         else:
             argv = [
                 sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}",
-                "--log-level", "warning", "gateway_app:create_app()",
+                "--log-level", "warning", "--keep-alive", "75", "gateway_app:create_app()",
             ]  # fmt: skip
         self.proc = subprocess.Popen(argv, env=env, cwd=HERE)
         wait_for_port(self.port, 30, self.proc)
