@@ -197,8 +197,9 @@ class ProxyApp:
             # One request, inline: every frame between the server and the upstream client is
             # resumed again at each of its awaits.
             admission = self._gateway.admit(request_info(self._gateway, scope), lease=True)
+            inline = admission.inline  # an in-process store: entered and left without coroutines
             try:
-                ticket = await admission.__aenter__()
+                ticket = admission.enter_nowait() if inline else await admission.__aenter__()
             except RequestRejected as exc:
                 await send_problem(scope, send, exc)
                 return
@@ -213,7 +214,9 @@ class ProxyApp:
                 failure = exc
                 raise
             finally:
-                if self._sync:
+                if inline:
+                    admission.exit_nowait(failure)
+                elif self._sync:
                     error = None if failure is None else type(failure)
                     await admission.__aexit__(error, failure, None)
                 else:
