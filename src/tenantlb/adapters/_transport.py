@@ -469,6 +469,11 @@ class _AiohttpResponse:
         self._closed = True
         self._transport._release()
         if complete:
-            self._response.release()  # back to aiohttp's keep-alive pool
+            response = self._response
+            # At the end of a body aiohttp gives the connection back itself (and says so in
+            # `closed`); release() would then only mark the stream closed, through an
+            # asyncio.isfuture() that fails a hasattr (an exception raised and dropped).
+            if not response.closed:
+                response.release()  # back to aiohttp's keep-alive pool
         else:
             self._response.close()  # half-read: the connection is closed, not reused
