@@ -93,7 +93,7 @@ class ProxyApp:
         client: The upstream HTTP client: ``"httpcore"`` (default; asyncio and trio) or
             ``"aiohttp"`` (asyncio only, needs ``tenantlb[aiohttp]``): its compiled parser needs
             about half the instructions per request of httpcore's h11, which decides a proxy's
-            throughput on CPython (then within ~3 % of asgiproxy's per request).
+            throughput on CPython (then about asgiproxy's instructions per request).
         tune_gc: On lifespan startup, once the gateway is entered, tune CPython's cyclic garbage
             collector for a proxy's allocation pattern: collect, `gc.freeze` what is left (the
             modules, the app, the gateway: full passes skip it) and raise the youngest
