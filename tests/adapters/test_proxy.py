@@ -76,6 +76,24 @@ def test_forwards_and_strips_hop_by_hop_headers(
     assert in_flight(gateway) == 0
 
 
+def test_adds_no_header_the_client_did_not_send(
+    backends: list[BackendProcess], server: str
+) -> None:
+    """No Accept, Accept-Encoding or User-Agent of the upstream client goes upstream; the client's go as sent."""
+    automatic = ("accept", "accept-encoding", "user-agent")
+    gateway = make_gateway([backends[0].url])
+    with serve(make_proxy(server, gateway), host(server)) as url, httpx.Client() as client:
+        for name in automatic:
+            del client.headers[name]
+        seen = seen_headers(client.get(url + "/echo", headers=AUTH))
+        for name in automatic:
+            assert name not in seen, name
+        sent = {"accept": "text/plain", "accept-encoding": "identity", "user-agent": "curl/8"}
+        seen = seen_headers(client.get(url + "/echo", headers={**AUTH, **sent}))
+        assert {name: seen[name] for name in automatic} == sent
+        assert seen["host"] == backends[0].url.removeprefix("http://")
+
+
 def test_x_forwarded_for_is_appended_only_for_trusted_peers(
     backends: list[BackendProcess], server: str
 ) -> None:

@@ -93,7 +93,7 @@ class ProxyApp:
         client: The upstream HTTP client: ``"httpcore"`` (default; asyncio and trio) or
             ``"aiohttp"`` (asyncio only, needs ``tenantlb[aiohttp]``): its compiled parser needs
             about half the instructions per request of httpcore's h11, which decides a proxy's
-            throughput on CPython (then within ~3 % of asgiproxy's per request).
+            throughput on CPython (then about asgiproxy's instructions per request).
         tune_gc: On lifespan startup, once the gateway is entered, tune CPython's cyclic garbage
             collector for a proxy's allocation pattern: collect, `gc.freeze` what is left (the
             modules, the app, the gateway: full passes skip it) and raise the youngest
@@ -197,8 +197,9 @@ class ProxyApp:
             # One request, inline: every frame between the server and the upstream client is
             # resumed again at each of its awaits.
             admission = self._gateway.admit(request_info(self._gateway, scope), lease=True)
+            inline = admission.inline  # an in-process store: entered and left without coroutines
             try:
-                ticket = await admission.__aenter__()
+                ticket = admission.enter_nowait() if inline else await admission.__aenter__()
             except RequestRejected as exc:
                 await send_problem(scope, send, exc)
                 return
@@ -213,7 +214,9 @@ class ProxyApp:
                 failure = exc
                 raise
             finally:
-                if self._sync:
+                if inline:
+                    admission.exit_nowait(failure)
+                elif self._sync:
                     error = None if failure is None else type(failure)
                     await admission.__aexit__(error, failure, None)
                 else:
