@@ -14,11 +14,12 @@ import tenantlb as tlb
 from tenantlb.adapters._transport import _httpcore_failure
 from tenantlb.adapters.asgi import ProxyApp
 from tests.adapters.conftest import KEY, eventually, in_flight, make_gateway
-from tests.support.backends import BackendProcess, ScriptedServer, Seen
+from tests.support.backends import BackendProcess, ResetServer, ScriptedServer, Seen
 from tests.support.servers import serve
 
 AUTH = {"x-api-key": KEY}
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+HALF = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial"  # then a reset
 
 
 @pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp"])
@@ -84,6 +85,23 @@ def test_a_large_body_that_was_sent_is_never_resent(server: str) -> None:
             )
         assert statuses == [200, 502]
         assert [s.body for s in b.seen] == [body]  # only its own request, whole
+    assert in_flight(gateway) == 0
+
+
+def test_a_get_whose_small_answer_breaks_off_is_retried_elsewhere(server: str) -> None:
+    """An endpoint that dies after the head of a small answer, before its body ends: nothing of
+    the answer reached the client yet, so a GET is retried on another endpoint (as the httpx and
+    aiohttp client adapters do); a POST that met it is answered 502, not resent."""
+    with ResetServer(reply=HALF) as half, ScriptedServer(answer_ok) as b:
+        gateway = make_gateway([half.url, b.url])
+        with serve(make_proxy(server, gateway), host(server)) as url, httpx.Client() as client:
+            gets = [client.get(url + "/doc", headers=AUTH).status_code for _ in range(4)]
+            met = half.requests
+            posts = [client.post(url + "/charge", headers=AUTH).status_code for _ in range(4)]
+        assert gets == [200] * 4
+        assert met >= 1  # round robin: some GET met the endpoint that breaks off
+        assert posts.count(502) == half.requests - met  # each POST that met it, and no other
+        assert posts.count(200) == sum(s.method == b"POST" for s in b.seen)
     assert in_flight(gateway) == 0
 
 

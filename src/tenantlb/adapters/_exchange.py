@@ -172,6 +172,18 @@ class Exchange:
                     raise _GatewayTimeout(msg) from failure.cause
                 msg = f"upstream {ticket.upstream!r} failed: {type(failure.cause).__name__}"
                 raise _BadGateway(msg) from failure.cause
+            cut = self._failure  # a small answer whose body broke off: nothing of it sent yet
+            if (
+                cut is not None
+                and cut.kind in ("reset", "timeout")
+                and retries_left
+                and idempotent
+                and (body is None or body.replayable)
+                and self._retry(cut.cause)
+            ):
+                retries_left -= 1
+                await response.aclose(complete=False)
+                continue
             status = response.status
             if (
                 status in app._retry_statuses
