@@ -48,8 +48,12 @@ async def finish(cleanup: Callable[[], Awaitable[object]]) -> None:
         raise asyncio.CancelledError
 
 
-async def leave(admission: Admission, failure: BaseException | None) -> None:
+async def leave(admission: Admission, failure: BaseException | None, *, sync: bool) -> None:
     """Leave *admission* (``__aexit__`` with *failure*, or None when the request completed)
-    whatever cancellation arrives meanwhile; see `finish`."""
+    whatever cancellation arrives meanwhile; see `finish`. With *sync* (an in-process store)
+    leaving never suspends, so nothing can interrupt it and no cleanup task is needed."""
     kind = None if failure is None else type(failure)
-    await finish(lambda: admission.__aexit__(kind, failure, None))
+    if sync:
+        await admission.__aexit__(kind, failure, None)
+    else:
+        await finish(lambda: admission.__aexit__(kind, failure, None))

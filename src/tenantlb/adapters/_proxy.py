@@ -216,11 +216,8 @@ class ProxyApp:
             finally:
                 if inline:
                     admission.exit_nowait(failure)
-                elif self._sync:
-                    error = None if failure is None else type(failure)
-                    await admission.__aexit__(error, failure, None)
                 else:
-                    await leave(admission, failure)
+                    await leave(admission, failure, sync=self._sync)
             if refusal is not None:
                 # Answered once the lease and slot are back: a server may hold this send until
                 # the client has finished sending a body we will never read.

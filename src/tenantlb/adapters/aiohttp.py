@@ -116,10 +116,8 @@ def tenant_middleware(gateway: Gateway, *, key: Any = TENANT_KEY) -> Middleware:
         finally:
             if inline:
                 admission.exit_nowait(failure)
-            elif sync:
-                await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await leave(admission, failure)
+                await leave(admission, failure, sync=sync)
 
     return middleware
 

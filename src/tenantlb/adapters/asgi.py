@@ -137,10 +137,8 @@ class TenantMiddleware:
         finally:
             if inline:
                 admission.exit_nowait(failure)
-            elif self._sync:
-                await admission.__aexit__(None if failure is None else type(failure), failure, None)
             else:
-                await leave(admission, failure)
+                await leave(admission, failure, sync=self._sync)
 
 
 class _Exchange:
