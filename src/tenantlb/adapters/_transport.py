@@ -9,6 +9,7 @@ the CPU per request of httpcore's pure-Python h11 (see benchmarks/ANALYSIS.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from typing import Any, Literal, Protocol, cast, final
 
@@ -393,9 +394,7 @@ class AiohttpTransport:
         self._slots.release()
 
 
-_request_classes: dict[object, Any] = {}
-
-
+@functools.cache
 def _request_class(aiohttp: Any) -> Any:
     """A ``ClientRequest`` that sends the headers it is given and no others (made once).
 
@@ -405,9 +404,6 @@ def _request_class(aiohttp: Any) -> Any:
     headers (the Host first), which is copied instead of rebuilt field by field (~7k more).
     Both are ``ClientRequest``'s public hooks, called from its constructor.
     """
-    found = _request_classes.get(aiohttp)
-    if found is not None:
-        return found
     from multidict import CIMultiDict
 
     class ProxiedRequest(aiohttp.ClientRequest):  # type: ignore[misc]
@@ -420,7 +416,6 @@ def _request_class(aiohttp: Any) -> Any:
             else:
                 super().update_headers(headers)
 
-    _request_classes[aiohttp] = ProxiedRequest
     return ProxiedRequest
 
 
