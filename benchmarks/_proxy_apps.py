@@ -2,7 +2,8 @@
 
 - ``backend``: answers every request with a small body (the upstream).
 - ``tenantlb_proxy``: `ProxyApp` with key auth, one GCRA limit and a RoundRobin pool of ``UPSTREAMS``;
-  ``tenantlb_proxy_aiohttp``: the same with ``client="aiohttp"``.
+  ``tenantlb_proxy_aiohttp``: the same with ``client="aiohttp"``; ``tenantlb_proxy_httptools``: with
+  ``client="httptools"``.
 - ``asgiproxy_app``: asgiproxy's simple proxy to the first of ``UPSTREAMS`` (no auth or limits).
 """
 
@@ -67,6 +68,8 @@ def __getattr__(name: str) -> Any:  # built lazily: each process imports only wh
         return _tenantlb()
     if name == "tenantlb_proxy_aiohttp":
         return _tenantlb("aiohttp")
+    if name == "tenantlb_proxy_httptools":
+        return _tenantlb("httptools")
     if name == "asgiproxy_app":
         return _asgiproxy()
     raise AttributeError(name)

@@ -2,7 +2,8 @@
 
 One uvicorn backend process answers a small JSON body. In front of it, each in its own process:
 ``ProxyApp`` (key auth, one GCRA limit, a RoundRobin pool, X-Forwarded-*, pooled keep-alive httpcore
-connections) under uvicorn, and the same with ``client="aiohttp"`` ("ProxyApp+aio"); asgiproxy
+connections) under uvicorn, and the same with ``client="aiohttp"`` ("ProxyApp+aio") and
+``client="httptools"`` ("ProxyApp+ht"); asgiproxy
 (aiohttp's client, no auth/limits/balancing) under uvicorn; nginx ``proxy_pass`` with upstream
 keep-alive (one worker); and the backend called directly. Every uvicorn process runs with the same
 settings (one worker, ``--http`` and ``--loop`` pinned, h11 and asyncio by default), so the
@@ -223,6 +224,7 @@ def main_instructions(
 APPS = {  # name -> app in _proxy_apps
     "ProxyApp": "tenantlb_proxy",
     "ProxyApp+aio": "tenantlb_proxy_aiohttp",
+    "ProxyApp+ht": "tenantlb_proxy_httptools",
     "asgiproxy": "asgiproxy_app",
 }
 

@@ -21,15 +21,16 @@ from tests.support.servers import serve
 AUTH = {"x-api-key": KEY}
 
 
-@pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp"])
+@pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp", "uvicorn+httptools"])
 def server(request: pytest.FixtureRequest) -> str:
     """Each test runs under uvicorn (asyncio) and hypercorn (trio) with the httpcore client, and
-    under uvicorn with the aiohttp client."""
+    under uvicorn with the aiohttp and the httptools clients."""
     return request.param  # type: ignore[no-any-return]
 
 
 def make_proxy(server: str, gateway: tlb.Gateway, **kwargs: Any) -> ProxyApp:
-    return ProxyApp(gateway, client="aiohttp" if "aiohttp" in server else "httpcore", **kwargs)
+    client = server.split("+", 1)[1] if "+" in server else "httpcore"
+    return ProxyApp(gateway, client=client, **kwargs)  # type: ignore[arg-type]
 
 
 def host(server: str) -> str:

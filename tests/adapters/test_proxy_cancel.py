@@ -51,8 +51,23 @@ async def test_cancelled_request_releases_lease_slot_and_connection(
     backends: list[BackendProcess], path: str
 ) -> None:
     """Cancelled while waiting for the upstream or while streaming its body, a request leaks nothing."""
+    await check_cancelled_request(backends, path, "httpcore")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {}), id="asyncio")])
+@pytest.mark.parametrize("client", ["aiohttp", "httptools"])
+@pytest.mark.parametrize("path", ["/hang", "/bytes/1000000000"], ids=["waiting", "mid-body"])
+async def test_cancelled_request_releases_everything_with_asyncio_clients(
+    backends: list[BackendProcess], path: str, client: str
+) -> None:
+    """The same with the aiohttp and httptools upstream clients (asyncio only, both)."""
+    await check_cancelled_request(backends, path, client)
+
+
+async def check_cancelled_request(backends: list[BackendProcess], path: str, client: str) -> None:
     gateway = make_gateway([backends[0].url], max_concurrency=1)
-    proxy = ProxyApp(gateway)
+    proxy = ProxyApp(gateway, client=client)  # type: ignore[arg-type]
     sent: list[dict[str, Any]] = []
     requested = False
 

@@ -19,7 +19,9 @@ CONCURRENCY = 16
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio"])
+@pytest.mark.parametrize(
+    "server", ["uvicorn", "hypercorn-trio", "uvicorn+aiohttp", "uvicorn+httptools"]
+)
 def test_two_thousand_gets_survive_a_sigkilled_backend(server: str) -> None:
     """Zero failures, the dead backend stops receiving traffic, and in-flight ends at 0."""
     with BackendProcess("b1") as b1, BackendProcess("b2") as b2, BackendProcess("b3") as b3:
@@ -38,7 +40,9 @@ def test_two_thousand_gets_survive_a_sigkilled_backend(server: str) -> None:
         def dead_requests() -> int:
             return next(e.requests for e in pool.stats().endpoints if e.url == b3.url)
 
-        with serve(ProxyApp(gateway), server) as url:
+        host, _, client = server.partition("+")
+        proxy = ProxyApp(gateway, client=client or "httpcore")  # type: ignore[arg-type]
+        with serve(proxy, host) as url:
 
             async def main() -> None:
                 done = 0

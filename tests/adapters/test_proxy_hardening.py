@@ -22,14 +22,14 @@ OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 HALF = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial"  # then a reset
 
 
-@pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp"])
+@pytest.fixture(params=["uvicorn", "hypercorn-trio", "uvicorn+aiohttp", "uvicorn+httptools"])
 def server(request: pytest.FixtureRequest) -> str:
-    """uvicorn (asyncio) and hypercorn (trio) with the httpcore client; uvicorn with aiohttp."""
+    """uvicorn (asyncio) and hypercorn (trio) with httpcore; uvicorn with aiohttp and httptools."""
     return request.param  # type: ignore[no-any-return]
 
 
 def make_proxy(server: str, gateway: tlb.Gateway, **kwargs: object) -> ProxyApp:
-    client = "aiohttp" if "aiohttp" in server else "httpcore"
+    client = server.split("+", 1)[1] if "+" in server else "httpcore"
     return ProxyApp(gateway, client=client, **kwargs)  # type: ignore[arg-type]
 
 
@@ -120,10 +120,10 @@ def test_a_post_on_a_reused_connection_that_breaks_runs_once(server: str) -> Non
     assert in_flight(gateway) == 0
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio"])  # aiohttp resends such a GET
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio", "uvicorn+httptools"])
 def test_the_stale_connection_retry_comes_out_of_the_budget(server: str) -> None:
     """With an empty retry budget, a GET whose reused connection resets is not resent either
-    (httpcore; aiohttp resends an idempotent request on a reused connection by itself)."""
+    (httpcore, httptools; aiohttp resends an idempotent request on a reused connection by itself)."""
 
     def script(seen: Seen) -> bytes | None:
         return None if seen.on_connection > 0 else OK

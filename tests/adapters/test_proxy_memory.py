@@ -26,11 +26,12 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc status")
 
 
-def stream_through_proxy(size: int) -> int:
-    """Upload and download *size* bytes through a ProxyApp process; return its peak RSS growth in bytes."""
+def stream_through_proxy(size: int, client: str = "httpcore") -> int:
+    """Upload and download *size* bytes through a ProxyApp process (with the upstream *client*);
+    return its peak RSS growth in bytes."""
     with BackendProcess("big") as backend:
         port = free_port()
-        env = dict(os.environ, PROXY_KEY=KEY, PROXY_BACKENDS=backend.url)
+        env = dict(os.environ, PROXY_KEY=KEY, PROXY_BACKENDS=backend.url, PROXY_CLIENT=client)
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn", "--app-dir", str(SUPPORT), "proxy_server:app",
@@ -70,15 +71,17 @@ def stream_through_proxy(size: int) -> int:
             proc.wait(timeout=10)
 
 
-def test_forty_megabytes_each_way_in_bounded_memory() -> None:
+@pytest.mark.parametrize("client", ["httpcore", "httptools"])
+def test_forty_megabytes_each_way_in_bounded_memory(client: str) -> None:
     """40 MB up and 40 MB down through the proxy grow its peak RSS by less than 20 MB (the CI variant)."""
-    growth = stream_through_proxy(40 * 1024 * 1024)
+    growth = stream_through_proxy(40 * 1024 * 1024, client)
     assert growth < 20 * 1024 * 1024, f"peak RSS grew by {growth / 1e6:.1f} MB"
 
 
 @pytest.mark.soak
-def test_hundred_megabytes_each_way_in_bounded_memory() -> None:
+@pytest.mark.parametrize("client", ["httpcore", "httptools"])
+def test_hundred_megabytes_each_way_in_bounded_memory(client: str) -> None:
     """100 MB up and 100 MB down through the proxy grow its peak RSS by less than 50 MB."""
-    growth = stream_through_proxy(100 * 1024 * 1024)
+    growth = stream_through_proxy(100 * 1024 * 1024, client)
     print(f"peak RSS growth for 100 MB each way: {growth / 1e6:.1f} MB")
     assert growth < 50 * 1024 * 1024, f"peak RSS grew by {growth / 1e6:.1f} MB"

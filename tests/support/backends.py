@@ -224,10 +224,12 @@ class ScriptedServer:
     ``script(seen)`` returns the bytes to answer with (the connection stays open for the next
     request) or None to reset the connection (RST) after the whole request was read: an upstream
     that crashed after it got (and maybe acted on) the request. `seen` lists every request read.
+    With *closing*, the server closes each connection (FIN) after its first answer.
     """
 
-    def __init__(self, script: Callable[[Seen], bytes | None]) -> None:
+    def __init__(self, script: Callable[[Seen], bytes | None], *, closing: bool = False) -> None:
         self.script = script
+        self.closing = closing
         self.seen: list[Seen] = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -314,6 +316,8 @@ class ScriptedServer:
                         )
                         return
                     conn.sendall(reply)
+                    if self.closing:
+                        return
             except (OSError, EOFError, ValueError):
                 return
 

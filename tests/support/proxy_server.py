@@ -1,5 +1,6 @@
 """A ProxyApp for a server process of its own (memory is measured per process): one tenant whose
-key is ``PROXY_KEY``, one pool of the ``PROXY_BACKENDS`` URLs (comma-separated).
+key is ``PROXY_KEY``, one pool of the ``PROXY_BACKENDS`` URLs (comma-separated), and the upstream
+client ``PROXY_CLIENT`` names (default httpcore).
 
     python -m uvicorn --app-dir tests/support proxy_server:app
 """
@@ -16,4 +17,4 @@ _registry = tlb.TenantRegistry(
 )
 _pool = tlb.Pool(os.environ["PROXY_BACKENDS"].split(","))
 gateway = tlb.Gateway(registry=_registry, pools={"backends": _pool})
-app = ProxyApp(gateway)
+app = ProxyApp(gateway, client=os.environ.get("PROXY_CLIENT", "httpcore"))  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Literal, final
 
 import attrs
@@ -18,6 +18,7 @@ from ._asgi import Receive, Scope, Send, request_info, send_problem
 from ._cleanup import leave
 from ._exchange import Exchange
 from ._headers import RequestHead, header_name, request_head
+from ._httptools_client import HttptoolsTransport
 from ._transport import AiohttpTransport, HttpcoreTransport, Transport
 from ._watch import WATCH_AFTER
 
@@ -27,6 +28,11 @@ __all__ = ["ProxyApp", "ProxyStats"]
 # collected grows with the square of (objects held per request in flight / threshold): a young
 # collection every ~40 requests at 700 under wrk, none in 11,000 requests at 10,000.
 _GC_THRESHOLD: Final = 10_000
+_CLIENTS: Final[dict[str, Callable[..., Transport]]] = {
+    "httpcore": HttpcoreTransport,
+    "aiohttp": AiohttpTransport,
+    "httptools": HttptoolsTransport,
+}
 
 
 @final
@@ -131,7 +137,7 @@ class ProxyApp:
         preserve_host: bool = False,
         tenant_header: str | None = "x-tenant-id",
         manage_gateway: bool = True,
-        client: Literal["httpcore", "aiohttp"] = "httpcore",
+        client: Literal["httpcore", "aiohttp", "httptools"] = "httpcore",
         tune_gc: bool = True,
     ) -> None:
         if not isinstance(gateway, Gateway):
@@ -156,13 +162,12 @@ class ProxyApp:
         self._tenant_header = None if tenant_header is None else header_name(tenant_header)
         self._manage = bool(manage_gateway)
         self._tune_gc = bool(tune_gc)
-        if client not in ("httpcore", "aiohttp"):
-            msg = f"client must be 'httpcore' or 'aiohttp', got {client!r}"
+        if client not in _CLIENTS:
+            msg = f"client must be 'httpcore', 'aiohttp' or 'httptools', got {client!r}"
             raise ValueError(msg)
         # A read timeout the disconnect watcher can enforce costs no timer per request.
         lazy_read = self._timeouts["read"] >= WATCH_AFTER
-        make = HttpcoreTransport if client == "httpcore" else AiohttpTransport
-        self._transport: Transport = make(
+        self._transport: Transport = _CLIENTS[client](
             timeouts=self._timeouts,
             max_connections=count("max_connections", max_connections),
             max_keepalive_connections=count(
