@@ -185,6 +185,8 @@ TARGETS: tuple[Target, ...] = (
     _t(8, "proxy", "ProxyApp / asgiproxy p99", "<=", 1.0, "x"),
     _t(8, "proxy", "ProxyApp+aio / asgiproxy req/s", ">=", 1.0, "x", note='client="aiohttp"'),
     _t(8, "proxy", "ProxyApp+aio / asgiproxy p99", "<=", 1.0, "x", note='client="aiohttp"'),
+    _t(8, "proxy", "ProxyApp+ht / asgiproxy req/s", ">=", 1.0, "x", note='client="httptools"'),
+    _t(8, "proxy", "ProxyApp+ht / asgiproxy p99", "<=", 1.0, "x", note='client="httptools"'),
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=1", ">=", 1.0, "x"),
     _t(10, "ratelimit_redis", "gcra / best limits, one server, c=64", ">=", 3.0, "x"),
     _t(

@@ -3,8 +3,12 @@ framing (chunks, the close), HEAD, informational answers, garbage, and keep-aliv
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import httpx
 import pytest
+import trustme
 
 import tenantlb as tlb
 from tenantlb.adapters._httptools_client import _head
@@ -168,3 +172,37 @@ def test_the_httptools_client_on_trio_is_a_502_that_says_why(
         assert "use client='httpcore' on trio" in caplog.text
         assert upstream.seen == []
     assert in_flight(gateway) == 0
+
+
+def test_the_httptools_client_speaks_tls_to_https_endpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``https`` endpoint is reached over TLS, its certificate verified against the CAs the
+    system trusts (``SSL_CERT_FILE`` names ours); an endpoint whose certificate no trusted CA
+    signed is not talked to: 502, the endpoint never sees a request."""
+    ca, stranger = trustme.CA(), trustme.CA()
+    trusted, untrusted = (
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+    )
+    ca.issue_cert("localhost").configure_cert(trusted)
+    stranger.issue_cert("localhost").configure_cert(untrusted)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+
+    def script(seen: Seen) -> bytes:
+        return OK
+
+    for tls, expected in ((trusted, [200, 200]), (untrusted, [502, 502])):
+        with ScriptedServer(script, tls=tls) as upstream:
+            gateway = make_gateway([f"https://localhost:{upstream.port}"])
+            proxy = ProxyApp(gateway, client="httptools")
+            with serve(proxy, "uvicorn") as url, httpx.Client() as client:
+                statuses = [client.get(url + "/s", headers=AUTH).status_code for _ in range(2)]
+            assert statuses == expected
+            if tls is trusted:
+                assert upstream.seen[0].headers[b"host"] == f"localhost:{upstream.port}".encode()
+                assert [s.on_connection for s in upstream.seen] == [0, 1]  # kept alive
+            else:
+                assert upstream.seen == []
+        assert in_flight(gateway) == 0

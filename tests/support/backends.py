@@ -18,6 +18,7 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -224,12 +225,20 @@ class ScriptedServer:
     ``script(seen)`` returns the bytes to answer with (the connection stays open for the next
     request) or None to reset the connection (RST) after the whole request was read: an upstream
     that crashed after it got (and maybe acted on) the request. `seen` lists every request read.
-    With *closing*, the server closes each connection (FIN) after its first answer.
+    With *closing*, the server closes each connection (FIN) after its first answer; with *tls*
+    (a server-side `ssl.SSLContext`) it speaks HTTPS.
     """
 
-    def __init__(self, script: Callable[[Seen], bytes | None], *, closing: bool = False) -> None:
+    def __init__(
+        self,
+        script: Callable[[Seen], bytes | None],
+        *,
+        closing: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.script = script
         self.closing = closing
+        self.tls = tls
         self.seen: list[Seen] = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -252,6 +261,13 @@ class ScriptedServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            conn.settimeout(10)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # ssl.SSLError: the client refused our certificate
+                conn.close()
+                return
         with conn:
             conn.settimeout(10)
             buffer = bytearray()

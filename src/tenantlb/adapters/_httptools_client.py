@@ -76,7 +76,10 @@ class HttptoolsTransport:
         stacks, self._idle = self._idle, {}
         for stack in stacks.values():
             for connection in stack:
-                connection.close()
+                # Not a graceful close: TLS would wait for the endpoint's close_notify, and the
+                # server's loop may stop first (an unclosed socket). Closed in the next iteration.
+                connection.abort()
+        await asyncio.sleep(0)
 
     def _open(self) -> asyncio.AbstractEventLoop:
         try:
