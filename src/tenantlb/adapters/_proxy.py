@@ -96,10 +96,12 @@ class ProxyApp:
         tenant_header: Header that tells the upstream the tenant id, or None.
         manage_gateway: Enter the gateway (its health checkers) on ASGI lifespan startup and leave
             it on shutdown. The connection pool is closed on shutdown either way.
-        client: The upstream HTTP client: ``"httpcore"`` (default; asyncio and trio) or
-            ``"aiohttp"`` (asyncio only, needs ``tenantlb[aiohttp]``): its compiled parser needs
-            about half the instructions per request of httpcore's h11, which decides a proxy's
-            throughput on CPython (then about asgiproxy's instructions per request).
+        client: The upstream HTTP client, which decides a proxy's throughput on CPython:
+            ``"httpcore"`` (default; asyncio and trio; pure-Python h11 parser),
+            ``"httptools"`` (asyncio only, needs ``tenantlb[httptools]``; tenantlb's own small
+            HTTP/1.1 client on httptools' compiled parser: the fastest, about 0.8x the
+            instructions per request of asgiproxy, half of httpcore's), or ``"aiohttp"``
+            (asyncio only, needs ``tenantlb[aiohttp]``; about asgiproxy's instructions).
         tune_gc: On lifespan startup, once the gateway is entered, tune CPython's cyclic garbage
             collector for a proxy's allocation pattern: collect, `gc.freeze` what is left (the
             modules, the app, the gateway: full passes skip it) and raise the youngest
