@@ -185,7 +185,7 @@ def test_one_request_at_a_time_still_measures_every_endpoint() -> None:
 def test_picks_the_cheapest_of_three_distinct_candidates() -> None:
     """With three endpoints and three choices, every pick compares all three (no repeats)."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(seed=9)
+    balancer = tlb.PeakEWMA(seed=9, aperture=None)
     pool = tlb.Pool(URLS[:3], balancer, clock=clock)
     for url, latency in zip(URLS[:3], (0.300, 0.010, 0.200), strict=True):
         balancer.observe(pool.state(url), latency, False)
@@ -195,7 +195,7 @@ def test_picks_the_cheapest_of_three_distinct_candidates() -> None:
 def test_as_many_choices_as_endpoints_compare_them_all() -> None:
     """choices=5 over five endpoints (the sampling path for more than three) takes the cheapest."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(choices=5, seed=12)
+    balancer = tlb.PeakEWMA(choices=5, seed=12, aperture=None)
     pool = tlb.Pool(URLS[:5], balancer, clock=clock)
     for url, latency in zip(URLS[:5], (0.3, 0.2, 0.05, 0.4, 0.1), strict=True):
         balancer.observe(pool.state(url), latency, False)
@@ -205,7 +205,7 @@ def test_as_many_choices_as_endpoints_compare_them_all() -> None:
 def test_two_choices_leave_the_slowest_its_leftovers() -> None:
     """With choices=2 the dearest of three is never picked, the middle one sometimes."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(choices=2, seed=9)
+    balancer = tlb.PeakEWMA(choices=2, seed=9, aperture=None)
     pool = tlb.Pool(URLS[:3], balancer, clock=clock)
     for url, latency in zip(URLS[:3], (0.300, 0.010, 0.200), strict=True):
         balancer.observe(pool.state(url), latency, False)
@@ -406,7 +406,7 @@ def test_the_previous_pick_is_a_candidate_again() -> None:
     """Once picked, the cheapest of ten endpoints (ten answers) stays a candidate: every pick
     compares it with three random others, so it wins while it stays the cheapest."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(seed=13)
+    balancer = tlb.PeakEWMA(seed=13, aperture=None)
     pool = tlb.Pool(URLS, balancer, clock=clock)
     latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
     answered(pool, clock, latency, 10)
@@ -420,7 +420,7 @@ def test_the_previous_pick_is_a_candidate_again() -> None:
 def test_an_endpoint_with_few_answers_is_not_remembered() -> None:
     """With fewer than ten answers, the cheapest endpoint wins only when it is drawn."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(seed=13)
+    balancer = tlb.PeakEWMA(seed=13, aperture=None)
     pool = tlb.Pool(URLS, balancer, clock=clock)
     latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
     answered(pool, clock, latency, 9)
@@ -432,7 +432,7 @@ def test_a_removed_endpoint_is_forgotten() -> None:
     """The remembered pick is dropped when the candidates change: a removed endpoint is never
     picked again."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(seed=13)
+    balancer = tlb.PeakEWMA(seed=13, aperture=None)
     pool = tlb.Pool(URLS, balancer, clock=clock)
     latency = {url: 0.050 for url in URLS} | {URLS[4]: 0.010}
     answered(pool, clock, latency, 10)
@@ -446,7 +446,7 @@ def test_a_removed_endpoint_is_forgotten() -> None:
 def test_other_choices_remember_the_previous_pick_too(choices: int) -> None:
     """With two or four choices too, the previous pick is compared again."""
     clock = ManualClock(0.0)
-    balancer = tlb.PeakEWMA(choices=choices, seed=14)
+    balancer = tlb.PeakEWMA(choices=choices, seed=14, aperture=None)
     pool = tlb.Pool(URLS, balancer, clock=clock)
     latency = {url: 0.050 for url in URLS} | {URLS[7]: 0.010}
     answered(pool, clock, latency, 10)
@@ -473,3 +473,91 @@ def test_the_first_answers_are_averaged() -> None:
         clock.advance(0.140)
         lease.record(status=200)
     assert state.ewma == pytest.approx(0.040 + 0.1 * (0.140 - 0.040))
+
+
+MANY = [f"http://10.0.1.{i}:8000" for i in range(1, 21)]
+
+
+def test_a_light_client_keeps_to_an_aperture_of_five() -> None:
+    """One request at a time over twenty endpoints goes to five of them, not to all twenty."""
+    clock = ManualClock(0.0)
+    pool = tlb.Pool(MANY, tlb.PeakEWMA(seed=21), clock=clock)
+    picks = simulate(pool, clock, {}, {}, requests=2_000, interval=0.020)
+    assert len(picks) == 5
+
+
+def test_the_aperture_widens_under_load_and_narrows_after() -> None:
+    """With more than 1.25 requests in flight per endpoint of the aperture it takes in more
+    endpoints, up to all of them; once the requests are done it narrows back to five."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=22)
+    pool = tlb.Pool(MANY, balancer, clock=clock)
+    simulate(pool, clock, {}, {}, requests=200, interval=0.020)  # every endpoint in it answered
+    held = [pool.acquire() for _ in range(100)]
+    assert len({lease.url for lease in held}) == 20
+    for lease in held:
+        lease.record(status=200)
+    simulate(pool, clock, {}, {}, requests=100, interval=0.020)  # one endpoint less a pick
+    picks = simulate(pool, clock, {}, {}, requests=500, interval=0.020)
+    assert len(picks) == 5
+
+
+def test_every_pick_compares_the_whole_aperture() -> None:
+    """Within the aperture every pick takes the cheapest endpoint: no draw can miss it."""
+    clock = ManualClock(0.0)
+    balancer = tlb.PeakEWMA(seed=23)
+    pool = tlb.Pool(URLS[:5], balancer, clock=clock)
+    for url, latency in zip(URLS[:5], (0.3, 0.2, 0.05, 0.4, 0.1), strict=True):
+        balancer.observe(pool.state(url), latency, False)
+    assert {balancer.pick(None).url for _ in range(100)} == {URLS[2]}  # type: ignore[union-attr]
+
+
+def test_the_aperture_keeps_its_endpoints_when_another_leaves() -> None:
+    """Removing an endpoint outside the aperture leaves it as it was; removing one inside
+    replaces that one only (rendezvous order)."""
+    clock = ManualClock(0.0)
+    pool = tlb.Pool(MANY, tlb.PeakEWMA(seed=24), clock=clock)
+    inside = set(simulate(pool, clock, {}, {}, requests=500, interval=0.020))
+    outside = sorted(set(MANY) - inside)
+    pool.remove(outside[0])
+    assert set(simulate(pool, clock, {}, {}, requests=500, interval=0.020)) == inside
+    gone = sorted(inside)[0]
+    pool.remove(gone)
+    after = set(simulate(pool, clock, {}, {}, requests=500, interval=0.020))
+    assert len(after) == 5
+    assert after > inside - {gone}
+
+
+def test_independent_balancers_choose_different_apertures() -> None:
+    """Balancers with different seeds (or none) keep to different subsets, so a fleet of
+    clients spreads over every endpoint; one seed always gives the same subset."""
+    subsets = []
+    for seed in (31, 32, 33, 33):
+        clock = ManualClock(0.0)
+        pool = tlb.Pool(MANY, tlb.PeakEWMA(seed=seed), clock=clock)
+        subsets.append(frozenset(simulate(pool, clock, {}, {}, requests=200, interval=0.020)))
+    assert subsets[2] == subsets[3]
+    assert len(set(subsets)) == 3
+
+
+def test_without_an_aperture_every_endpoint_is_used() -> None:
+    """aperture=None compares random candidates from every endpoint, as before the aperture."""
+    clock = ManualClock(0.0)
+    pool = tlb.Pool(MANY, tlb.PeakEWMA(seed=21, aperture=None), clock=clock)
+    picks = simulate(pool, clock, {}, {}, requests=2_000, interval=0.020)
+    assert len(picks) == 20
+
+
+@pytest.mark.parametrize(
+    ("aperture", "error", "match"),
+    [
+        (1, ValueError, "aperture must be >= 2"),
+        (0, ValueError, "aperture must be >= 2"),
+        (5.0, TypeError, "aperture must be an int"),
+        (True, TypeError, "aperture must be an int"),
+    ],
+)
+def test_bad_aperture(aperture: object, error: type[Exception], match: str) -> None:
+    """An aperture that is not an int >= 2 (or None) is refused with the field named."""
+    with pytest.raises(error, match=match):
+        tlb.PeakEWMA(aperture=aperture)  # type: ignore[arg-type]

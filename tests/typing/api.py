@@ -32,6 +32,8 @@ def balancing() -> None:
         tlb.WeightedRandom(),
         tlb.LeastRequest(choices=2),
         tlb.PeakEWMA(decay=10.0, choices=2),
+        tlb.PeakEWMA(aperture=None),
+        tlb.PeakEWMA(aperture=8),
     ):
         tlb.Pool(["http://a"], balancer=balancer)
     del url, latency, in_flight

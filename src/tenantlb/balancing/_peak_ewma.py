@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Sequence
 from typing import final
@@ -10,6 +11,7 @@ from typing import final
 from .._validate import count, positive
 from ._balancer import BalancerBase, EndpointState
 from ._endpoint import Endpoint
+from ._hashing import hash64
 
 __all__ = ["PeakEWMA"]
 
@@ -41,6 +43,14 @@ _MAX_DRAWN = 1 << 16
 # The previous pick is a candidate again (Mitzenmacher's "(d,1)-memory") once it has this many
 # answers, i.e. once its average rests on answers rather than on the first one or two.
 _KNOWN = 10
+# The aperture's load band (Finagle's aperture balancer): while the endpoints a pick compares
+# average more than _HIGH_LOAD requests in flight the aperture widens by one endpoint, below
+# _LOW_LOAD it narrows by one (never below ``aperture``). Finagle keeps about one request in
+# flight per endpoint (0.875-1.125); the band is wider below so that a client does not flap on
+# the noise of one pick's counts. 1.25 rather than 2 above: in the simulation's fleet scenario
+# 3-5 clients stayed narrow at 2 and lost 0.02x of p99 (1.25: 0.006x); 10-50 clients the same.
+_LOW_LOAD = 0.5
+_HIGH_LOAD = 1.25
 # "Nothing remembered": an endpoint whose load is +inf, so it never wins a comparison.
 _NOBODY = EndpointState(Endpoint("http://remembered.invalid"), 0.0)
 _NOBODY.ewma = _NOBODY.ewma_score = math.inf
@@ -62,8 +72,23 @@ class PeakEWMA(BalancerBase):
     (Finagle's rule): every endpoint gets measured, and a new one gets one request, not a burst.
     Meanwhile its estimate is ``default_rtt`` (what `cost` reports, and what a failure doubles).
 
-    Each pick draws ``choices`` distinct random candidates, adds the previous pick to them, and
-    takes the one with the lowest ``load = cost * (in_flight + 1) / weight``: O(choices) a pick.
+    Each balancer keeps to an *aperture* (Finagle's aperture balancers): a subset of ``aperture``
+    endpoints, its own random choice (weighted rendezvous hashing on a per-balancer salt, so an
+    endpoint's chance to be in it follows its weight, and it keeps its endpoints when others
+    come and go). While the client is light, every pick compares all of them and takes the one
+    with the lowest ``load = cost * (in_flight + 1) / weight``: O(aperture), no random draw.
+    When the endpoints a pick compares average more than 1.25 requests in flight, the aperture
+    takes in one more endpoint (up to all of them), and below half a request it gives one back
+    (Finagle's load band): a busy client spreads over the whole pool. Where many clients balance
+    independently, each sees only its own requests in flight and hears from each endpoint only
+    when its own requests come back: keeping to five endpoints gives each client twice the
+    answers per endpoint of ten, and at start-up each endpoint is probed by the clients that
+    have it in their aperture, not by every client (the balancing simulation's fleet scenario:
+    p99 1.10x the oracle's with fifty clients, instead of 1.15x).
+
+    Once the aperture is wider than ``aperture``, or with ``aperture=None`` (every endpoint), a
+    pick draws ``choices`` distinct random candidates from it, adds the previous pick to them,
+    and takes the one with the lowest load: O(choices) a pick.
     Three (the default) rather than two make a pick that lands on a slow endpoint rarer, which
     matters most when many clients balance independently, each seeing only its own requests in
     flight. The previous pick (Mitzenmacher's "(d,1)-memory") costs no random draw and does
@@ -86,12 +111,16 @@ class PeakEWMA(BalancerBase):
         default_rtt: The estimate of an endpoint with no answer yet, in seconds (> 0).
         failure_penalty: The smallest latency a failed request counts as, in seconds (> 0).
         choices: How many distinct random candidates a pick compares, besides the previous
-            pick (>= 2; all of them in a smaller pool). Default 3.
+            pick, once the aperture is wider than ``aperture`` (>= 2; all of them in a smaller
+            pool). Default 3.
+        aperture: The fewest endpoints a pick compares (>= 2), all of them while the client
+            is light; None: no aperture, every pick draws ``choices`` candidates from every
+            endpoint (the rule before the aperture). Default 5.
         seed: Seed for the random choice of the candidates (None: from the OS).
 
     Raises:
-        TypeError: ``choices`` is not an int, or a setting is not a number.
-        ValueError: A non-positive or non-finite number, or ``choices`` < 2.
+        TypeError: ``choices`` or ``aperture`` is not an int, or a setting is not a number.
+        ValueError: A non-positive or non-finite number, or ``choices`` or ``aperture`` < 2.
     """
 
     def __init__(
@@ -101,21 +130,34 @@ class PeakEWMA(BalancerBase):
         default_rtt: float = 0.030,
         failure_penalty: float = 1.0,
         choices: int = 3,
+        aperture: int | None = 5,
         seed: int | None = None,
     ) -> None:
         positive("decay", decay)
         positive("default_rtt", default_rtt)
         positive("failure_penalty", failure_penalty)
         count("choices", choices, minimum=2)
+        if aperture is not None:
+            count("aperture", aperture, minimum=2)
         self.decay = float(decay)
         self._rate = math.log2(math.e) / self.decay  # exp(-t / decay) = 2 ** (-t * rate)
         self.default_rtt = float(default_rtt)
         self.failure_penalty = float(failure_penalty)
         self.choices = choices
+        self.aperture = aperture
         self._seed = seed
         self._rng = random.Random(seed)
         self._getrandbits = self._rng.getrandbits
-        self._candidates: Sequence[EndpointState] = ()
+        # The aperture's order: a per-balancer salt, so independent clients choose independent
+        # subsets (from the seed when given, for reproducible runs; not from _rng, whose draws
+        # are the picks').
+        self._salt = (
+            os.urandom(8) if seed is None else hash64(b"aperture %d" % seed).to_bytes(8, "little")
+        )
+        self._candidates: Sequence[EndpointState] = ()  # in aperture order: the first _k are it
+        self._k = 0  # the aperture's width: picks compare the first _k of _candidates
+        self._floor = 0  # the narrowest width: min(aperture, candidates); 0 without an aperture
+        self._aperture: Sequence[EndpointState] = ()  # the first _floor candidates
         self._log_weights: tuple[float, ...] = ()
         self._weighted = False
         self._three = False  # the fast path: three choices over 3 to 2**16 candidates
@@ -125,7 +167,8 @@ class PeakEWMA(BalancerBase):
     def __repr__(self) -> str:
         return (
             f"PeakEWMA(decay={self.decay!r}, default_rtt={self.default_rtt!r},"
-            f" failure_penalty={self.failure_penalty!r}, choices={self.choices})"
+            f" failure_penalty={self.failure_penalty!r}, choices={self.choices},"
+            f" aperture={self.aperture!r})"
         )
 
     def clone(self) -> PeakEWMA:
@@ -134,27 +177,59 @@ class PeakEWMA(BalancerBase):
             default_rtt=self.default_rtt,
             failure_penalty=self.failure_penalty,
             choices=self.choices,
+            aperture=self.aperture,
             seed=self._seed,
         )
 
     def rebuild(self, candidates: Sequence[EndpointState]) -> None:
-        self._candidates = tuple(candidates)
-        n = len(self._candidates)
+        n = len(candidates)
         self._last = _NOBODY  # what was remembered is forgotten when the candidates change
-        # The fast path draws each index from its own 30-bit number (a small int, no big-int
-        # arithmetic): up to 2**16 candidates the largest bias is n / 2**30 < 1e-4.
-        self._three = self.choices == 3 and 3 <= n <= _MAX_DRAWN
-        self._two = 2 <= n <= _MAX_DRAWN and (self.choices == 2 or n == 2)
+        if self.aperture is None:
+            self._candidates = tuple(candidates)
+            self._floor = 0
+            self._k = n
+        else:
+            # Weighted rendezvous order: the aperture keeps its endpoints when others come and
+            # go, and an endpoint's chance to be in a client's aperture follows its weight.
+            self._candidates = tuple(sorted(candidates, key=self._rank))
+            self._floor = min(self.aperture, n)
+            self._k = max(self._floor, min(self._k, n))
+        self._aperture = self._candidates[: self._floor]  # what a pick at the floor compares
         weights = {c.weight for c in candidates}
         # Equal weights cancel out of every comparison: skip them.
         self._weighted = len(weights) > 1
-        self._log_weights = tuple(math.log2(c.weight) for c in candidates) if self._weighted else ()
+        self._log_weights = (
+            tuple(math.log2(c.weight) for c in self._candidates) if self._weighted else ()
+        )
+        self._paths()
+
+    def _rank(self, state: EndpointState) -> float:
+        # -ln(u) / weight for a uniform u in (0, 1] from the salt and the URL: the exponential
+        # race of weighted rendezvous hashing (lowest first), on the configured weight, so that
+        # slow start does not reorder the aperture.
+        u = (hash64(self._salt + state.key) + 1) * 2.0**-64
+        return -math.log(u) / state.endpoint.weight
+
+    def _paths(self) -> None:
+        # The fast paths for the aperture's width _k.
+        k = self._k
+        # The fast path draws each index from its own 30-bit number (a small int, no big-int
+        # arithmetic): up to 2**16 candidates the largest bias is n / 2**30 < 1e-4.
+        self._three = k > self._floor and self.choices == 3 and 3 <= k <= _MAX_DRAWN
+        self._two = k > self._floor and 2 <= k <= _MAX_DRAWN and (self.choices == 2 or k == 2)
+
+    def _resize(self, k: int) -> None:
+        # The load band moved the aperture's width to k.
+        self._k = k
+        self._paths()
 
     def pick(self, key: bytes | None) -> EndpointState | None:
         if not self._three:
+            if self._k == self._floor:
+                return self._pick_all()
             return self._pick_two() if self._two else self._pick_other()
         candidates = self._candidates
-        n = len(candidates)
+        n = self._k
         draw = self._getrandbits
         # Three distinct indices: i, then j among the n - 1 others, then k among the n - 2 left.
         i = draw(30) % n
@@ -191,6 +266,8 @@ class PeakEWMA(BalancerBase):
             load_b -= log_weights[j]
             load_c -= log_weights[k]
             load_m -= _log2(last.weight)
+        if self._floor:  # a widened aperture: the three candidates sample its load
+            self._band(a.in_flight + b.in_flight + c.in_flight, 3)
         best = a
         if load_b < load_a:
             best = b
@@ -211,9 +288,10 @@ class PeakEWMA(BalancerBase):
     def _pick_two(self) -> EndpointState:
         # pick() with two random candidates (choices=2, or a pool of two).
         candidates = self._candidates
+        n = self._k
         draw = self._getrandbits
-        i = draw(30) % len(candidates)
-        j = draw(30) % (len(candidates) - 1)
+        i = draw(30) % n
+        j = draw(30) % (n - 1)
         if j >= i:
             j += 1
         a = candidates[i]
@@ -230,6 +308,8 @@ class PeakEWMA(BalancerBase):
             load_a -= log_weights[i]
             load_b -= log_weights[j]
             load_m -= _log2(last.weight)
+        if self._floor:
+            self._band(a.in_flight + b.in_flight, 2)
         best = a
         if load_b < load_a:
             best = b
@@ -246,11 +326,13 @@ class PeakEWMA(BalancerBase):
         # No or one candidate, more than three choices, or a huge pool: the same rule as pick()
         # over a sample.
         candidates = self._candidates
-        n = len(candidates)
+        n = self._k
         if n <= 1:
             return candidates[0] if n else None
         indices = self._rng.sample(range(n), min(self.choices, n))
         chosen = [candidates[i] for i in indices]
+        if self._floor:
+            self._band(sum(s.in_flight for s in chosen), len(chosen))
         last = self._last
         chosen.append(last)
         try:
@@ -266,6 +348,63 @@ class PeakEWMA(BalancerBase):
         if loads[best] == _NO_SAMPLE:  # a candidate without an answer: the long way
             return self._remember(self._compare(chosen))
         return self._remember(chosen[best])
+
+    def _pick_all(self) -> EndpointState | None:
+        # The aperture at its narrowest: compare every endpoint in it, O(aperture), no draws
+        # and no previous pick (it is one of them).
+        aperture = self._aperture
+        if self._weighted:
+            return self._pick_all_weighted()
+        best: EndpointState | None = None
+        best_load = math.inf
+        total = 0
+        try:
+            for state in aperture:
+                in_flight = state.in_flight
+                total += in_flight
+                load = state.ewma_score + _LOG_COUNT[in_flight]
+                if load < best_load:
+                    best = state
+                    best_load = load
+        except IndexError:  # 256 or more in flight: the long way
+            return self._compare(aperture)
+        if total > _HIGH_LOAD * len(aperture) and len(aperture) < len(self._candidates):
+            self._resize(len(aperture) + 1)
+        if best_load == _NO_SAMPLE:  # a candidate without an answer: the long way
+            return self._compare(aperture)
+        return best
+
+    def _pick_all_weighted(self) -> EndpointState | None:
+        # _pick_all with unequal weights: each load less log2(weight).
+        aperture = self._aperture
+        log_weights = self._log_weights
+        best: EndpointState | None = None
+        best_load = math.inf
+        total = 0
+        try:
+            for i, state in enumerate(aperture):
+                in_flight = state.in_flight
+                total += in_flight
+                load = state.ewma_score + _LOG_COUNT[in_flight] - log_weights[i]
+                if load < best_load:
+                    best = state
+                    best_load = load
+        except IndexError:
+            return self._compare(aperture)
+        if total > _HIGH_LOAD * len(aperture) and len(aperture) < len(self._candidates):
+            self._resize(len(aperture) + 1)
+        if best_load == _NO_SAMPLE:
+            return self._compare(aperture)
+        return best
+
+    def _band(self, in_flight: int, compared: int) -> None:
+        # Finagle's aperture load band, on the in-flight counts of the endpoints a pick compared.
+        k = self._k
+        if in_flight > _HIGH_LOAD * compared:
+            if k < len(self._candidates):
+                self._resize(k + 1)
+        elif in_flight < _LOW_LOAD * compared and k > self._floor:
+            self._resize(k - 1)
 
     def _remember(self, state: EndpointState) -> EndpointState:
         self._last = state if state.requests >= _KNOWN else _NOBODY
