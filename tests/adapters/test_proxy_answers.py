@@ -49,7 +49,11 @@ def test_a_chunked_answer_arrives_whole_and_the_connection_is_reused(server: str
         with serve(make_proxy(server, gateway), host(server)) as url, httpx.Client() as client:
             bodies = [client.get(url + "/c", headers=AUTH).text for _ in range(3)]
         assert bodies == ["hello world"] * 3
-        assert [s.on_connection for s in upstream.seen] == [0, 1, 2]  # one kept-alive connection
+        if "+" in server:
+            # One kept-alive connection. (aiohttp's and httptools' clients give a connection back
+            # before the server can pass the end of the answer on; httpcore's release awaits, so
+            # the client's next request may come first and open another: no assertion there.)
+            assert [s.on_connection for s in upstream.seen] == [0, 1, 2]
     assert in_flight(gateway) == 0
 
 
