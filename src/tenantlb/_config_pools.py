@@ -146,6 +146,8 @@ class PoolsBuilder:
         return out
 
     def balancer(self, path: str, value: object) -> Balancer | None:
+        if isinstance(value, Mapping) and value.get("aperture") is False:
+            value = {**value, "aperture": None}  # TOML has no null: false turns PeakEWMA's off
         return self.b.make(path, BALANCERS, value, Balancer, nested="inner")
 
     def outlier(self, path: str, value: object) -> Any:

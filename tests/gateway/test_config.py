@@ -297,3 +297,26 @@ def test_cli_hash_key_reads_stdin() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == tlb.hash_api_key(KEY)
     assert KEY not in result.stdout
+
+
+def test_peak_ewmas_aperture_is_set_or_turned_off_in_a_file(tmp_path: Path) -> None:
+    """TOML has no null: ``aperture = false`` turns PeakEWMA's aperture off (None in Python);
+    a number sets it; anything else is an error that names the field."""
+    document = """
+[pools.a]
+endpoints = ["http://a:1", "http://a:2"]
+balancer = {type = "peak_ewma", aperture = false}
+
+[pools.b]
+endpoints = ["http://b:1"]
+balancer = {type = "peak_ewma", aperture = 8}
+"""
+    path = tmp_path / "gateway.toml"
+    path.write_text(document)
+    gateway = tlb.load_config(path)
+    assert gateway.pools["a"].balancer.aperture is None  # type: ignore[attr-defined]
+    assert gateway.pools["b"].balancer.aperture == 8  # type: ignore[attr-defined]
+    path.write_text(document.replace("aperture = 8", "aperture = 1"))
+    with pytest.raises(tlb.ConfigError) as caught:
+        tlb.load_config(path)
+    assert "pools.b.balancer" in str(caught.value)
