@@ -146,6 +146,9 @@ def test_the_httptools_client_refuses_to_frame_a_line_break_into_a_header() -> N
         assert caught.value.kind == "local"
     with pytest.raises(UpstreamFailure):
         _head("GET", b"/ HTTP/1.1\r\nx: y", [(b"host", b"a")], False)
+    with pytest.raises(UpstreamFailure) as caught:
+        _head("G\u00c9T", b"/", [(b"host", b"a")], False)
+    assert caught.value.kind == "local"
 
 
 def test_the_httptools_client_never_reuses_an_expired_connection() -> None:
@@ -210,3 +213,16 @@ def test_the_httptools_client_speaks_tls_to_https_endpoints(
             else:
                 assert upstream.seen == []
         assert in_flight(gateway) == 0
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn+aiohttp", "uvicorn+httptools"])
+def test_a_proxy_served_again_after_shutdown_still_proxies(server: str) -> None:
+    """Lifespan shutdown closes the upstream connections; the same `ProxyApp` served again (a
+    new event loop) opens new ones instead of using the old loop's."""
+    with ScriptedServer(lambda _: OK) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(server, gateway)
+        for _ in range(2):
+            with serve(proxy, host(server)) as url:
+                assert httpx.get(url + "/again", headers=AUTH).status_code == 200
+    assert in_flight(gateway) == 0

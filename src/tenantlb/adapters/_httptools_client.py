@@ -73,6 +73,9 @@ class HttptoolsTransport:
         return self._active, sum(len(stack) for stack in self._idle.values())
 
     async def aclose(self) -> None:
+        # The next request opens afresh, in its own event loop (a server may run this app again).
+        self._loop = None
+        self._slots = None
         stacks, self._idle = self._idle, {}
         for stack in stacks.values():
             for connection in stack:
@@ -120,7 +123,7 @@ class HttptoolsTransport:
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(url, loop)
-            response = _Response(self, url, connection, method == "HEAD")
+            response = _Response(self, url, connection, slots, method == "HEAD")
             connection.start(response, head)
             if body is None:
                 response.sent = True
@@ -131,13 +134,12 @@ class HttptoolsTransport:
         except BaseException:
             if connection is not None:
                 connection.abort()
-            self._release()
+            self._release(slots)
             raise
 
-    def _release(self) -> None:
+    def _release(self, slots: asyncio.Semaphore) -> None:
         self._active -= 1
-        assert self._slots is not None
-        self._slots.release()
+        slots.release()  # the one taken: `aclose` may have made another since
 
     def _idle_connection(self, url: str, loop: asyncio.AbstractEventLoop) -> _Connection | None:
         """The newest idle connection to *url* still usable, closing expired ones on the way."""
@@ -165,11 +167,13 @@ class HttptoolsTransport:
             else:
                 del self._idle[url]
 
-    def _give_back(self, url: str, connection: _Connection) -> None:
-        assert self._loop is not None
+    def _give_back(self, url: str, connection: _Connection, slots: asyncio.Semaphore) -> None:
+        """Keep *connection* idle, unless the pool holds enough or was closed since it was taken
+        (*slots*, the semaphore of the pool it came from, is no longer the pool's)."""
+        loop = self._loop
         stack = self._idle.setdefault(url, [])
-        if len(stack) < self._keep:
-            connection.idle_since = self._loop.time()
+        if loop is not None and slots is self._slots and len(stack) < self._keep:
+            connection.idle_since = loop.time()
             stack.append(connection)
         else:
             connection.close()
@@ -218,6 +222,8 @@ class HttptoolsTransport:
                     connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                     if connection.paused:
                         await self._drain(connection)
+                        if connection.closed or response.status:
+                            return
             if chunked and not connection.closed:
                 connection.write(b"0\r\n\r\n")
             response.sent = True
@@ -241,7 +247,11 @@ def _origin(url: str) -> tuple[str, int, bool]:
 
 def _head(method: str, target: bytes, headers: list[tuple[bytes, bytes]], chunked: bool) -> bytes:
     """The request line and header block; a CR, LF or NUL where none may be is refused."""
-    lines = [b"%s %s HTTP/1.1" % (method.encode("ascii"), target)]
+    try:
+        lines = [b"%s %s HTTP/1.1" % (method.encode("ascii"), target)]
+    except UnicodeEncodeError:
+        msg = "the method is not ASCII"
+        raise UpstreamFailure(ValueError(msg), kind="local") from None
     lines += [name + b": " + value for name, value in headers]
     if chunked:
         lines.append(b"transfer-encoding: chunked")
@@ -347,6 +357,9 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        self.wake_writer()
+
+    def wake_writer(self) -> None:
         waiter = self._writable
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -401,6 +414,7 @@ class _Response:
         "_connection",
         "_error",
         "_size",
+        "_slots",
         "_transport",
         "_url",
         "_waiter",
@@ -413,11 +427,17 @@ class _Response:
     )
 
     def __init__(
-        self, transport: HttptoolsTransport, url: str, connection: _Connection, bodiless: bool
+        self,
+        transport: HttptoolsTransport,
+        url: str,
+        connection: _Connection,
+        slots: asyncio.Semaphore,
+        bodiless: bool,
     ) -> None:
         self._transport = transport
         self._url = url
         self._connection = connection
+        self._slots = slots
         self.bodiless = bodiless
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
@@ -436,6 +456,7 @@ class _Response:
         self.status = status
         self.keep_alive = keep_alive
         self._wake()
+        self._connection.wake_writer()  # answered before the body was sent: stop sending it
 
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -527,7 +548,7 @@ class _Response:
             return
         self._closed = True
         transport, connection = self._transport, self._connection
-        transport._release()
+        transport._release(self._slots)
         if (
             complete
             and self.finished
@@ -537,7 +558,7 @@ class _Response:
             and not connection.broken
         ):
             connection.done()
-            transport._give_back(self._url, connection)
+            transport._give_back(self._url, connection, self._slots)
         else:
             connection.abort()  # half-read, failed, or not to be kept: closed, not reused
 
