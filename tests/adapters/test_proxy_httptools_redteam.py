@@ -1,0 +1,206 @@
+"""Red-team findings on ProxyApp's httptools upstream client, on real sockets and servers.
+
+Each test is parametrized over the clients where the comparison says something: httpcore (the
+reference) and httptools (the client under test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+import tenantlb as tlb
+from tenantlb.adapters.asgi import ProxyApp
+from tests.adapters.conftest import KEY, in_flight, make_gateway
+from tests.support.backends import ScriptedServer, Seen
+from tests.support.servers import serve
+
+AUTH = {"x-api-key": KEY}
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+@pytest.fixture(params=["httpcore", "httptools"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The reference client (httpcore) and the one under test (httptools), both under uvicorn."""
+    return request.param  # type: ignore[no-any-return]
+
+
+def make_proxy(client: str, gateway: tlb.Gateway, **kwargs: object) -> ProxyApp:
+    return ProxyApp(gateway, client=client, **kwargs)  # type: ignore[arg-type]
+
+
+class RawServer:
+    """A loopback TCP server that hands each accepted connection to *handle* in a thread."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.handle = handle
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError, EOFError):
+            conn.settimeout(30)
+            self.handle(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_head(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def reset(conn: socket.socket) -> None:
+    """Make close() send RST rather than FIN."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# -- 1. a ProxyApp served again after a lifespan shutdown ------------------------------------------
+
+
+def test_a_proxy_served_again_after_its_lifespan_shutdown_still_proxies(client: str) -> None:
+    """Lifespan shutdown closes the pool (`aclose`); the same app served again (a server
+    restarted in-process, a test suite's second server) runs on a new event loop, and must
+    proxy there, not answer 502 for ever with a client bound to the old, closed loop."""
+    with ScriptedServer(lambda _: OK) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway)
+        for _ in range(2):
+            with serve(proxy, "uvicorn") as url:
+                assert httpx.get(url + "/again", headers=AUTH).status_code == 200
+    assert in_flight(gateway) == 0
+
+
+# -- 2. a body framed by the close that ends in a reset --------------------------------------------
+
+
+def test_a_close_framed_body_cut_by_a_reset_is_not_passed_off_as_whole(client: str) -> None:
+    """An answer without Content-Length or chunks ends at the close: a FIN. A reset (RST) is a
+    crash mid-body, not the end of the body: the client must see the answer break off (as with
+    httpcore), not a complete 200 holding part of the body."""
+    head_seen = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\npartial")
+        head_seen.wait(30)  # the client has the head and the first bytes: now crash
+        reset(conn)
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        with serve(make_proxy(client, gateway, retries=0), "uvicorn") as url:
+            received: list[bytes] = []
+            with httpx.stream("GET", url + "/eof", headers=AUTH) as response:
+                assert response.status_code == 200
+
+                def read() -> None:
+                    for chunk in response.iter_raw():
+                        received.append(chunk)
+                        head_seen.set()
+
+                with pytest.raises(httpx.RemoteProtocolError):
+                    read()
+            assert b"".join(received) == b"partial"
+    assert in_flight(gateway) == 0
+
+
+# -- 3. a stray answer that begins in the packet of the last one -----------------------------------
+
+
+@pytest.mark.parametrize("client", ["httptools"])
+def test_a_stray_answer_begun_after_an_answer_is_never_the_next_requests(client: str) -> None:
+    """An endpoint that sends a second, stray answer right after the first one (a framework bug
+    writing an error page after a finished response): its status line arrives with the first
+    answer, its headers and body later. The connection must not be reused, or the stray 500
+    becomes the answer to whichever request (another tenant's, maybe) reuses it. (httpcore has
+    the same defect: h11 keeps the stray bytes in its buffer for the next cycle.)"""
+
+    def script(seen: Seen) -> bytes:
+        body = seen.target
+        answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        if seen.on_connection == 0:
+            return answer + b"HTTP/1.1 500 Internal Server Error\r\n"  # the stray one begins
+        return b"content-length: 5\r\n\r\nstray" + answer
+
+    with ScriptedServer(script) as upstream:
+        gateway = make_gateway([upstream.url])
+        with serve(make_proxy(client, gateway), "uvicorn") as url, httpx.Client() as http:
+            answers = [http.get(url + path, headers=AUTH) for path in ("/first", "/second")]
+        assert [(a.status_code, a.text) for a in answers] == [(200, "/first"), (200, "/second")]
+    assert in_flight(gateway) == 0
+
+
+# -- 4. an endless response head -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["many-fields", "one-long-field"])
+def test_an_endless_response_head_is_refused_not_buffered(client: str, shape: str) -> None:
+    """An endpoint that sends header after header and never ends its head: the proxy stops
+    reading it once it is far over any sane size (httpcore: h11's 16 KiB; aiohttp: 8 KiB a
+    line) and answers 502, instead of buffering all of it until the read timeout (504).
+    Here 8 MiB is sent, then the endpoint stalls; an endpoint on a fast network sends GBs."""
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        if shape == "many-fields":
+            field = b"x-flood: " + b"a" * 1000 + b"\r\n"
+            for _ in range(8 * 1024):
+                conn.sendall(field)
+        else:
+            conn.sendall(b"x-flood: ")
+            for _ in range(128):
+                conn.sendall(b"a" * 65536)
+        stop.wait(30)
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway, retries=0, read_timeout=10.0)
+        try:
+            with serve(proxy, "uvicorn") as url:
+                response = httpx.get(url + "/flood", headers=AUTH, timeout=60)
+                assert response.status_code == 502
+                assert proxy.stats().active == 0
+        finally:
+            stop.set()
+    assert in_flight(gateway) == 0
