@@ -25,6 +25,9 @@ __all__ = ["HttptoolsTransport"]
 
 # Body bytes buffered from an endpoint before reading from it pauses (the client is slower).
 _HIGH: Final = 256 * 1024
+# Bytes in a row an endpoint may send that are neither body nor the end of a head (a head, its
+# trailers): httptools sets no limit (h11 allows 16 KiB, aiohttp 8 KiB a line), and keeps them.
+_MAX_HEAD: Final = 64 * 1024
 
 
 class EndpointClosed(ConnectionResetError):
@@ -77,6 +80,9 @@ class HttptoolsTransport:
         for stack in stacks.values():
             for connection in stack:
                 connection.close()
+        # Served again (a lifespan shutdown, then another startup), the app may run on a new
+        # event loop: the next request opens on the loop it runs on.
+        self._loop = None
 
     def _open(self) -> asyncio.AbstractEventLoop:
         try:
@@ -85,7 +91,8 @@ class HttptoolsTransport:
             msg = "ProxyApp(client='httptools') runs on asyncio only; use client='httpcore' on trio"
             raise RuntimeError(msg) from None
         self._loop = loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._limit)
+        if self._slots is None or self._active == 0:  # else requests still hold some, here
+            self._slots = asyncio.Semaphore(self._limit)  # (one that had waiters is bound)
         return loop
 
     async def send(
@@ -262,6 +269,8 @@ class _Connection(asyncio.Protocol):
         self._response: _Response | None = None
         self._writable: asyncio.Future[None] | None = None
         self._informational = False
+        self._progress = False  # the bytes fed ended a head or carried body
+        self._unread = 0  # bytes fed in a row that did neither (see _MAX_HEAD)
         self.closed = False
         self.broken = False  # something arrived that no request asked for: never reused
         self.paused = False  # writing is paused: the endpoint reads slower than we send
@@ -272,6 +281,7 @@ class _Connection(asyncio.Protocol):
 
     def start(self, response: _Response, head: bytes) -> None:
         self._response = response
+        self._unread = 0
         self.write(head)
 
     def write(self, data: bytes) -> None:
@@ -321,11 +331,20 @@ class _Connection(asyncio.Protocol):
             self.broken = True  # bytes nobody asked for: this connection cannot be trusted
             self.abort()
             return
+        self._progress = False
         try:
             self._parser.feed_data(data)
         except Exception as exc:  # httptools.HttpParserError, HttpParserUpgrade
             response.fail(BadAnswer(f"the endpoint's answer is not valid HTTP/1.1: {exc}"))
             self.abort()
+            return
+        if self._progress:
+            self._unread = 0
+        elif not response.finished:
+            self._unread += len(data)
+            if self._unread > _MAX_HEAD:  # an endless head (or trailers): never buffered
+                response.fail(BadAnswer(f"the endpoint's answer head is over {_MAX_HEAD} bytes"))
+                self.abort()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost follows
@@ -334,7 +353,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         response = self._response
         if response is not None and not response.finished:
-            response.lost()
+            response.lost(exc)
         waiter = self._writable
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -350,6 +369,11 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        response = self._response
+        if response is None or response.finished:  # a second answer to one request begins:
+            self.broken = True  # whatever follows of it must not answer the next request
+
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self._response
         if response is not None and not response.finished:
@@ -358,6 +382,7 @@ class _Connection(asyncio.Protocol):
             self.broken = True
 
     def on_headers_complete(self) -> None:
+        self._progress = True
         response = self._response
         if response is None or response.finished:  # a second answer to one request
             self.broken = True
@@ -373,6 +398,7 @@ class _Connection(asyncio.Protocol):
             response.complete()
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         response = self._response
         if response is not None and not response.finished:
             response.feed(body)
@@ -380,6 +406,7 @@ class _Connection(asyncio.Protocol):
             self.broken = True
 
     def on_message_complete(self) -> None:
+        self._progress = True
         if self._informational:
             self._informational = False
             return
@@ -450,9 +477,10 @@ class _Response:
             self._error = error
         self._wake()
 
-    def lost(self) -> None:
-        """The connection closed: the end of a body framed by the close, else a failure."""
-        if self.status and not _framed(self.headers):
+    def lost(self, exc: Exception | None) -> None:
+        """The connection closed: the end of a body framed by the close (a FIN; a reset is a
+        crash), else a failure."""
+        if exc is None and self.status and not _framed(self.headers):
             self.keep_alive = False
             self.complete()
         else:
