@@ -10,7 +10,7 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -203,4 +203,70 @@ def test_an_endless_response_head_is_refused_not_buffered(client: str, shape: st
                 assert proxy.stats().active == 0
         finally:
             stop.set()
+    assert in_flight(gateway) == 0
+
+
+# -- 5. an endpoint that answers while it still reads the body (full duplex) -----------------------
+
+
+def read_chunk(conn: socket.socket, buffer: bytearray) -> bytes:
+    """One chunk of a chunked body (b"" for the last), read from *conn* through *buffer*."""
+
+    def until(marker: bytes) -> bytes:
+        while marker not in buffer:
+            data = conn.recv(65536)
+            if not data:
+                raise EOFError
+            buffer.extend(data)
+        end = buffer.index(marker) + len(marker)
+        out = bytes(buffer[:end])
+        del buffer[:end]
+        return out
+
+    size = int(until(b"\r\n").split(b";")[0], 16)
+    if size == 0:
+        until(b"\r\n")
+        return b""
+    while len(buffer) < size + 2:
+        data = conn.recv(65536)
+        if not data:
+            raise EOFError
+        buffer.extend(data)
+    chunk = bytes(buffer[:size])
+    del buffer[: size + 2]
+    return chunk
+
+
+def test_an_endpoint_that_answers_while_reading_the_body_gets_all_of_it(client: str) -> None:
+    """An endpoint that starts its answer before it has read the whole request body, and goes
+    on reading it (an echo or transform service, Starlette's ``StreamingResponse(request.
+    stream())``): the rest of the body is still sent. Only a finished answer (or a closed
+    connection) means the endpoint wants no more of it."""
+    echoed = [threading.Event() for _ in range(3)]
+
+    def handle(conn: socket.socket) -> None:
+        buffer = bytearray(read_head(conn).split(b"\r\n\r\n", 1)[1])
+        conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")  # answers now
+        for event in echoed:
+            chunk = read_chunk(conn, buffer)
+            if not chunk:
+                break
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            event.set()
+        read_chunk(conn, buffer)
+        conn.sendall(b"0\r\n\r\n")
+
+    def upload() -> Iterator[bytes]:
+        for piece, event in zip((b"one", b"two", b"three"), echoed, strict=True):
+            yield piece
+            event.wait(20)  # the endpoint echoed it: it has answered, and still reads
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway, read_timeout=5.0, retries=0)
+        with serve(proxy, "uvicorn") as url:
+            response = httpx.post(url + "/echo", headers=AUTH, content=upload(), timeout=60)
+            assert all(event.is_set() for event in echoed)
+            assert (response.status_code, response.content) == (200, b"onetwothree")
+            assert proxy.stats().active == 0
     assert in_flight(gateway) == 0
