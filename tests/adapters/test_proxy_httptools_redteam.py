@@ -17,7 +17,7 @@ import pytest
 
 import tenantlb as tlb
 from tenantlb.adapters.asgi import ProxyApp
-from tests.adapters.conftest import KEY, in_flight, make_gateway
+from tests.adapters.conftest import KEY, eventually, in_flight, make_gateway
 from tests.support.backends import ScriptedServer, Seen
 from tests.support.servers import serve
 
@@ -200,7 +200,7 @@ def test_an_endless_response_head_is_refused_not_buffered(client: str, shape: st
             with serve(proxy, "uvicorn") as url:
                 response = httpx.get(url + "/flood", headers=AUTH, timeout=60)
                 assert response.status_code == 502
-                assert proxy.stats().active == 0
+                eventually(lambda: proxy.stats().active == 0)
         finally:
             stop.set()
     assert in_flight(gateway) == 0
@@ -268,5 +268,29 @@ def test_an_endpoint_that_answers_while_reading_the_body_gets_all_of_it(client: 
             response = httpx.post(url + "/echo", headers=AUTH, content=upload(), timeout=60)
             assert all(event.is_set() for event in echoed)
             assert (response.status_code, response.content) == (200, b"onetwothree")
-            assert proxy.stats().active == 0
+            eventually(lambda: proxy.stats().active == 0)
+    assert in_flight(gateway) == 0
+
+
+def test_an_answer_that_refuses_an_upload_early_is_passed_on(client: str) -> None:
+    """The other side of the same rule: an endpoint that answers 413 whole as soon as it has the
+    request head (then discards what still comes) gets its answer passed on."""
+
+    def handle(conn: socket.socket) -> None:
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+        while conn.recv(65536):
+            pass
+
+    def upload() -> Iterator[bytes]:
+        for _ in range(16):
+            yield b"x" * 65536
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway)
+        with serve(proxy, "uvicorn") as url:
+            response = httpx.post(url + "/up", headers=AUTH, content=upload(), timeout=60)
+            assert (response.status_code, response.content) == (413, b"too big!")
+            eventually(lambda: proxy.stats().active == 0)
     assert in_flight(gateway) == 0

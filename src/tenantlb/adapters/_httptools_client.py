@@ -211,12 +211,14 @@ class HttptoolsTransport:
         body: AsyncIterable[bytes],
         chunked: bool,
     ) -> None:
-        """Stream the request body; stops early (quietly) when the endpoint already answered or
-        closed, as an endpoint may refuse a body before reading it (the answer is then read)."""
+        """Stream the request body; stops early (quietly) when the endpoint closed or its whole
+        answer arrived, as an endpoint may refuse a body before reading it (the answer is then
+        read). An answer still arriving is no refusal: an endpoint may stream its answer while
+        it reads the body (an echo), and waits for the rest of it."""
         chunks = aiter(body)
         try:
             async for chunk in chunks:
-                if connection.closed or response.status:
+                if connection.closed or response.finished:
                     return
                 if chunk:
                     connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
