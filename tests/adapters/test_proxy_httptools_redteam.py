@@ -294,3 +294,104 @@ def test_an_answer_that_refuses_an_upload_early_is_passed_on(client: str) -> Non
             assert (response.status_code, response.content) == (413, b"too big!")
             eventually(lambda: proxy.stats().active == 0)
     assert in_flight(gateway) == 0
+
+
+# -- 6. the max_connections limit ------------------------------------------------------------------
+
+
+def test_the_connection_limit_answers_503_and_gives_every_slot_back(client: str) -> None:
+    """With max_connections=1 and one request held by its endpoint: a second one waits for the
+    pool and is answered 503 (back-pressure); once the first is answered the limit's one slot
+    serves the next requests."""
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        while True:
+            head = read_head(conn)
+            if b" /hold " in head:
+                arrived.set()
+                release.wait(30)
+            conn.sendall(OK)
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway, max_connections=1, pool_timeout=0.2)
+        with serve(proxy, "uvicorn") as url:
+            held: list[httpx.Response] = []
+            holder = threading.Thread(
+                target=lambda: held.append(httpx.get(url + "/hold", headers=AUTH, timeout=60))
+            )
+            holder.start()
+            try:
+                assert arrived.wait(30)
+                busy = httpx.get(url + "/busy", headers=AUTH, timeout=60)
+                assert busy.status_code == 503
+                assert busy.headers["retry-after"] == "1"
+                assert proxy.stats().active == 1
+            finally:
+                release.set()
+                holder.join(30)
+            assert held[0].status_code == 200
+            eventually(lambda: proxy.stats().active == 0)
+            for _ in range(3):  # the one slot was given back each time
+                assert httpx.get(url + "/next", headers=AUTH).status_code == 200
+            assert proxy.stats().active == 0
+    assert in_flight(gateway) == 0
+
+
+def test_a_client_that_hangs_up_while_waiting_for_the_pool_takes_nothing(client: str) -> None:
+    """A request waiting for a free upstream connection (max_connections=1, held) whose client
+    hangs up is cancelled there: its lease goes back, and the limit's one slot is neither lost
+    nor doubled (the next requests are served one at a time, all of them)."""
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        while True:
+            head = read_head(conn)
+            if b" /hold " in head:
+                arrived.set()
+                release.wait(30)
+            conn.sendall(OK)
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway, max_connections=1, pool_timeout=30.0)
+        with serve(proxy, "uvicorn") as url:
+            port = int(url.rsplit(":", 1)[1])
+            held: list[httpx.Response] = []
+            holder = threading.Thread(
+                target=lambda: held.append(httpx.get(url + "/hold", headers=AUTH, timeout=60))
+            )
+            holder.start()
+            try:
+                assert arrived.wait(30)
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(
+                        b"GET /waits HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n" % KEY.encode()
+                    )
+                    eventually(lambda: in_flight(gateway) == 2)
+                eventually(lambda: in_flight(gateway) == 1)  # the waiting one gave up
+                assert proxy.stats().active == 1
+            finally:
+                release.set()
+                holder.join(30)
+            assert held[0].status_code == 200
+            eventually(lambda: proxy.stats().active == 0)
+            answers: list[int] = []
+            threads = [
+                threading.Thread(
+                    target=lambda: answers.append(
+                        httpx.get(url + "/next", headers=AUTH, timeout=60).status_code
+                    )
+                )
+                for _ in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert answers == [200] * 4
+            eventually(lambda: proxy.stats().active == 0)
+    assert in_flight(gateway) == 0
