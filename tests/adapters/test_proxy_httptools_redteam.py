@@ -12,10 +12,12 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 
+import anyio
 import httpx
 import pytest
 
 import tenantlb as tlb
+from tenantlb.adapters._proxy import ProxyStats
 from tenantlb.adapters.asgi import ProxyApp
 from tests.adapters.conftest import KEY, eventually, in_flight, make_gateway
 from tests.support.backends import ScriptedServer, Seen
@@ -394,4 +396,71 @@ def test_a_client_that_hangs_up_while_waiting_for_the_pool_takes_nothing(client:
                 thread.join(60)
             assert answers == [200] * 4
             eventually(lambda: proxy.stats().active == 0)
+    assert in_flight(gateway) == 0
+
+
+# -- 7. the pool closed while a request is in flight -----------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {}), id="asyncio")])
+@pytest.mark.parametrize("client", ["httptools"])
+async def test_closing_the_pool_under_a_request_lets_it_finish_and_keeps_nothing(
+    client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ProxyApp.aclose()` (lifespan shutdown does it) while a request waits for its answer: the
+    request is answered whole, nothing is logged as an error, and its connection, returned to a
+    closed pool, is closed rather than kept. (httpcore's UpstreamPool keeps it: open after
+    shutdown.)"""
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        read_head(conn)
+        arrived.set()
+        release.wait(30)
+        conn.sendall(OK)
+        while conn.recv(65536):
+            pass
+
+    with RawServer(handle) as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway)
+        sent: list[dict[str, object]] = []
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/closing",
+            "raw_path": b"/closing",
+            "query_string": b"",
+            "headers": [(b"host", b"proxy.test"), (b"x-api-key", KEY.encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(proxy, scope, receive, send)
+            await anyio.to_thread.run_sync(arrived.wait, 30)
+            await proxy.aclose()
+            release.set()
+        assert [m.get("status") for m in sent] == [200, None]
+        assert sent[-1]["body"] == b"ok"
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        assert proxy.stats() == ProxyStats(connections=0, active=0)
+        await proxy.aclose()
     assert in_flight(gateway) == 0
