@@ -170,10 +170,13 @@ class HttptoolsTransport:
                 del self._idle[url]
 
     def _give_back(self, url: str, connection: _Connection) -> None:
-        assert self._loop is not None
+        loop = self._loop
+        if loop is None:  # the pool was closed (aclose) while this request was in flight
+            connection.close()
+            return
         stack = self._idle.setdefault(url, [])
         if len(stack) < self._keep:
-            connection.idle_since = self._loop.time()
+            connection.idle_since = loop.time()
             stack.append(connection)
         else:
             connection.close()
