@@ -464,3 +464,19 @@ async def test_closing_the_pool_under_a_request_lets_it_finish_and_keeps_nothing
         assert proxy.stats() == ProxyStats(connections=0, active=0)
         await proxy.aclose()
     assert in_flight(gateway) == 0
+
+
+# -- 8. a status under 100 -------------------------------------------------------------------------
+
+
+def test_a_status_under_100_is_a_502_not_an_informational_answer(client: str) -> None:
+    """``HTTP/1.1 099`` is no HTTP status (100..599; h11 refuses it): a 502 at once, not an
+    informational answer after which the proxy waits for another until its read timeout."""
+    with ScriptedServer(lambda _: b"HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n") as upstream:
+        gateway = make_gateway([upstream.url])
+        proxy = make_proxy(client, gateway, retries=0, read_timeout=10.0)
+        with serve(proxy, "uvicorn") as url:
+            response = httpx.get(url + "/odd", headers=AUTH, timeout=60)
+            assert response.status_code == 502
+            eventually(lambda: proxy.stats().active == 0)
+    assert in_flight(gateway) == 0
