@@ -393,6 +393,10 @@ class _Connection(asyncio.Protocol):
             self.broken = True
             return
         status = self._parser.get_status_code()
+        if status < 100:  # no HTTP status (llhttp reads any three digits)
+            response.fail(BadAnswer(f"the endpoint answered status {status}"))
+            self.abort()
+            return
         if status < 200:  # 100 Continue, 103 Early Hints: not forwarded (a 101 raises)
             self._informational = True
             response.headers = []
