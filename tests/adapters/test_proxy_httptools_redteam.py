@@ -285,7 +285,7 @@ def test_an_answer_that_refuses_an_upload_early_is_passed_on(client: str) -> Non
             pass
 
     def upload() -> Iterator[bytes]:
-        for _ in range(16):
+        for _ in range(4):
             yield b"x" * 65536
 
     with RawServer(handle) as upstream:
