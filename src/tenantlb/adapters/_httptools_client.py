@@ -25,6 +25,9 @@ __all__ = ["HttptoolsTransport"]
 
 # Body bytes buffered from an endpoint before reading from it pauses (the client is slower).
 _HIGH: Final = 256 * 1024
+# Bytes in a row an endpoint may send that are neither body nor the end of a head (a head, its
+# trailers): httptools sets no limit (h11 allows 16 KiB, aiohttp 8 KiB a line), and keeps them.
+_MAX_HEAD: Final = 64 * 1024
 
 
 class EndpointClosed(ConnectionResetError):
@@ -91,7 +94,7 @@ class HttptoolsTransport:
             msg = "ProxyApp(client='httptools') runs on asyncio only; use client='httpcore' on trio"
             raise RuntimeError(msg) from None
         self._loop = loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._limit)
+        self._slots = asyncio.Semaphore(self._limit)  # of this loop (one with waiters is bound)
         return loop
 
     async def send(
@@ -211,18 +214,20 @@ class HttptoolsTransport:
         body: AsyncIterable[bytes],
         chunked: bool,
     ) -> None:
-        """Stream the request body; stops early (quietly) when the endpoint already answered or
-        closed, as an endpoint may refuse a body before reading it (the answer is then read)."""
+        """Stream the request body; stops early (quietly) when the endpoint closed or its whole
+        answer arrived, as an endpoint may refuse a body before reading it (the answer is then
+        read). An answer still arriving is no refusal: an endpoint may stream its answer while
+        it reads the body (an echo), and waits for the rest of it."""
         chunks = aiter(body)
         try:
             async for chunk in chunks:
-                if connection.closed or response.status:
+                if connection.closed or response.finished:
                     return
                 if chunk:
                     connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                     if connection.paused:
                         await self._drain(connection)
-                        if connection.closed or response.status:
+                        if connection.closed or response.finished:
                             return
             if chunked and not connection.closed:
                 connection.write(b"0\r\n\r\n")
@@ -275,6 +280,8 @@ class _Connection(asyncio.Protocol):
         self._response: _Response | None = None
         self._writable: asyncio.Future[None] | None = None
         self._informational = False
+        self._progress = False  # the bytes fed ended a head or carried body
+        self._unread = 0  # bytes fed in a row that did neither (see _MAX_HEAD)
         self.closed = False
         self.broken = False  # something arrived that no request asked for: never reused
         self.paused = False  # writing is paused: the endpoint reads slower than we send
@@ -285,6 +292,7 @@ class _Connection(asyncio.Protocol):
 
     def start(self, response: _Response, head: bytes) -> None:
         self._response = response
+        self._unread = 0
         self.write(head)
 
     def write(self, data: bytes) -> None:
@@ -334,11 +342,20 @@ class _Connection(asyncio.Protocol):
             self.broken = True  # bytes nobody asked for: this connection cannot be trusted
             self.abort()
             return
+        self._progress = False
         try:
             self._parser.feed_data(data)
         except Exception as exc:  # httptools.HttpParserError, HttpParserUpgrade
             response.fail(BadAnswer(f"the endpoint's answer is not valid HTTP/1.1: {exc}"))
             self.abort()
+            return
+        if self._progress:
+            self._unread = 0
+        elif not response.finished:
+            self._unread += len(data)
+            if self._unread > _MAX_HEAD:  # an endless head (or trailers): never buffered
+                response.fail(BadAnswer(f"the endpoint's answer head is over {_MAX_HEAD} bytes"))
+                self.abort()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost follows
@@ -347,7 +364,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         response = self._response
         if response is not None and not response.finished:
-            response.lost()
+            response.lost(exc)
         waiter = self._writable
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -366,6 +383,11 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        response = self._response
+        if response is None or response.finished:  # a second answer to one request begins:
+            self.broken = True  # whatever follows of it must not answer the next request
+
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self._response
         if response is not None and not response.finished:
@@ -374,11 +396,16 @@ class _Connection(asyncio.Protocol):
             self.broken = True
 
     def on_headers_complete(self) -> None:
+        self._progress = True
         response = self._response
         if response is None or response.finished:  # a second answer to one request
             self.broken = True
             return
         status = self._parser.get_status_code()
+        if status < 100:  # no HTTP status (llhttp reads any three digits)
+            response.fail(BadAnswer(f"the endpoint answered status {status}"))
+            self.abort()
+            return
         if status < 200:  # 100 Continue, 103 Early Hints: not forwarded (a 101 raises)
             self._informational = True
             response.headers = []
@@ -389,6 +416,7 @@ class _Connection(asyncio.Protocol):
             response.complete()
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         response = self._response
         if response is not None and not response.finished:
             response.feed(body)
@@ -396,6 +424,7 @@ class _Connection(asyncio.Protocol):
             self.broken = True
 
     def on_message_complete(self) -> None:
+        self._progress = True
         if self._informational:
             self._informational = False
             return
@@ -456,7 +485,6 @@ class _Response:
         self.status = status
         self.keep_alive = keep_alive
         self._wake()
-        self._connection.wake_writer()  # answered before the body was sent: stop sending it
 
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -468,15 +496,17 @@ class _Response:
     def complete(self) -> None:
         self.finished = True
         self._wake()
+        self._connection.wake_writer()  # answered whole while an upload waits: stop sending
 
     def fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
         self._wake()
 
-    def lost(self) -> None:
-        """The connection closed: the end of a body framed by the close, else a failure."""
-        if self.status and not _framed(self.headers):
+    def lost(self, exc: Exception | None) -> None:
+        """The connection closed: the end of a body framed by the close (a FIN; a reset is a
+        crash), else a failure."""
+        if exc is None and self.status and not _framed(self.headers):
             self.keep_alive = False
             self.complete()
         else:
