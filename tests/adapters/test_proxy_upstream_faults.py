@@ -21,7 +21,7 @@ import tenantlb as tlb
 from tenantlb.adapters._proxy import ProxyStats
 from tenantlb.adapters.asgi import ProxyApp
 from tests.adapters.conftest import KEY, eventually, in_flight, make_gateway
-from tests.support.backends import ScriptedServer, Seen
+from tests.support.backends import LoopbackServer, ScriptedServer, Seen
 from tests.support.servers import serve
 
 AUTH = {"x-api-key": KEY}
@@ -38,48 +38,17 @@ def make_proxy(client: str, gateway: tlb.Gateway, **kwargs: object) -> ProxyApp:
     return ProxyApp(gateway, client=client, **kwargs)  # type: ignore[arg-type]
 
 
-class RawServer:
+class RawServer(LoopbackServer):
     """A loopback TCP server that hands each accepted connection to *handle* in a thread."""
 
     def __init__(self, handle: Callable[[socket.socket], None]) -> None:
         self.handle = handle
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError, EOFError):
             conn.settimeout(30)
             self.handle(conn)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> RawServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def read_head(conn: socket.socket) -> bytes:
@@ -289,6 +258,7 @@ def test_an_answer_that_refuses_an_upload_early_is_passed_on(client: str) -> Non
 # -- 6. the max_connections limit ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("client", ["httpcore", "aiohttp", "httptools"])
 def test_the_connection_limit_answers_503_and_gives_every_slot_back(client: str) -> None:
     """With max_connections=1 and one request held by its endpoint: a second one waits for the
     pool and is answered 503 (back-pressure); once the first is answered the limit's one slot
@@ -330,6 +300,7 @@ def test_the_connection_limit_answers_503_and_gives_every_slot_back(client: str)
     assert in_flight(gateway) == 0
 
 
+@pytest.mark.parametrize("client", ["httpcore", "aiohttp", "httptools"])
 def test_a_client_that_hangs_up_while_waiting_for_the_pool_takes_nothing(client: str) -> None:
     """A request waiting for a free upstream connection (max_connections=1, held) whose client
     hangs up is cancelled there: its lease goes back, and the limit's one slot is neither lost

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 HERE = Path(__file__).resolve().parent
 
@@ -142,22 +143,17 @@ def start_backends(*names: str, timeout: float = 15.0) -> Iterator[list[BackendP
             backend.kill()
 
 
-class ResetServer:
-    """A real TCP server on loopback that reads each request's head, then resets the connection.
+class LoopbackServer:
+    """A real TCP server on a free loopback port; each accepted connection is handed to
+    `_handle` in a thread of its own (subclasses say what to do with it). `connections` counts
+    the connections accepted."""
 
-    To a client this is an upstream that crashed after the request was sent: no response, a
-    connection reset (RST). With *reply*, it first sends those bytes (e.g. a response head that
-    promises a body it never sends), so the client sees the crash in the middle of a response.
-    `requests` counts the request heads it read.
-    """
-
-    def __init__(self, reply: bytes = b"") -> None:
-        self.reply = reply
+    def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = int(self.sock.getsockname()[1])
-        self.requests = 0
+        self.connections = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -172,7 +168,38 @@ class ResetServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # closed
+            self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ResetServer(LoopbackServer):
+    """A real TCP server on loopback that reads each request's head, then resets the connection.
+
+    To a client this is an upstream that crashed after the request was sent: no response, a
+    connection reset (RST). With *reply*, it first sends those bytes (e.g. a response head that
+    promises a body it never sends), so the client sees the crash in the middle of a response.
+    `requests` counts the request heads it read.
+    """
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.requests = 0
+        super().__init__()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -195,18 +222,6 @@ class ResetServer:
             # SO_LINGER with a zero timeout: close() sends RST instead of FIN
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
-        self.sock.close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> ResetServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 @dataclasses.dataclass(frozen=True)
 class Seen:
@@ -219,7 +234,7 @@ class Seen:
     on_connection: int  # 0 for the first request on its connection, 1 for the next...
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A raw HTTP/1.1 server on loopback whose *script* decides each answer.
 
     ``script(seen)`` returns the bytes to answer with (the connection stays open for the next
@@ -240,25 +255,7 @@ class ScriptedServer:
         self.closing = closing
         self.tls = tls
         self.seen: list[Seen] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _handle(self, conn: socket.socket) -> None:
         if self.tls is not None:
@@ -336,15 +333,3 @@ class ScriptedServer:
                         return
             except (OSError, EOFError, ValueError):
                 return
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the server thread
-        self.sock.close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> ScriptedServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

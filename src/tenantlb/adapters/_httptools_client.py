@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from typing import Any, Final, cast, final
 from urllib.parse import urlsplit
 
-from ._transport import UpstreamFailure, UpstreamResponse
+from ._transport import UpstreamFailure, UpstreamResponse, wait_for_slot
 
 __all__ = ["HttptoolsTransport"]
 
@@ -110,12 +110,7 @@ class HttptoolsTransport:
         slots = self._slots
         assert slots is not None  # made with the loop
         if slots.locked():
-            try:
-                async with asyncio.timeout(self._timeouts["pool"]):
-                    await slots.acquire()
-            except TimeoutError:
-                msg = f"all {self._limit} upstream connections stayed busy"
-                raise UpstreamFailure(TimeoutError(msg), kind="busy") from None
+            await wait_for_slot(slots, self._limit, self._timeouts["pool"])
         else:
             await slots.acquire()  # returns at once
         self._active += 1

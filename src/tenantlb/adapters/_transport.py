@@ -26,6 +26,7 @@ __all__ = [
     "Transport",
     "UpstreamFailure",
     "UpstreamResponse",
+    "wait_for_slot",
 ]
 
 FailureKind = Literal["connect", "connect_timeout", "timeout", "reset", "local", "busy"]
@@ -97,6 +98,17 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Close every pooled connection."""
         ...
+
+
+async def wait_for_slot(slots: asyncio.Semaphore, limit: int, within: float) -> None:
+    """Take one of the *limit* connection slots, waiting up to *within* seconds for one (the
+    caller checked that none is free: a pool wait arms a timer, a free slot does not)."""
+    try:
+        async with asyncio.timeout(within):
+            await slots.acquire()
+    except TimeoutError:
+        msg = f"all {limit} upstream connections stayed busy"
+        raise UpstreamFailure(TimeoutError(msg), kind="busy") from None
 
 
 # -- httpcore ---------------------------------------------------------------------------------------
@@ -341,12 +353,7 @@ class AiohttpTransport:
         slots = self._slots
         assert slots is not None  # made with the session
         if slots.locked():
-            try:
-                async with asyncio.timeout(self._timeouts["pool"]):
-                    await slots.acquire()
-            except TimeoutError:
-                msg = f"all {self._limit} upstream connections stayed busy"
-                raise UpstreamFailure(TimeoutError(msg), kind="busy") from None
+            await wait_for_slot(slots, self._limit, self._timeouts["pool"])
         else:
             await slots.acquire()  # returns at once
         self._active += 1
