@@ -292,9 +292,10 @@ def adapters_server(gateway: tlb.Gateway) -> None:
         tune_gc=False,
     )
     stats: ProxyStats = proxy.stats()
+    fast = ProxyApp(gateway, client="httptools")  # asyncio only: tenantlb[httptools]
     aio = web.Application(middlewares=[tenant_middleware(gateway, key=TENANT_KEY)])
     answer: web.Response = problem_response(tlb.OverCapacity("busy"))
-    del protected, stats, aio, answer
+    del protected, stats, fast, aio, answer
 
 
 class ConsulLikeSource:
