@@ -71,6 +71,8 @@ class HttptoolsTransport:
         self._swept = 0.0
         self._origins: dict[str, tuple[str, int, bool]] = {}
         self.read_within: float | None = timeouts["read"] if lazy_read else None
+        # The answer's and a small body's read timeout, unless the caller enforces it.
+        self._head_within: float | None = None if lazy_read else timeouts["read"]
 
     def counts(self) -> tuple[int, int]:
         return self._active, sum(len(stack) for stack in self._idle.values())
@@ -156,9 +158,11 @@ class HttptoolsTransport:
         """Close every expired idle connection (also those to endpoints no longer used)."""
         self._swept = now
         for url, stack in list(self._idle.items()):
-            keep = [c for c in stack if not c.closed and now - c.idle_since < self._expiry]
+            keep = []
             for connection in stack:
-                if connection not in keep:
+                if not connection.closed and now - connection.idle_since < self._expiry:
+                    keep.append(connection)
+                else:
                     connection.close()
             if keep:
                 self._idle[url] = keep
@@ -526,7 +530,7 @@ class _Response:
     # -- from the proxy
 
     async def wait_head(self, reused: bool) -> _Response:
-        within = self._transport._timeouts["read"] if self._transport.read_within is None else None
+        within = self._transport._head_within
         try:
             while not self.status:
                 if self._error is not None:
@@ -537,7 +541,7 @@ class _Response:
         return self
 
     async def read(self) -> bytes:
-        within = self._transport._timeouts["read"] if self._transport.read_within is None else None
+        within = self._transport._head_within
         try:
             while not self.finished:
                 if self._error is not None:
@@ -549,7 +553,7 @@ class _Response:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
-        within = self._transport._timeouts["read"]
+        within = self._transport._timeouts["read"]  # each chunk: always timed here
         chunks = self._chunks
         try:
             while True:

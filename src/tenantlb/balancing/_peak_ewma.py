@@ -375,7 +375,9 @@ class PeakEWMA(BalancerBase):
         return best
 
     def _pick_all_weighted(self) -> EndpointState | None:
-        # _pick_all with unequal weights: each load less log2(weight).
+        # _pick_all with unequal weights: each load less log2(weight). (Kept apart: one loop
+        # for both cost the equal-weights pick ~3,800 instructions a cycle, 1.31x least-request
+        # instead of 1.09x, measured with `balancing.py --instructions`.)
         aperture = self._aperture
         log_weights = self._log_weights
         best: EndpointState | None = None
