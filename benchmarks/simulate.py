@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -421,6 +422,10 @@ def _rolling_deploy(every: float) -> Callable[[Loop, list[tlb.Pool], dict[str, S
 
 S3_MEAN, S3_SLOW, S3_WORKERS, S3_N, S3_LOAD = 0.05, 0.25, 4, 10, 0.7
 S3_SPREAD = ["LeastRequest", "PeakEWMA"]  # rows repeated over three seeds
+# The default balancer's row, and the figure the report checks, over more seeds: one seed's p99
+# ratio moves by about +-0.01 with the arrivals' draws, as much as a change to the balancer may.
+S3_DEFAULT, S3_SEEDS = "PeakEWMA", 18
+S3_TARGET = 1.1  # issue 12: the default balancer's p99 within 1.1x the oracle's
 S3_WARM = 10.0  # the steady-state column leaves out requests sent before (every client starts cold)
 
 
@@ -436,7 +441,9 @@ def s3_rate() -> float:
     return S3_LOAD * capacity
 
 
-def scenario_3(quick: bool) -> tuple[str, dict[tuple[str, int], Stats]]:
+def scenario_3(
+    quick: bool,
+) -> tuple[str, dict[tuple[str, int], Stats], dict[int, list[float]]]:
     fleet = (10, 50) if quick else (10, 25, 50)
     duration = 30.0 if quick else 60.0
     results: dict[tuple[str, int], Stats] = {}
@@ -464,32 +471,33 @@ def scenario_3(quick: bool) -> tuple[str, dict[tuple[str, int], Stats]]:
                 f" {st.share(degraded):.1%} |"
             )
     if quick:
-        return "\n".join(lines), results
+        return "\n".join(lines), results, {}
     # The same ratios over three seeds (arrivals and picks; the servers' draws are fixed), to
-    # show how much of a difference between rows is noise.
+    # show how much of a difference between rows is noise; the default balancer over more.
     seeds = (SEED, SEED + 1, SEED + 2)
+    wide = tuple(range(SEED, SEED + S3_SEEDS))
     spread = [*S3_SPREAD, *REFS]
     lines += [
         "",
-        f"Over seeds {seeds[0]}-{seeds[-1]}, p99 / oracle's (mean, min-max), whole run and "
-        f"sent at t >= {warm:g} s:",
+        f"Over seeds {seeds[0]}-{seeds[-1]} ({S3_DEFAULT}: {wide[0]}-{wide[-1]}), p99 / oracle's"
+        f" (mean, min-max), whole run and sent at t >= {warm:g} s:",
         "",
         "| strategy | " + " | ".join(f"{c} clients | t >= {warm:g} s" for c in fleet) + " |",
         "|---|" + "---:|---:|" * len(fleet),
     ]
     ratios: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for clients in fleet:
-        for seed in seeds:
+        for seed in wide:
             stats = {
                 name: results[name, clients]
                 if seed == SEED
                 else run(
                     name, s3_servers, rate=s3_rate(), duration=duration, clients=clients, seed=seed
                 )
-                for name in [ORACLE, *spread]
+                for name in [ORACLE, *(spread if seed in seeds else [S3_DEFAULT])]
             }
             oracle = stats[ORACLE]
-            for name in spread:
+            for name in stats.keys() - {ORACLE}:
                 ratios.setdefault((name, clients), []).append(
                     (
                         stats[name].quantile(0.99) / oracle.quantile(0.99),
@@ -505,7 +513,14 @@ def scenario_3(quick: bool) -> tuple[str, dict[tuple[str, int], Stats]]:
                     f"{sum(values) / len(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
                 )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines), results
+    default = {clients: [r[0] for r in ratios[S3_DEFAULT, clients]] for clients in fleet}
+    over = " / ".join(f"{sum(r > S3_TARGET for r in default[c])}" for c in fleet)
+    lines += [
+        "",
+        f"{S3_DEFAULT}'s seeds over the target ({S3_TARGET:g}x the oracle's p99, whole run),"
+        f" {' / '.join(str(c) for c in fleet)} clients: {over} of {S3_SEEDS}.",
+    ]
+    return "\n".join(lines), results, default
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -614,7 +629,7 @@ def main() -> None:
     sections.append(("2. Failing, uneven, bursty, cold and churning backends", s2_text))
     print(f"scenario 2: {time.process_time() - t:.1f} s CPU", file=sys.stderr)
     t = time.process_time()
-    s3_text, s3 = scenario_3(quick)
+    s3_text, s3, s3_seeds = scenario_3(quick)
     sections.append(("3. Many clients, no shared knowledge: herding", s3_text))
     print(f"scenario 3: {time.process_time() - t:.1f} s CPU", file=sys.stderr)
     t = time.process_time()
@@ -628,7 +643,23 @@ def main() -> None:
         if name == ORACLE:
             continue
         ratio = st.quantile(0.99) / s3[ORACLE, clients].quantile(0.99)
-        emit(f"scenario 3: {name} p99 / oracle, {clients} clients", ratio, "x", better="lower")
+        note = ""
+        if name == S3_DEFAULT and clients in s3_seeds:
+            # The median over the seeds, not one seed's draw (see scenario_3).
+            values = sorted(s3_seeds[clients])
+            ratio = statistics.median(values)
+            over = sum(v > S3_TARGET for v in values)
+            note = (
+                f"median of {len(values)} seeds ({values[0]:.3f}-{values[-1]:.3f});"
+                f" {over} over {S3_TARGET:g}x"
+            )
+        emit(
+            f"scenario 3: {name} p99 / oracle, {clients} clients",
+            ratio,
+            "x",
+            better="lower",
+            note=note,
+        )
     for (name, n), row in s4["churn"].items():
         emit(f"scenario 4: {name}, remove 1 of {n}: keys moved", row["moved"] * 100, "%")
     header = (
