@@ -438,7 +438,8 @@ class PeakEWMA(BalancerBase):
             return math.inf
         if state.ewma < 0.0:
             return _AWAITING_FIRST * state.in_flight
-        return self.cost(state) * (state.in_flight + 1) ** _IN_FLIGHT_POWER / state.weight
+        count: float = (state.in_flight + 1) ** _IN_FLIGHT_POWER
+        return self.cost(state) * count / state.weight
 
     def observe(
         self, state: EndpointState, latency: float, failed: bool, now: float | None = None
