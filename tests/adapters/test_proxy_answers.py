@@ -108,6 +108,28 @@ def test_informational_answers_are_not_forwarded(server: str) -> None:
     assert in_flight(gateway) == 0
 
 
+def test_a_switch_of_protocols_nobody_asked_for_is_a_502(server: str) -> None:
+    """ProxyApp forwards no upgrade, so a 101 is an endpoint's mistake: a 502, never a 101 passed on
+    to the client (aiohttp's client used to pass it on) and never the connection reused."""
+    switch = (
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+    )
+    with ScriptedServer(lambda seen: switch if seen.target == b"/upgrade" else OK) as upstream:
+        gateway = make_gateway([upstream.url])
+        with serve(make_proxy(server, gateway), host(server)) as url, httpx.Client() as client:
+            first = client.get(url + "/upgrade", headers=AUTH)
+            second = client.get(url + "/plain", headers=AUTH)
+        assert first.status_code == 502
+        assert first.headers["content-type"] == "application/problem+json"
+        assert (second.status_code, second.text) == (200, "ok")
+        # the second request went on a new connection: the switched one is not reused
+        assert [(s.target, s.on_connection) for s in upstream.seen] == [
+            (b"/upgrade", 0),
+            (b"/plain", 0),
+        ]
+    assert in_flight(gateway) == 0
+
+
 def test_an_answer_that_is_not_http_is_a_502(server: str) -> None:
     with ScriptedServer(lambda _: b"SMTP ready, not HTTP\r\n\r\n") as upstream:
         gateway = make_gateway([upstream.url])

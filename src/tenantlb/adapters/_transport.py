@@ -393,6 +393,14 @@ class AiohttpTransport:
         finally:
             if not sent:
                 self._release()
+        if response.status == 101:
+            # ProxyApp forwards no Upgrade, so a switch of protocols is the endpoint's mistake and
+            # its connection no longer speaks HTTP: a 502, as httpcore and httptools answer (aiohttp
+            # would hand the 101 on). close() drops the connection instead of pooling it.
+            response.close()
+            self._release()
+            error = ConnectionResetError("the endpoint switched protocols unasked (101)")
+            raise UpstreamFailure(error, kind="reset")
         return _AiohttpResponse(self, response)
 
     def _release(self) -> None:
