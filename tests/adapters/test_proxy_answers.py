@@ -3,6 +3,7 @@ framing (chunks, the close), HEAD, informational answers, garbage, and keep-aliv
 
 from __future__ import annotations
 
+import gc
 import ssl
 from pathlib import Path
 
@@ -248,3 +249,25 @@ def test_a_proxy_served_again_after_shutdown_still_proxies(server: str) -> None:
             with serve(proxy, host(server)) as url:
                 assert httpx.get(url + "/again", headers=AUTH).status_code == 200
     assert in_flight(gateway) == 0
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn+aiohttp", "uvicorn+httptools"])
+# The connections a run leaves behind are closed by the garbage collector, with a ResourceWarning
+# each (in whichever thread collects them: ProxyApp collects at startup).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_proxy_served_again_without_lifespan_still_proxies(server: str) -> None:
+    """With lifespan events off nothing closes the upstream connections between two runs (as with
+    Starlette's TestClient without ``with``): each new event loop must leave the old loop's
+    connections and semaphore alone (they used to answer 502s)."""
+    with ScriptedServer(lambda _: OK) as upstream:
+        gateway = make_gateway([upstream.url])
+        client_name = server.split("+", 1)[1] if "+" in server else "httpcore"
+        # tune_gc would gc.freeze() the second run's connections at the third run's startup
+        proxy = ProxyApp(gateway, client=client_name, tune_gc=False)  # type: ignore[arg-type]
+        for lifespan in (False, False, True):  # the last run's shutdown closes its connections
+            with serve(proxy, host(server), lifespan=lifespan) as url, httpx.Client() as client:
+                statuses = [client.get(url + "/again", headers=AUTH).status_code for _ in range(3)]
+            assert statuses == [200] * 3
+        assert len(upstream.seen) == 9
+    assert in_flight(gateway) == 0
+    gc.collect()  # what the runs left behind goes here, not in a later test

@@ -26,17 +26,22 @@ KEEP_ALIVE = 75  # seconds a server keeps an idle client connection (nginx's def
 
 
 @contextlib.contextmanager
-def serve(app: Any, server: str = "uvicorn", *, port: int | None = None) -> Iterator[str]:
-    """Run *app* (ASGI, or an aiohttp ``web.Application`` for ``"aiohttp"``) on a free port."""
+def serve(
+    app: Any, server: str = "uvicorn", *, port: int | None = None, lifespan: bool = True
+) -> Iterator[str]:
+    """Run *app* (ASGI, or an aiohttp ``web.Application`` for ``"aiohttp"``) on a free port;
+    ``lifespan=False`` (uvicorn only) sends the app no lifespan events, as ``--lifespan off``."""
     if server not in (*SERVERS, "aiohttp"):
         raise ValueError(f"unknown server {server!r}")
+    if not lifespan and server != "uvicorn":
+        raise ValueError("lifespan=False is for uvicorn only")
     # A port free_port() returned can be taken by another test's server before ours binds it:
     # then our server thread dies at startup, and we try again on another port.
     for attempt in range(3):
         chosen = port or free_port()
         stop = threading.Event()
         errors: list[BaseException] = []
-        thread = _start(app, server, chosen, stop, errors)
+        thread = _start(app, server, chosen, stop, errors, lifespan)
         if _listening(chosen, thread):
             break
         stop.set()
@@ -53,10 +58,15 @@ def serve(app: Any, server: str = "uvicorn", *, port: int | None = None) -> Iter
 
 
 def _start(
-    app: Any, server: str, port: int, stop: threading.Event, errors: list[BaseException]
+    app: Any,
+    server: str,
+    port: int,
+    stop: threading.Event,
+    errors: list[BaseException],
+    lifespan: bool = True,
 ) -> threading.Thread:
     if server == "uvicorn":
-        target = _uvicorn(app, port, stop)
+        target = _uvicorn(app, port, stop, lifespan)
     elif server == "hypercorn-asyncio":
         target = _hypercorn_asyncio(app, port, stop)
     elif server == "hypercorn-trio":
@@ -87,7 +97,7 @@ def _listening(port: int, thread: threading.Thread, timeout: float = 15.0) -> bo
     return False
 
 
-def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
+def _uvicorn(app: Any, port: int, stop: threading.Event, lifespan: bool = True) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
@@ -96,7 +106,7 @@ def _uvicorn(app: Any, port: int, stop: threading.Event) -> Any:
         port=port,
         log_level="warning",
         access_log=False,
-        lifespan="on",
+        lifespan="on" if lifespan else "off",
         proxy_headers=False,
         # Longer than any test client's keep-alive (httpx: 5 s), so the client always closes an
         # idle connection first. With both at 5 s, a request sent on a connection the server is

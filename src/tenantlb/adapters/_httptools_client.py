@@ -95,6 +95,8 @@ class HttptoolsTransport:
         except RuntimeError:
             msg = "ProxyApp(client='httptools') runs on asyncio only; use client='httpcore' on trio"
             raise RuntimeError(msg) from None
+        if self._loop is not None:  # another loop, no aclose() between (lifespan off): the old
+            self._idle = {}  # loop's connections can be neither used nor closed; left to the GC
         self._loop = loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self._limit)  # of this loop (one with waiters is bound)
         return loop
@@ -108,7 +110,13 @@ class HttptoolsTransport:
         body: AsyncIterable[bytes] | None,
         chunked: bool,
     ) -> UpstreamResponse:
-        loop = self._loop or self._open()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # trio: _open says so
+            running = None
+        loop = self._loop
+        if loop is not running or loop is None:
+            loop = self._open()
         slots = self._slots
         assert slots is not None  # made with the loop
         if slots.locked():

@@ -303,6 +303,7 @@ class AiohttpTransport:
         self._limit = max_connections
         self._expiry = keepalive_expiry
         self._session: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's
         self._slots: asyncio.Semaphore | None = None
         self._active = 0
         self._urls: dict[tuple[str, bytes], Any] = {}  # parsed once: most targets recur
@@ -324,6 +325,9 @@ class AiohttpTransport:
             raise RuntimeError(msg) from None
         aiohttp = self._aiohttp
         timeouts = self._timeouts
+        # A session is bound to its event loop: in another loop (lifespan events off, Starlette's
+        # TestClient without `with`) the old one can be neither used nor closed; it is dropped.
+        self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self._limit)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(  # the limit is ours: `_slots`
@@ -349,7 +353,13 @@ class AiohttpTransport:
         body: AsyncIterable[bytes] | None,
         chunked: bool,
     ) -> UpstreamResponse:
-        session = self._session or self._open()
+        session = self._session
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # trio: _open says so
+            running = None
+        if session is None or running is not self._loop:
+            session = self._open()
         slots = self._slots
         assert slots is not None  # made with the session
         if slots.locked():

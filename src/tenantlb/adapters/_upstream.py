@@ -11,11 +11,14 @@ per-request lock, an event-loop round trip); an ``https`` one an ``AsyncHTTPConn
 does the TLS handshake.
 
 All bookkeeping is synchronous, so a cancelled request can never leave it half-updated; only
-closing a connection awaits.
+closing a connection awaits. Connections belong to the event loop that opened them: a request in
+another loop (a server run again with lifespan events off, Starlette's TestClient without ``with``)
+leaves the old loop's idle connections behind instead of reusing them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import final
 
 import anyio
@@ -47,6 +50,7 @@ class UpstreamPool:
         "_idle",
         "_keep",
         "_limit",
+        "_loop",
         "_pool_timeout",
         "_slots",
     )
@@ -69,6 +73,7 @@ class UpstreamPool:
         self._idle: dict[str, list[Connection]] = {}  # by endpoint URL
         self._active = 0
         self._slots: anyio.Semaphore | None = None  # made in the server's event loop, on first use
+        self._loop: object = None  # the event loop the idle connections belong to
 
     @property
     def active(self) -> int:
@@ -100,6 +105,13 @@ class UpstreamPool:
                 msg = f"all {self._limit} upstream connections stayed busy"
                 raise httpcore.PoolTimeout(msg) from None
         self._active += 1
+        loop = _event_loop()
+        if loop is not self._loop:
+            # Another event loop: the idle connections are the old one's, which has stopped (or
+            # runs in another thread); they cannot be used or closed from here. Left to the
+            # garbage collector (and the OS).
+            self._loop = loop
+            self._idle = {}
         try:
             stack = self._idle.get(key)
             while stack:
@@ -141,3 +153,13 @@ class UpstreamPool:
         for stack in stacks.values():
             for connection in stack:
                 await finish(connection.aclose)
+
+
+def _event_loop() -> object:
+    """What connections belong to: the running asyncio loop, or the trio run's token."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        import trio
+
+        return trio.lowlevel.current_trio_token()
