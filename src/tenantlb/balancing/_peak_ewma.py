@@ -262,7 +262,7 @@ class PeakEWMA(BalancerBase):
         b = candidates[j]
         c = candidates[k]
         last = self._last
-        # Compare log2(load) = log2(cost) + elapsed decay + log2(in_flight + 1) - log2(weight):
+        # Compare log2(load) = log2(cost) + elapsed decay + 1.25 log2(in_flight + 1) - log2(weight):
         # the decay to "now" is the same for every candidate, so no clock read and no exp().
         try:
             load_a = a.ewma_score + _LOG_COUNT[a.in_flight]
