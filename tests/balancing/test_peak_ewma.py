@@ -562,3 +562,20 @@ def test_bad_aperture(aperture: object, error: type[Exception], match: str) -> N
     """An aperture that is not an int >= 2 (or None) is refused with the field named."""
     with pytest.raises(error, match=match):
         tlb.PeakEWMA(aperture=aperture)  # type: ignore[arg-type]
+
+
+def test_a_light_client_counts_its_requests_in_flight_for_more_than_a_busy_one() -> None:
+    """At the aperture (a light client) the load is cost x (in_flight + 1)^1.25; in a random pick
+    (a busy client's widened aperture, or aperture=None) it is cost x (in_flight + 1)."""
+    clock = ManualClock(0.0)
+    picks = {}
+    for aperture in (5, None):
+        balancer = tlb.PeakEWMA(choices=2, aperture=aperture, seed=3)
+        pool = tlb.Pool(URLS[:2], balancer, clock=clock)
+        fast, slow = pool.state(URLS[0]), pool.state(URLS[1])
+        balancer.observe(fast, 0.100, False)
+        balancer.observe(slow, 0.220, False)
+        fast.in_flight = 1  # load 0.2 counted as it is, 0.238 to the power 1.25; slow: 0.22
+        picks[aperture] = {balancer.pick(None).url for _ in range(8)}  # type: ignore[union-attr]
+        fast.in_flight = 0
+    assert picks == {5: {URLS[1]}, None: {URLS[0]}}
