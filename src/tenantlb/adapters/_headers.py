@@ -11,6 +11,7 @@ __all__ = [
     "HOP_BY_HOP",
     "RequestHead",
     "content_length",
+    "framed",
     "header_name",
     "request_head",
     "response_headers",
@@ -170,6 +171,15 @@ def content_length(value: bytes) -> int | None:
     if text.isdigit() and len(text) <= 19:
         return int(text)
     return None
+
+
+def framed(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer says where its body ends (else the end of the connection does)."""
+    for name, _ in headers:
+        lower = name.lower()
+        if lower in (b"content-length", b"transfer-encoding"):
+            return True
+    return False
 
 
 def header_name(name: object) -> bytes:

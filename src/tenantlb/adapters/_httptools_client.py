@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any, Final, cast, final
 from urllib.parse import urlsplit
 
+from ._headers import framed
 from ._transport import UpstreamFailure, UpstreamResponse, wait_for_slot
+from ._upstream import event_loop
 
 __all__ = ["HttptoolsTransport"]
 
@@ -110,12 +112,8 @@ class HttptoolsTransport:
         body: AsyncIterable[bytes] | None,
         chunked: bool,
     ) -> UpstreamResponse:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # trio: _open says so
-            running = None
         loop = self._loop
-        if loop is not running or loop is None:
+        if loop is None or loop is not event_loop():  # under trio, _open says why not
             loop = self._open()
         slots = self._slots
         assert slots is not None  # made with the loop
@@ -513,7 +511,7 @@ class _Response:
     def lost(self, exc: Exception | None) -> None:
         """The connection closed: the end of a body framed by the close (a FIN; a reset is a
         crash), else a failure."""
-        if exc is None and self.status and not _framed(self.headers):
+        if exc is None and self.status and not framed(self.headers):
             self.keep_alive = False
             self.complete()
         else:
@@ -598,12 +596,3 @@ class _Response:
             transport._give_back(self._url, connection, self._slots)
         else:
             connection.abort()  # half-read, failed, or not to be kept: closed, not reused
-
-
-def _framed(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Whether an answer says where its body ends (else the end of the connection does)."""
-    for name, _ in headers:
-        lower = name.lower()
-        if lower in (b"content-length", b"transfer-encoding"):
-            return True
-    return False

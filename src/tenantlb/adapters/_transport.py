@@ -18,7 +18,7 @@ import h11
 import httpcore
 
 from ._cleanup import finish
-from ._upstream import Connection, UpstreamPool
+from ._upstream import Connection, UpstreamPool, event_loop
 
 __all__ = [
     "AiohttpTransport",
@@ -354,11 +354,7 @@ class AiohttpTransport:
         chunked: bool,
     ) -> UpstreamResponse:
         session = self._session
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # trio: _open says so
-            running = None
-        if session is None or running is not self._loop:
+        if session is None or self._loop is not event_loop():  # under trio, _open says why not
             session = self._open()
         slots = self._slots
         assert slots is not None  # made with the session

@@ -26,7 +26,7 @@ import httpcore
 
 from ._cleanup import finish
 
-__all__ = ["Connection", "UpstreamPool"]
+__all__ = ["Connection", "UpstreamPool", "event_loop"]
 
 Connection = httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTPConnection
 
@@ -105,7 +105,7 @@ class UpstreamPool:
                 msg = f"all {self._limit} upstream connections stayed busy"
                 raise httpcore.PoolTimeout(msg) from None
         self._active += 1
-        loop = _event_loop()
+        loop = event_loop()
         if loop is not self._loop:
             # Another event loop: the idle connections are the old one's, which has stopped (or
             # runs in another thread); they cannot be used or closed from here. Left to the
@@ -155,8 +155,9 @@ class UpstreamPool:
                 await finish(connection.aclose)
 
 
-def _event_loop() -> object:
-    """What connections belong to: the running asyncio loop, or the trio run's token."""
+def event_loop() -> object:
+    """What connections belong to: the running asyncio loop, or the trio run's token (never
+    None, so it is never the "no loop yet" of a client that has not opened)."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # trio
